@@ -1,0 +1,1 @@
+"""The call log: every call followed over AMI, one record per call."""

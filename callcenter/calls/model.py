@@ -1,0 +1,76 @@
+"""Call-log records. Pure data: produced by the call tracker, persisted by the repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+AbandonStage = Literal["ivr", "queue"]
+EndReason = Literal["completed", "abandoned", "ended_while_disconnected", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class IvrStep:
+    """One step a caller took in the IVR (recorded by the FastAGI runner)."""
+
+    call_uniqueid: str
+    seq: int
+    at: datetime
+    node: str
+    kind: str  # node type: prompt, menu, collect, hours, lookup, language, set, queue, callback, ...
+    input: str | None = None  # digits pressed or collected, if any
+    result: str | None = None  # e.g. "timeout", "invalid", "hangup", the chosen option
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    at: datetime
+    kind: Literal["blind", "attended"]
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One inbound (or originated) call, keyed by the Uniqueid of its first channel."""
+
+    uniqueid: str
+    linkedid: str
+    channel: str
+    started_at: datetime
+    caller_number: str = ""
+    caller_name: str = ""
+    dialed_number: str = ""
+    direction: Literal["inbound", "outbound"] = "inbound"
+    ivr_path: tuple[str, ...] = ()  # node ids / choices, e.g. ("main", "1", "bookings")
+    ivr_choice: str | None = None  # the final menu choice, when the IVR reported it
+    queue: str | None = None
+    queue_priority: int | None = None
+    queue_joined_at: datetime | None = None
+    queue_left_at: datetime | None = None
+    agent: str | None = None  # member name
+    agent_interface: str | None = None  # e.g. PJSIP/1001
+    answered_at: datetime | None = None  # when an agent answered
+    ended_at: datetime | None = None
+    wait_seconds: float | None = None  # queue join -> agent answer (or -> abandon)
+    talk_seconds: float | None = None  # agent answer -> hangup
+    abandoned: bool = False
+    abandon_stage: AbandonStage | None = None
+    abandon_after_seconds: float | None = None  # from call start (ivr) or queue join (queue)
+    transfers: tuple[Transfer, ...] = ()
+    hangup_cause: int | None = None
+    hangup_cause_text: str | None = None
+    recording_file: str | None = None
+    end_reason: EndReason | None = None
+    variables: dict[str, str] = field(default_factory=dict)  # CALLCENTER_* VarSets worth keeping
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRequest:
+    """A caller asked to be called back instead of waiting (recorded by the IVR)."""
+
+    call_uniqueid: str
+    number: str
+    requested_at: datetime
+    queue: str | None = None
+    note: str | None = None

@@ -1,0 +1,94 @@
+"""One frozen Settings object, read from CALLCENTER_* environment variables and an optional TOML file.
+
+Secrets (the AMI secret, the database URL with its password) are `SecretStr`: they never appear in
+reprs or logs. Use `Settings.database_url_display` when a URL must be shown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+
+CONFIG_FILE_ENV = "CALLCENTER_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CALLCENTER_", frozen=True, extra="forbid", toml_file=None
+    )
+
+    # storage and bus
+    database_url: SecretStr = SecretStr("sqlite+aiosqlite:///./data/callcenter.db")
+    redis_url: SecretStr | None = None
+
+    # Asterisk Manager Interface (we are the client)
+    ami_host: str = "127.0.0.1"
+    ami_port: int = Field(5038, ge=1, le=65535)
+    ami_username: str = "callcenter"
+    ami_secret: SecretStr = SecretStr("")
+    ami_action_timeout: float = Field(5.0, gt=0)
+    ami_ping_interval: float = Field(5.0, gt=0)
+    ami_ping_timeout: float = Field(3.0, gt=0)
+    ami_reconnect_min: float = Field(0.5, gt=0)
+    ami_reconnect_max: float = Field(30.0, gt=0)
+
+    # FastAGI (we are the server; Asterisk connects to us)
+    agi_host: str = "127.0.0.1"
+    agi_port: int = Field(4573, ge=0, le=65535)
+
+    # web
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8080, ge=0, le=65535)
+
+    # files
+    flows_dir: Path = Path("ivr_flows")
+    recordings_dir: Path = Path("recordings")
+    data_dir: Path = Path("data")
+
+    # routing and telephony policy
+    timezone: str = "Asia/Shanghai"
+    default_queue: str = "general"
+    operator_queue: str = "operator"
+    lookup_timeout: float = Field(0.5, gt=0)
+    answer_target_seconds: int = Field(60, gt=0)
+
+    log_level: str = "INFO"
+
+    @property
+    def database_url_display(self) -> str:
+        """The database URL with its password masked, for logs."""
+        return make_url(self.database_url.get_secret_value()).render_as_string(hide_password=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get(CONFIG_FILE_ENV)
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings: explicit overrides > environment > TOML file (argument or CALLCENTER_CONFIG)."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        os.environ[CONFIG_FILE_ENV] = str(config_file)
+    return Settings(**overrides)
