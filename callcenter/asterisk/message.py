@@ -37,15 +37,18 @@ class AmiMessage:
         return self.get("ActionID")
 
     def get(self, key: str, default: str = "") -> str:
+        # Hot path: compare lengths first so most headers are rejected without lower().
+        n = len(key)
         k = key.lower()
         for name, value in self.headers:
-            if name.lower() == k:
+            if len(name) == n and (name == key or name.lower() == k):
                 return value
         return default
 
     def get_all(self, key: str) -> list[str]:
+        n = len(key)
         k = key.lower()
-        return [value for name, value in self.headers if name.lower() == k]
+        return [value for name, value in self.headers if len(name) == n and name.lower() == k]
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):

@@ -14,7 +14,9 @@ class Bus(Protocol):
         """Deliver `payload` to every current subscriber of `channel`. Never raises for a
         down backend: it logs and drops (telephony fails open)."""
 
-    def subscribe(self, *channels: str) -> AbstractAsyncContextManager[AsyncIterator[tuple[str, Payload]]]:
+    def subscribe(
+        self, *channels: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[tuple[str, Payload]]]:
         """`async with bus.subscribe("calls", "agents") as messages: async for channel, payload in messages`."""
 
     async def close(self) -> None: ...

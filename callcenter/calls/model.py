@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 AbandonStage = Literal["ivr", "queue"]
-EndReason = Literal["completed", "abandoned", "ended_while_disconnected", "failed"]
+EndReason = Literal["completed", "abandoned", "ended_while_disconnected", "failed", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,7 @@ class IvrStep:
     seq: int
     at: datetime
     node: str
-    kind: str  # node type: prompt, menu, collect, hours, lookup, language, set, queue, callback, ...
+    kind: str  # node type: prompt, menu, collect, hours, lookup, language, set, queue, callback
     input: str | None = None  # digits pressed or collected, if any
     result: str | None = None  # e.g. "timeout", "invalid", "hangup", the chosen option
 
@@ -63,6 +63,9 @@ class CallRecord:
     recording_file: str | None = None
     end_reason: EndReason | None = None
     variables: dict[str, str] = field(default_factory=dict)  # CALLCENTER_* VarSets worth keeping
+    queues: tuple[str, ...] = ()  # every queue the caller joined, in order (transfers, overflow)
+    agents: tuple[str, ...] = ()  # every member name that answered, in order
+    adopted: bool = False  # first seen mid-call (resync or late start): start time approximate
 
 
 @dataclass(frozen=True, slots=True)

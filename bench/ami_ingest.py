@@ -1,0 +1,351 @@
+"""AMI ingest benchmark: panoramisk 1.4's parser vs our framer + sequential consumer.
+
+Usage: python bench/ami_ingest.py [--calls 1400] [--chunks 1001,4096] [--rounds 3]
+
+Stream: the events of ami_transcripts/raw/04 (IVR -> queue -> agent call) and 05 (abandon),
+repeated with fresh uniqueids/channel ids and alternating Chinese and Latin caller names
+(about 76 events per repetition; the default gives ~106k events, ~48 MB).
+
+Measured (same bytes, same chunk boundaries, one process, timings are wall-clock minima):
+
+(a) panoramisk: `AMIProtocol.data_received` on a bare protocol whose factory's `dispatch` only
+    counts (panoramisk parses, then calls `factory.dispatch(message)` per event; a real Manager
+    would also match fnmatch patterns and start a task per coroutine handler, not counted here).
+(b) ours: the AmiClient's own protocol object (`_AmiProtocol.data_received` -> AmiFramer ->
+    inbox) and the client's sequential consumer task awaiting `on_message` per event. The
+    protocol object is driven directly (no socket); the loop runs the consumer after every
+    256 KiB fed, which is what asyncio's selector transport does (it reads <= 256 KiB per
+    callback).
+(c) TCP replay: a server in a child process sends the same stream over loopback to a started
+    AmiClient (login + resync first); a ticker task in the client's loop records the longest
+    event-loop stall.
+
+`full_path_handler`: pass an async callable taking an AmiMessage (the call tracker + persisted
+call log) to `run()` / `replay_tcp()` to measure the full ingest path with the same replay; it
+replaces the no-op consumer in (b) and (c). Not wired here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import multiprocessing
+import multiprocessing.connection
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from panoramisk.ami_protocol import AMIProtocol  # noqa: E402
+
+from callcenter.asterisk.ami import AmiClient  # noqa: E402
+from callcenter.asterisk.framing import AmiFramer  # noqa: E402
+from callcenter.asterisk.message import AmiMessage  # noqa: E402
+
+RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
+SOURCES = ("04_inbound_ivr_queue_agent_call.ast.raw", "05_queue_abandon.ast.raw")
+NAMES = ["张三", "李四", "王小明", "John Smith", "欧阳娜娜", "Marie Curie", "陈", "Ma"]
+READ_SIZE = 256 * 1024  # asyncio selector transports read at most this much per callback
+
+FullPathHandler = Callable[[AmiMessage], Awaitable[None]]
+
+
+def build_stream(calls: int) -> tuple[bytes, int]:
+    """The 04+05 events repeated `calls` times with varied ids and names; (bytes, events)."""
+    template = b"".join((RAW / name).read_bytes() for name in SOURCES)
+    per_call = template.count(b"\r\n\r\n")
+    parts = []
+    for i in range(calls):
+        name = NAMES[i % len(NAMES)].encode()
+        part = (
+            template.replace(b"17156817", b"18%06d" % (i % 1_000_000))
+            .replace(b"17156820", b"19%06d" % (i % 1_000_000))
+            .replace(b"CallerIDName: John Smith", b"CallerIDName: " + name)
+            .replace(b"CallerIDName: Ma\r", b"CallerIDName: " + name + b"\r")
+            .replace(b"-0000000", b"-%07x" % (i % 0xFFFFFFF))
+        )
+        parts.append(part)
+    return b"".join(parts), per_call * calls
+
+
+def chunked(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+class _CountingFactory:
+    """The cheapest `factory` panoramisk's protocol can dispatch to."""
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    def dispatch(self, message: Any) -> None:
+        self.events += 1
+
+
+def bench_panoramisk(chunks: list[bytes]) -> tuple[float, int]:
+    proto = AMIProtocol()
+    proto.connection_made(_NullTransport())
+    factory = _CountingFactory()
+    proto.factory = factory
+    proto.encoding = "utf8"
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        proto.data_received(chunk)
+    return time.perf_counter() - t0, factory.events
+
+
+class _NullTransport(asyncio.Transport):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        return None
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+
+async def bench_ours(
+    chunks: list[bytes], full_path_handler: FullPathHandler | None = None
+) -> tuple[float, int]:
+    count = 0
+
+    async def on_message(msg: AmiMessage) -> None:
+        nonlocal count
+        count += 1
+
+    handler = full_path_handler or on_message
+    client = AmiClient(
+        host="127.0.0.1",
+        port=1,
+        username="bench",
+        secret="bench",
+        on_message=handler,
+        max_queued=10_000_000,
+    )
+    proto = client._new_protocol()  # the exact object a live connection uses
+    proto.connection_made(_NullTransport())
+    consumer = asyncio.create_task(client._consume())
+    t0 = time.perf_counter()
+    fed = 0
+    for chunk in chunks:
+        proto.data_received(chunk)
+        fed += len(chunk)
+        if fed >= READ_SIZE:
+            fed = 0
+            await asyncio.sleep(0)
+    while client.stats().queued:
+        await asyncio.sleep(0)
+    elapsed = time.perf_counter() - t0
+    consumer.cancel()
+    await asyncio.gather(consumer, return_exceptions=True)
+    return elapsed, client.stats().events_delivered
+
+
+def bench_framer_only(chunks: list[bytes]) -> tuple[float, int]:
+    framer = AmiFramer()
+    n = 0
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        n += len(framer.feed(chunk))
+    return time.perf_counter() - t0, n
+
+
+# -- TCP replay ------------------------------------------------------------------------------------
+
+
+def _serve(data: bytes, write_size: int, conn: multiprocessing.connection.Connection) -> None:
+    asyncio.run(_serve_async(data, write_size, conn))
+
+
+async def _serve_async(
+    data: bytes, write_size: int, conn: multiprocessing.connection.Connection
+) -> None:
+    done = asyncio.Event()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = AmiFramer()
+        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+        lists_done = 0
+        while lists_done < 2:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            for msg in framer.feed(chunk):
+                aid = msg.action_id
+                action = msg.get("Action")
+                if action == "Login":
+                    writer.write(_reply(aid, "Authentication accepted"))
+                elif action in ("CoreShowChannels", "QueueStatus"):
+                    lists_done += 1
+                    writer.write(_reply(aid, "will follow", ("EventList", "start")))
+                    writer.write(
+                        f"Event: {action}Complete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
+                        "ListItems: 0\r\n\r\n".encode()
+                    )
+                else:
+                    writer.write(_reply(aid, ""))
+        t0 = time.perf_counter()
+        view = memoryview(data)
+        for i in range(0, len(data), write_size):
+            writer.write(view[i : i + write_size])
+            await writer.drain()
+        conn.send(("sent", time.perf_counter() - t0))
+        while await reader.read(65536):  # answer nothing more; wait for the client to close
+            pass
+        done.set()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    conn.send(server.sockets[0].getsockname()[1])
+    await done.wait()
+    server.close()
+
+
+def _reply(aid: str, message: str, *extra: tuple[str, str]) -> bytes:
+    lines = ["Response: Success", f"ActionID: {aid}", *(f"{k}: {v}" for k, v in extra)]
+    lines.append(f"Message: {message}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    events: int
+    seconds: float
+    max_stall_ms: float
+    p99_stall_ms: float
+    frame_errors: int
+
+
+async def replay_tcp(
+    data: bytes,
+    expected_events: int,
+    *,
+    write_size: int = 4096,
+    full_path_handler: FullPathHandler | None = None,
+) -> ReplayResult:
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(data, write_size, child), daemon=True)
+    proc.start()
+    port = parent.recv()
+    count = 0
+    finished = asyncio.Event()
+
+    async def on_message(msg: AmiMessage) -> None:
+        nonlocal count
+        count += 1
+        if count >= expected_events:
+            finished.set()
+
+    async def full(msg: AmiMessage) -> None:
+        assert full_path_handler is not None
+        await full_path_handler(msg)
+        await on_message(msg)
+
+    client = AmiClient(
+        host="127.0.0.1",
+        port=port,
+        username="bench",
+        secret="bench",
+        on_message=on_message if full_path_handler is None else full,
+        ping_interval=60,
+    )
+    loop = asyncio.get_running_loop()
+    stalls: list[float] = []
+    stop = False
+
+    async def ticker() -> None:
+        while not stop:
+            t = loop.time()
+            await asyncio.sleep(0.001)
+            stalls.append(loop.time() - t - 0.001)
+
+    await client.start()
+    tick = asyncio.create_task(ticker())
+    t0 = time.perf_counter()
+    await asyncio.wait_for(finished.wait(), 600)
+    elapsed = time.perf_counter() - t0
+    stop = True
+    await tick
+    stats = client.stats()
+    await client.close()
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+    stalls.sort()
+    return ReplayResult(
+        events=count - 1,  # FullyBooted is not sent by this server; count excludes nothing else
+        seconds=elapsed,
+        max_stall_ms=stalls[-1] * 1000 if stalls else 0.0,
+        p99_stall_ms=stalls[int(len(stalls) * 0.99)] * 1000 if stalls else 0.0,
+        frame_errors=stats.frame_errors,
+    )
+
+
+async def run(
+    *,
+    calls: int = 1400,
+    chunk_sizes: tuple[int, ...] = (1001, 4096),
+    rounds: int = 3,
+    full_path_handler: FullPathHandler | None = None,
+) -> None:
+    data, events = build_stream(calls)
+    print(f"stream: {events} events, {len(data) / 1e6:.1f} MB, {calls} calls (04+05 repeated)")
+    print(f"python {sys.version.split()[0]}, gc enabled, best of {rounds} rounds\n")
+    for size in chunk_sizes:
+        chunks = chunked(data, size)
+        pano, ours, frm = [], [], []
+        for _ in range(rounds):
+            gc.collect()
+            t, n = bench_panoramisk(chunks)
+            assert n == events, (n, events)
+            pano.append(t)
+            gc.collect()
+            t, n = await bench_ours(chunks, full_path_handler)
+            assert n == events, (n, events)
+            ours.append(t)
+            gc.collect()
+            t, n = bench_framer_only(chunks)
+            assert n == events, (n, events)
+            frm.append(t)
+        p, o, f = min(pano), min(ours), min(frm)
+        print(f"chunk {size:>5} B: (a) panoramisk 1.4 AMIProtocol  {events / p:>10,.0f} ev/s")
+        label = "full_path_handler" if full_path_handler else "no-op on_message"
+        print(f"              (b) AmiClient path ({label}) {events / o:>10,.0f} ev/s")
+        print(f"                  AmiFramer.feed alone        {events / f:>10,.0f} ev/s")
+        print(
+            f"              ratio (b)/(a) = {p / o:.2f}x   (framer alone {p / f:.2f}x; "
+            f"median ratio {statistics.median(pano) / statistics.median(ours):.2f}x)\n"
+        )
+    res = await replay_tcp(data, events, full_path_handler=full_path_handler)
+    print(
+        f"TCP replay (loopback, child-process server, 4096 B writes): {res.events:,} events in "
+        f"{res.seconds:.2f}s = {res.events / res.seconds:,.0f} ev/s; loop stall max "
+        f"{res.max_stall_ms:.1f} ms, p99 {res.p99_stall_ms:.2f} ms; frame errors {res.frame_errors}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=1400)
+    parser.add_argument("--chunks", default="1001,4096")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sizes = tuple(int(x) for x in args.chunks.split(","))
+    asyncio.run(run(calls=args.calls, chunk_sizes=sizes, rounds=args.rounds))
+
+
+if __name__ == "__main__":
+    main()

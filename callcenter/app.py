@@ -1,0 +1,424 @@
+"""The one composition root: `create_app(settings)` wires every part into an aiohttp Application.
+
+Nothing is created at import time. Each resource and background loop is a cleanup context,
+started in dependency order and stopped in reverse:
+
+  database   engine + migrations + repositories            (health: db)
+  bus        in-process or Redis                           (health: bus)
+  pipeline   CallTracker + AgentStateTracker, consumer, call-log writer, ticker
+  hub        WebSocket fan-out from the bus
+  agi        flow registry (hot reload) + IVR runner + FastAGI server
+  emulator   only in the demo: the Asterisk emulator, its AGI pointed at our FastAGI port
+  ami        AMI client feeding the pipeline               (health: ami)
+
+Telephony fails open: the IVR keeps answering when the database is slow (steps are dropped,
+logged), the bus drops when Redis is down, the AMI client reconnects forever - except on
+refused credentials, which stop the server with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from callcenter.agents.notifier import AgentNotifier
+from callcenter.agents.service import AgentStateTracker
+from callcenter.asterisk.agi import AgiServer
+from callcenter.asterisk.ami import AmiClient
+from callcenter.asterisk.errors import AmiConnectError, AmiError, AmiLoginError
+from callcenter.bus.base import Bus
+from callcenter.bus.factory import make_bus
+from callcenter.bus.keys import AGENTS, CALLBACKS, CALLS, QUEUES, SYSTEM
+from callcenter.calls.notifier import CallNotifier
+from callcenter.calls.repository import CallRepository
+from callcenter.calls.service import CallTracker
+from callcenter.config import Settings
+from callcenter.customers.repository import CustomerLookupAdapter, CustomerRepository
+from callcenter.db.engine import create_engine, create_session_factory
+from callcenter.db.migrate import upgrade_database
+from callcenter.ivr.runner import IvrRunner
+from callcenter.ivr.service import FlowRegistry
+from callcenter.pipeline import EventPipeline, cancel_and_wait
+from callcenter.web.hub import WebSocketHub
+from callcenter.web.keys import (
+    CALL_REPOSITORY,
+    CLOCK,
+    HEALTH_CHECKS,
+    HUB,
+    LIVE_AGENTS,
+    LIVE_CALLS,
+    SETTINGS,
+    Clock,
+    ComponentHealth,
+)
+from callcenter.web.middlewares import error_middleware
+from callcenter.web.routes import setup_routes
+
+log = logging.getLogger(__name__)
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey[async_sessionmaker[AsyncSession]]("sessions")
+BUS = web.AppKey[Bus]("bus")
+CALL_TRACKER = web.AppKey("call_tracker", CallTracker)
+AGENT_TRACKER = web.AppKey("agent_tracker", AgentStateTracker)
+PIPELINE = web.AppKey("pipeline", EventPipeline)
+FLOWS = web.AppKey("flows", FlowRegistry)
+IVR = web.AppKey("ivr", IvrRunner)
+AGI_SERVER = web.AppKey("agi_server", AgiServer)
+AMI = web.AppKey("ami", AmiClient)
+# set by the emulator context (demo): where the AMI client connects instead of settings
+AMI_ADDRESS = web.AppKey[tuple[str, int]]("ami_address")
+# resolves with a reason when the AMI client stopped for good (refused login): serve exits
+AMI_FATAL = web.AppKey[asyncio.Future[str]]("ami_fatal")
+
+HUB_CHANNELS = (CALLS, AGENTS, QUEUES, CALLBACKS, SYSTEM)
+
+
+def utc_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class EmbeddedPbx(Protocol):
+    """An in-process PBX (the emulator) the app starts and stops itself (the demo)."""
+
+    async def start(self) -> tuple[str, int]:
+        """Start; returns the (host, port) of its AMI server."""
+
+    async def stop(self) -> None: ...
+
+
+# Called with our FastAGI server's (host, port) once it listens; returns the PBX to start.
+PbxFactory = Callable[[str, int], EmbeddedPbx]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    emulator: PbxFactory | None = None,
+    clock: Clock | None = None,
+) -> web.Application:
+    """The whole server as an aiohttp Application (not started: run it with aiohttp's runners).
+
+    `emulator` (the demo): builds an Asterisk emulator once our FastAGI server listens (its
+    dialplan's AGI URL points there); the AMI client connects to the emulator's AMI server
+    instead of settings.ami_host/ami_port.
+    `clock`: "now" for the trackers and the IVR (default: the wall clock, UTC).
+    """
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or utc_clock
+    app[HEALTH_CHECKS] = {}
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_bus)
+    app.cleanup_ctx.append(_pipeline)
+    app.cleanup_ctx.append(_hub)
+    app.cleanup_ctx.append(_agi)
+    if emulator is not None:
+        app.cleanup_ctx.append(_emulator_context(emulator))
+    app.cleanup_ctx.append(_ami)
+    app.on_shutdown.append(_close_websockets)
+    setup_routes(app)
+    return app
+
+
+# ------------------------------------------------------------------------------ contexts
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    url = settings.database_url.get_secret_value()
+    log.info("database: %s", settings.database_url_display)
+    await upgrade_database(url)
+    engine = create_engine(url)
+    sessions = create_session_factory(engine)
+    app[ENGINE] = engine
+    app[SESSIONS] = sessions
+    app[CALL_REPOSITORY] = CallRepository(
+        session_factory=sessions, answer_target_seconds=settings.answer_target_seconds
+    )
+
+    async def check() -> ComponentHealth:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return ComponentHealth(ok=True, detail=engine.dialect.name)
+
+    app[HEALTH_CHECKS]["db"] = check
+    try:
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def _bus(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    bus = make_bus(redis_url)
+    app[BUS] = bus
+    log.info("bus: %s", "redis" if redis_url else "in-process")
+
+    async def check() -> ComponentHealth:
+        ping: Callable[[], Any] | None = getattr(bus, "ping", None)
+        if ping is None:
+            return ComponentHealth(ok=True, detail="in-process")
+        ok = bool(await ping())
+        return ComponentHealth(ok=ok, detail="redis" if ok else "redis unreachable")
+
+    app[HEALTH_CHECKS]["bus"] = check
+    try:
+        yield
+    finally:
+        await bus.close()
+
+
+async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+    calls = CallTracker()
+    agents = AgentStateTracker()
+    pipeline = EventPipeline(
+        calls=calls,
+        agents=agents,
+        call_publisher=CallNotifier(bus=app[BUS]),
+        agent_publisher=AgentNotifier(bus=app[BUS]),
+        call_log=app[CALL_REPOSITORY],
+        clock=app[CLOCK],
+    )
+    app[CALL_TRACKER] = calls
+    app[AGENT_TRACKER] = agents
+    app[LIVE_CALLS] = calls
+    app[LIVE_AGENTS] = agents
+    app[PIPELINE] = pipeline
+    tasks = [
+        asyncio.create_task(pipeline.run(), name="event-pipeline"),
+        asyncio.create_task(pipeline.write(), name="call-log-writer"),
+        asyncio.create_task(pipeline.ticker(), name="event-ticker"),
+    ]
+    try:
+        yield
+    finally:
+        # let what was already received reach the call log before stopping
+        try:
+            async with asyncio.timeout(5):
+                await pipeline.drain()
+        except TimeoutError:
+            log.warning("shutdown: %d events/records not processed", pipeline.pending)
+        await cancel_and_wait(*tasks)
+
+
+async def _hub(app: web.Application) -> AsyncIterator[None]:
+    hub = WebSocketHub(bus=app[BUS], channels=HUB_CHANNELS)
+    app[HUB] = hub
+    task = asyncio.create_task(hub.run(), name="websocket-hub")
+    try:
+        async with asyncio.timeout(10):
+            await hub.wait_subscribed()
+    except TimeoutError:
+        log.warning("websocket hub: bus subscription not ready yet; it keeps retrying")
+    try:
+        yield
+    finally:
+        await hub.close()
+        await cancel_and_wait(task)
+
+
+async def _close_websockets(app: web.Application) -> None:
+    # on_shutdown runs before the server waits for open requests: close WebSockets here
+    if HUB in app:
+        await app[HUB].close()
+
+
+async def _agi(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    flows = FlowRegistry(directory=settings.flows_dir, fallback_timezone=settings.timezone)
+    flows.start()
+    if not flows.names():
+        log.error(
+            "no valid IVR flow in %s: callers get the dialplan's fallback queue "
+            "(run `callcenter flows check`)",
+            settings.flows_dir,
+        )
+    runner = IvrRunner(
+        flows=flows,
+        customers=CustomerLookupAdapter(
+            repository=CustomerRepository(session_factory=app[SESSIONS])
+        ),
+        recorder=app[CALL_REPOSITORY],
+        calendar=None,
+        clock=app[CLOCK],
+        lookup_timeout=settings.lookup_timeout,
+        default_queue=settings.default_queue,
+        operator_queue=settings.operator_queue,
+    )
+    server = AgiServer(
+        router=runner,
+        operator_queue=settings.operator_queue,
+        host=settings.agi_host,
+        port=settings.agi_port,
+    )
+    await server.start()
+    app[FLOWS] = flows
+    app[IVR] = runner
+    app[AGI_SERVER] = server
+    try:
+        yield
+    finally:
+        await server.close()
+        await flows.stop()
+
+
+def _emulator_context(
+    factory: PbxFactory,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        agi_host = app[SETTINGS].agi_host
+        pbx = factory(
+            agi_host if agi_host not in ("", "0.0.0.0", "::") else "127.0.0.1", app[AGI_SERVER].port
+        )
+        app[AMI_ADDRESS] = await pbx.start()
+        log.info("emulator: AMI on %s:%s", *app[AMI_ADDRESS])
+        try:
+            yield
+        finally:
+            await pbx.stop()
+
+    return context
+
+
+async def _ami(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pipeline = app[PIPELINE]
+    bus = app[BUS]
+    host, port = app.get(AMI_ADDRESS, (settings.ami_host, settings.ami_port))
+    fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    app[AMI_FATAL] = fatal
+
+    async def connected() -> None:
+        log.info("AMI: logged in to %s:%s as %s", host, port, settings.ami_username)
+        await bus.publish(SYSTEM, {"type": "ami.connected", "host": host, "port": port})
+
+    async def disconnected(reason: AmiError) -> None:
+        await bus.publish(SYSTEM, {"type": "ami.disconnected", "reason": reason.code})
+        if isinstance(reason, AmiLoginError) and not fatal.done():
+            fatal.set_result(f"AMI login refused for user {settings.ami_username!r}: {reason}")
+
+    def make_client() -> AmiClient:
+        return AmiClient(
+            host=host,
+            port=port,
+            username=settings.ami_username,
+            secret=settings.ami_secret.get_secret_value(),
+            on_message=pipeline.feed,
+            on_resync=pipeline.resync,
+            on_connected=connected,
+            on_disconnected=disconnected,
+            action_timeout=settings.ami_action_timeout,
+            ping_interval=settings.ami_ping_interval,
+            ping_timeout=settings.ami_ping_timeout,
+            reconnect_min=settings.ami_reconnect_min,
+            reconnect_max=settings.ami_reconnect_max,
+        )
+
+    # First attempt in the foreground, so refused credentials stop start-up with a clear error
+    # (AmiLoginError propagates). An unreachable Asterisk is not fatal: keep trying behind.
+    client = make_client()
+    try:
+        async with asyncio.timeout(settings.ami_action_timeout * 2):
+            await client.start(wait=True)
+    except (AmiConnectError, TimeoutError) as exc:
+        log.warning(
+            "AMI: Asterisk not reachable at %s:%s (%s); starting anyway, reconnecting in the "
+            "background",
+            host,
+            port,
+            exc or "timeout",
+        )
+        client = make_client()
+        await client.start(wait=False)
+    app[AMI] = client
+
+    async def check() -> ComponentHealth:
+        stats = client.stats()
+        return ComponentHealth(
+            ok=client.connected,
+            detail=client.state if client.failure is None else str(client.failure),
+            info={"host": host, "port": port, "reconnects": stats.reconnects},
+        )
+
+    app[HEALTH_CHECKS]["ami"] = check
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+# ------------------------------------------------------------------------------ running
+
+
+async def start_site(runner: web.AppRunner, host: str, port: int) -> int:
+    """Start listening; returns the bound port (useful with port 0)."""
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    addresses = runner.addresses
+    return int(addresses[-1][1]) if addresses else port
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def serve(settings: Settings) -> int:
+    """`callcenter serve`: run until SIGINT/SIGTERM (0) or a fatal AMI error (1)."""
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    try:
+        await runner.setup()
+    except AmiLoginError as exc:
+        log.error(
+            "AMI login refused for user %r at %s:%s: %s - check CALLCENTER_AMI_USERNAME and "
+            "CALLCENTER_AMI_SECRET against manager.conf",
+            settings.ami_username,
+            settings.ami_host,
+            settings.ami_port,
+            exc,
+        )
+        await runner.cleanup()
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        await runner.cleanup()
+        return 1
+    try:
+        port = await start_site(runner, settings.web_host, settings.web_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.web_host, settings.web_port, exc)
+        await runner.cleanup()
+        return 1
+    log.info("web: http://%s:%s/", settings.web_host, port)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    fatal = app[AMI_FATAL]
+    stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([stopper, fatal], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        log.info("shutting down")
+        await runner.cleanup()
+    if fatal.done() and not fatal.cancelled():
+        log.error("stopped: %s", fatal.result())
+        return 1
+    return 0

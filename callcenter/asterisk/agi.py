@@ -1,0 +1,689 @@
+"""Our own FastAGI server (Asterisk is the TCP client) on asyncio streams.
+
+Contract (see PROTOCOL.md §5 and §8 "Server, FastAGI"):
+
+* ``read_environment`` reads the ``agi_*`` block up to the empty line, bounded in size and line
+  count, decoding with replacement; EOF before the empty line raises ``AgiConnectionLost``.
+* ``format_command`` quotes arguments; every command line ends with a bare ``\\n``.
+* ``ReplyAssembler`` turns reply lines into ``AgiReply`` objects: ``100`` lines are skipped,
+  multi-line ``520-`` blocks are consumed up to the ``520 `` line, and an unsolicited ``HANGUP``
+  line is reported separately (it is a notification, never a reply).
+* ``AgiConnection`` sends one command at a time. After a hangup only dead-allowed commands are
+  written; anything else raises ``AgiHangup`` without touching the socket.
+* ``AgiServer`` routes on ``agi_network_script`` without its query string and always closes
+  the socket when the handler returns. Unknown scripts go to the operator queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+from urllib.parse import parse_qs
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_LINES = 128
+MAX_LINE_BYTES = 8192
+MAX_HEADER_BYTES = 65536
+MAX_520_LINES = 512
+
+# Commands Asterisk still runs on a dead channel (res_agi.c commands table, dead=1).
+DEAD_ALLOWED = frozenset(
+    {
+        "EXEC",
+        "GET VARIABLE",
+        "GET FULL VARIABLE",
+        "SET VARIABLE",
+        "VERBOSE",
+        "NOOP",
+        "DATABASE GET",
+        "DATABASE PUT",
+        "DATABASE DEL",
+        "DATABASE DELTREE",
+        "ASYNCAGI BREAK",
+        "SPEECH DESTROY",
+        "SPEECH UNLOAD GRAMMAR",
+    }
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+
+class AgiError(Exception):
+    """Base class of every FastAGI error."""
+
+
+class AgiProtocolError(AgiError):
+    """The peer sent something that is not FastAGI (oversized header, garbage reply line)."""
+
+
+class AgiHangup(AgiError):
+    """The channel hung up: a ``HANGUP`` notification, a ``511`` reply, or the socket closed."""
+
+
+class AgiConnectionLost(AgiHangup):
+    """The TCP connection ended (EOF or reset) before the expected line arrived."""
+
+
+class AgiCommandError(AgiError):
+    """Asterisk refused a command: 510 (unknown command) or 520 (bad syntax)."""
+
+    def __init__(self, code: int, reply: AgiReply, command: str) -> None:
+        super().__init__(f"{code} for {command!r}: {reply.text.splitlines()[0]}")
+        self.code = code
+        self.reply = reply
+        self.command = command
+
+
+# ---------------------------------------------------------------------------------------------
+# environment
+
+
+@dataclass(frozen=True, slots=True)
+class AgiEnvironment:
+    """The ``agi_*`` variables Asterisk sends first, keyed without the ``agi_`` prefix."""
+
+    values: Mapping[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.values.get(name, default)
+
+    @property
+    def network_script(self) -> str | None:
+        """The raw script path, query string included, or None when the URL had no path."""
+        return self.values.get("network_script")
+
+    @property
+    def script_name(self) -> str | None:
+        """The script path without its query string and slashes; None when absent or empty."""
+        raw = self.network_script
+        if raw is None:
+            return None
+        name = raw.split("?", 1)[0].strip("/")
+        return name or None
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        raw = self.network_script or ""
+        if "?" not in raw:
+            return {}
+        return {k: v[-1] for k, v in parse_qs(raw.split("?", 1)[1]).items()}
+
+    @property
+    def uniqueid(self) -> str:
+        return self.get("uniqueid")
+
+    @property
+    def channel(self) -> str:
+        return self.get("channel")
+
+    @property
+    def language(self) -> str:
+        return self.get("language")
+
+    @property
+    def callerid(self) -> str | None:
+        """The caller number, or None when Asterisk reports it as ``unknown``/empty."""
+        value = self.get("callerid").strip()
+        return None if value in ("", "unknown") else value
+
+    @property
+    def calleridname(self) -> str | None:
+        value = self.get("calleridname").strip()
+        return None if value in ("", "unknown") else value
+
+    @property
+    def dnid(self) -> str | None:
+        value = self.get("dnid").strip()
+        return None if value in ("", "unknown") else value
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        out: list[str] = []
+        n = 1
+        while f"arg_{n}" in self.values:
+            out.append(self.values[f"arg_{n}"])
+            n += 1
+        return tuple(out)
+
+
+def parse_environment_lines(lines: list[str]) -> AgiEnvironment:
+    """Build the environment from ``name: value`` lines (without the empty terminator)."""
+    values: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep:
+            log.debug("agi: ignoring environment line without colon: %r", line)
+            continue
+        name = name.strip()
+        if name.startswith("agi_"):
+            name = name[4:]
+        # Asterisk writes "name: value"; an empty value is "name: " (one space kept).
+        values[name] = value[1:] if value.startswith(" ") else value
+    return AgiEnvironment(MappingProxyType(values))
+
+
+async def _read_line(reader: asyncio.StreamReader, limit: int = MAX_LINE_BYTES) -> str | None:
+    """One line without its ``\\n`` (decoded with replacement), or None at EOF."""
+    try:
+        raw = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            log.debug("agi: EOF after a partial line %r", exc.partial[:80])
+        return None
+    except asyncio.LimitOverrunError as exc:
+        raise AgiProtocolError(f"line longer than the stream limit ({exc.consumed} bytes)") from exc
+    except (ConnectionError, OSError) as exc:
+        raise AgiConnectionLost(str(exc)) from exc
+    if len(raw) > limit:
+        raise AgiProtocolError(f"line of {len(raw)} bytes exceeds {limit}")
+    return raw[:-1].decode("utf-8", errors="replace")
+
+
+async def read_environment(
+    reader: asyncio.StreamReader,
+    *,
+    max_lines: int = MAX_HEADER_LINES,
+    max_bytes: int = MAX_HEADER_BYTES,
+) -> AgiEnvironment:
+    """Read the environment block up to its empty line.
+
+    Raises ``AgiConnectionLost`` on EOF before the empty line and ``AgiProtocolError`` when the
+    block exceeds ``max_lines`` lines or ``max_bytes`` bytes.
+    """
+    lines: list[str] = []
+    total = 0
+    while True:
+        line = await _read_line(reader)
+        if line is None:
+            raise AgiConnectionLost(f"EOF inside the AGI environment after {len(lines)} lines")
+        if line == "" or line == "\r":
+            return parse_environment_lines(lines)
+        total += len(line) + 1
+        lines.append(line)
+        if len(lines) > max_lines:
+            raise AgiProtocolError(f"AGI environment longer than {max_lines} lines")
+        if total > max_bytes:
+            raise AgiProtocolError(f"AGI environment larger than {max_bytes} bytes")
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+_NEEDS_QUOTES = re.compile(r'[\s"\\]')
+
+
+def quote_arg(arg: str) -> str:
+    """Quote one AGI argument: ``""`` when empty, quotes/backslashes escaped when needed."""
+    if "\n" in arg or "\r" in arg:
+        raise ValueError(f"AGI argument contains a line break: {arg!r}")
+    if arg == "":
+        return '""'
+    if not _NEEDS_QUOTES.search(arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_command(verb: str, *args: str) -> str:
+    """One command line, ``\\n``-terminated. ``verb`` is the command words (``STREAM FILE``)."""
+    if "\n" in verb or "\r" in verb:
+        raise ValueError(f"AGI command contains a line break: {verb!r}")
+    parts = [verb, *(quote_arg(a) for a in args)]
+    return " ".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# replies
+
+_REPLY_RE = re.compile(r"^(?P<code>\d{3})(?P<sep>[ -])(?P<rest>.*)$", re.DOTALL)
+_TAIL_RE = re.compile(r"^\((?P<data>.*)\)(?P<tail>(?: [A-Za-z_]+=\S*)*)(?: (?P<note>.*))?$")
+_KV_RE = re.compile(r"([A-Za-z_]+)=(\S*)")
+
+
+@dataclass(frozen=True, slots=True)
+class AgiReply:
+    """A parsed reply. ``result`` is the raw text after ``result=`` (may be empty)."""
+
+    code: int
+    result: str = ""
+    data: str | None = None  # the parenthesised part: "timeout", "dtmf", "hangup", a value
+    extras: Mapping[str, str] = field(default_factory=dict)  # endpos=... and similar
+    note: str = ""  # trailing text such as "Gosub complete"
+    text: str = ""  # the raw reply line(s)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 200
+
+    @property
+    def result_int(self) -> int | None:
+        try:
+            return int(self.result)
+        except ValueError:
+            return None
+
+    @property
+    def endpos(self) -> int | None:
+        value = self.extras.get("endpos")
+        return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+    @property
+    def timed_out(self) -> bool:
+        return self.data == "timeout"
+
+    @property
+    def digit(self) -> str | None:
+        """The DTMF digit of a STREAM FILE / WAIT FOR DIGIT style ASCII result, if any."""
+        n = self.result_int
+        if n is None or n <= 0 or n > 127:
+            return None
+        return chr(n)
+
+
+def parse_reply_line(line: str) -> AgiReply:
+    """Parse one single-line reply (``200 ...``, ``510 ...``, ``511 ...``, ``520 ...``)."""
+    m = _REPLY_RE.match(line)
+    if m is None:
+        raise AgiProtocolError(f"not an AGI reply: {line[:120]!r}")
+    code = int(m["code"])
+    rest = m["rest"]
+    if code not in (100, 200):
+        return AgiReply(code=code, note=rest, text=line)
+    if not rest.startswith("result="):
+        raise AgiProtocolError(f"AGI reply without result=: {line[:120]!r}")
+    body = rest[len("result=") :]
+    result, _, tail = body.partition(" ")
+    data: str | None = None
+    extras: dict[str, str] = {}
+    note = ""
+    if tail.startswith("("):
+        tm = _TAIL_RE.match(tail)
+        if tm is not None:
+            data = tm["data"]
+            extras = dict(_KV_RE.findall(tm["tail"] or ""))
+            note = tm["note"] or ""
+        else:
+            note = tail
+    else:
+        words = tail.split(" ") if tail else []
+        while words and _KV_RE.fullmatch(words[0]):
+            k, v = words.pop(0).split("=", 1)
+            extras[k] = v
+        note = " ".join(words)
+    return AgiReply(
+        code=code, result=result, data=data, extras=MappingProxyType(extras), note=note, text=line
+    )
+
+
+def is_hangup_line(line: str) -> bool:
+    """The unsolicited notification: exactly ``HANGUP``, tolerating trailing junk/whitespace."""
+    return line.startswith("HANGUP") and (len(line) == 6 or not line[6].isalnum())
+
+
+class ReplyAssembler:
+    """Line-by-line reply state machine (sans I/O).
+
+    ``feed(line)`` returns an ``AgiReply`` when one is complete, ``HANGUP`` for the out-of-band
+    notification, or None when more lines are needed (100 lines, inside a 520 block).
+    """
+
+    HANGUP = "HANGUP"
+
+    def __init__(self) -> None:
+        self._block: list[str] | None = None
+
+    @property
+    def in_block(self) -> bool:
+        return self._block is not None
+
+    def feed(self, line: str) -> AgiReply | str | None:
+        if self._block is not None:
+            self._block.append(line)
+            if line.startswith("520 "):
+                text = "\n".join(self._block)
+                self._block = None
+                return AgiReply(code=520, note=line[4:], text=text)
+            if len(self._block) > MAX_520_LINES:
+                raise AgiProtocolError(f"520 usage block longer than {MAX_520_LINES} lines")
+            return None
+        if is_hangup_line(line):
+            return self.HANGUP
+        if line.startswith("520-"):
+            self._block = [line]
+            return None
+        if line.startswith("100 ") or line.startswith("100-"):
+            return None
+        return parse_reply_line(line)
+
+
+# ---------------------------------------------------------------------------------------------
+# connection
+
+
+class CommandTimingHook(Protocol):
+    """Optional instrumentation: called for each command with perf_counter timestamps."""
+
+    def __call__(
+        self, *, command: str, previous_reply_at: float | None, sent_at: float, reply_at: float
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class AgiStats:
+    """Process-wide counters of one server."""
+
+    sessions_total: int = 0
+    sessions_active: int = 0
+    sessions_failed: int = 0
+    commands_total: int = 0
+    hangups: int = 0
+    unknown_routes: int = 0
+
+
+def command_words(line: str) -> str:
+    """The upper-cased command name of a line: ``SET VARIABLE`` for ``set variable x 1``."""
+    words = line.split()
+    for n in (3, 2, 1):
+        candidate = " ".join(words[:n]).upper()
+        if candidate in DEAD_ALLOWED:
+            return candidate
+    return " ".join(words[:2]).upper()
+
+
+class AgiConnection:
+    """One FastAGI session: the environment plus a command/reply channel."""
+
+    def __init__(
+        self,
+        *,
+        env: AgiEnvironment,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        stats: AgiStats | None = None,
+        timing: CommandTimingHook | None = None,
+    ) -> None:
+        self.env = env
+        self._reader = reader
+        self._writer = writer
+        self._stats = stats if stats is not None else AgiStats()
+        self._timing = timing
+        self._assembler = ReplyAssembler()
+        self._busy = False
+        self._last_reply_at: float | None = None
+        self.dead = False
+        self.closed = False
+        self.commands_sent = 0
+
+    def _mark_dead(self, why: str) -> None:
+        if not self.dead:
+            log.debug("agi %s: channel dead (%s)", self.env.uniqueid, why)
+            self.dead = True
+            self._stats.hangups += 1
+
+    async def command(self, verb: str, *args: str) -> AgiReply:
+        """Send one command and return its final reply.
+
+        Raises ``AgiHangup`` when the channel is dead and the command is not dead-allowed
+        (nothing is written), on a ``511`` reply, or when the connection ends;
+        ``AgiCommandError`` on ``510``/``520``.
+        """
+        line = format_command(verb, *args)
+        name = command_words(line)
+        if self.closed:
+            raise AgiConnectionLost("connection closed")
+        if self.dead and name not in DEAD_ALLOWED:
+            raise AgiHangup(f"channel hung up; {name} not allowed on a dead channel")
+        if self._busy:
+            raise RuntimeError("AgiConnection.command() called concurrently")
+        self._busy = True
+        try:
+            sent_at = time.perf_counter()
+            try:
+                self._writer.write(line.encode("utf-8"))
+                await self._writer.drain()
+            except (ConnectionError, OSError) as exc:
+                self._mark_dead("write failed")
+                self.closed = True
+                raise AgiConnectionLost(str(exc)) from exc
+            self.commands_sent += 1
+            self._stats.commands_total += 1
+            try:
+                reply = await self._read_reply()
+            except asyncio.CancelledError:
+                # The reply may still arrive: the stream can no longer be matched to commands.
+                self.closed = True
+                raise
+            reply_at = time.perf_counter()
+            if self._timing is not None:
+                self._timing(
+                    command=name,
+                    previous_reply_at=self._last_reply_at,
+                    sent_at=sent_at,
+                    reply_at=reply_at,
+                )
+            self._last_reply_at = reply_at
+        finally:
+            self._busy = False
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "agi %s: %s -> %s (%.2f ms)",
+                self.env.uniqueid,
+                line.rstrip("\n"),
+                reply.text.splitlines()[0] if reply.text else reply.code,
+                (reply_at - sent_at) * 1000,
+            )
+        if reply.code == 511:
+            self._mark_dead("511")
+            raise AgiHangup(f"{name}: 511 command not permitted on a dead channel")
+        if reply.code in (510, 520):
+            raise AgiCommandError(reply.code, reply, line.rstrip("\n"))
+        if reply.code != 200:
+            raise AgiProtocolError(f"unexpected reply code {reply.code} to {name}")
+        if name == "HANGUP" and line == "HANGUP\n" and reply.result == "1":
+            self._mark_dead("we hung up")
+        return reply
+
+    async def _read_reply(self) -> AgiReply:
+        while True:
+            line = await _read_line(self._reader)
+            if line is None:
+                self._mark_dead("EOF")
+                self.closed = True
+                raise AgiConnectionLost("EOF while waiting for a reply")
+            item = self._assembler.feed(line)
+            if item is None:
+                continue
+            if isinstance(item, str):
+                # Unsolicited notification; the real reply is still to come.
+                self._mark_dead("HANGUP line")
+                continue
+            return item
+
+    # convenience wrappers -------------------------------------------------------------------
+
+    async def answer(self) -> AgiReply:
+        return await self.command("ANSWER")
+
+    async def stream_file(self, filename: str, escape_digits: str = "") -> AgiReply:
+        return await self.command("STREAM FILE", filename, escape_digits)
+
+    async def get_data(self, filename: str, timeout_ms: int, max_digits: int) -> AgiReply:
+        return await self.command("GET DATA", filename, str(timeout_ms), str(max_digits))
+
+    async def wait_for_digit(self, timeout_ms: int) -> AgiReply:
+        return await self.command("WAIT FOR DIGIT", str(timeout_ms))
+
+    async def say_digits(self, digits: str, escape_digits: str = "") -> AgiReply:
+        return await self.command("SAY DIGITS", digits, escape_digits)
+
+    async def set_variable(self, name: str, value: str) -> AgiReply:
+        return await self.command("SET VARIABLE", name, value)
+
+    async def get_variable(self, name: str) -> str | None:
+        reply = await self.command("GET VARIABLE", name)
+        return reply.data if reply.result == "1" else None
+
+    async def verbose(self, message: str, level: int = 1) -> AgiReply:
+        return await self.command("VERBOSE", message, str(level))
+
+    async def hangup(self) -> AgiReply:
+        return await self.command("HANGUP")
+
+    async def exec(self, app: str, args: str = "") -> AgiReply:
+        return await self.command("EXEC", app, args) if args else await self.command("EXEC", app)
+
+    async def close(self) -> None:
+        """Close the socket (how a FastAGI script ends). Idempotent, never raises."""
+        if self.closed and self._writer.is_closing():
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self._writer.close()
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
+
+
+# ---------------------------------------------------------------------------------------------
+# server
+
+AgiHandler = Callable[[AgiConnection], Awaitable[None]]
+
+
+class AgiRouter(Protocol):
+    """Maps a script name (query string removed; None when the URL had no path) to a handler."""
+
+    def resolve(self, script: str | None) -> AgiHandler | None: ...
+
+
+class StaticRouter:
+    """A fixed route table; ``default`` is used when the URL has no script path."""
+
+    def __init__(self, routes: Mapping[str, AgiHandler], *, default: str | None = None) -> None:
+        self._routes = dict(routes)
+        self._default = default
+
+    def resolve(self, script: str | None) -> AgiHandler | None:
+        name = script if script is not None else self._default
+        return None if name is None else self._routes.get(name)
+
+
+class AgiServer:
+    """FastAGI server: accept, read the environment, route, run the handler, always close."""
+
+    def __init__(
+        self,
+        *,
+        router: AgiRouter,
+        operator_queue: str,
+        host: str = "127.0.0.1",
+        port: int = 4573,
+        header_timeout: float = 10.0,
+        timing: CommandTimingHook | None = None,
+        backlog: int = 1024,
+    ) -> None:
+        self._router = router
+        self._backlog = backlog
+        self._operator_queue = operator_queue
+        self._host = host
+        self._port = port
+        self._header_timeout = header_timeout
+        self._timing = timing
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[None]] = set()
+        self.stats = AgiStats()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("AgiServer is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_client, self._host, self._port, limit=MAX_LINE_BYTES * 2, backlog=self._backlog
+        )
+        log.info("FastAGI server listening on %s:%s", self._host, self.port)
+
+    async def close(self) -> None:
+        """Stop accepting, cancel running sessions (their sockets are closed)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._sessions):
+            task.cancel()
+        if self._sessions:
+            await asyncio.gather(*self._sessions, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
+            self._server = None
+
+    async def __aenter__(self) -> AgiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._sessions.add(task)
+        self.stats.sessions_total += 1
+        self.stats.sessions_active += 1
+        conn: AgiConnection | None = None
+        try:
+            async with asyncio.timeout(self._header_timeout):
+                env = await read_environment(reader)
+            conn = AgiConnection(
+                env=env, reader=reader, writer=writer, stats=self.stats, timing=self._timing
+            )
+            await self._dispatch(conn)
+        except (AgiConnectionLost, TimeoutError) as exc:
+            log.info("agi: connection ended before the session started: %s", exc or "timeout")
+        except AgiProtocolError as exc:
+            self.stats.sessions_failed += 1
+            log.warning("agi: protocol error: %s", exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.sessions_failed += 1
+            log.exception("agi: session failed")
+        finally:
+            self.stats.sessions_active -= 1
+            if conn is not None:
+                await conn.close()
+            else:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            if task is not None:
+                self._sessions.discard(task)
+
+    async def _dispatch(self, conn: AgiConnection) -> None:
+        script = conn.env.script_name
+        handler = self._router.resolve(script)
+        if handler is None:
+            self.stats.unknown_routes += 1
+            log.warning(
+                "agi %s: unknown script %r; sending the caller to queue %s",
+                conn.env.uniqueid,
+                conn.env.network_script,
+                self._operator_queue,
+            )
+            with contextlib.suppress(AgiError):
+                await conn.set_variable("IVR_QUEUE", self._operator_queue)
+            return
+        try:
+            await handler(conn)
+        except AgiHangup as exc:
+            log.info("agi %s: hangup: %s", conn.env.uniqueid, exc)

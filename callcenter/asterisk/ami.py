@@ -1,0 +1,966 @@
+"""AMI client: panoramisk 1.4 for socket and action plumbing, our code for what it gets wrong.
+
+What panoramisk still does here: `Manager.connect()` opens the TCP connection with our protocol
+factory; `AMIProtocol.send()` serialises an `Action` (ActionID generation, repeated headers) and
+registers its future; `AMIProtocol.handle_message()` + `Action.add_message()` correlate replies
+(single response, `EventList` lists, async Originate) with that future.
+
+What we replace, and why (PROTOCOL.md §6.4):
+
+* Receive path: `_AmiProtocol.data_received` uses `AmiFramer` (bytes-level framing; panoramisk
+  1.4 decodes each read alone, corrupting split UTF-8, and re-splits the pending text: O(n²)).
+* Event delivery: one queue and ONE consumer task awaiting `on_message` sequentially, so the
+  events of a call are applied in arrival order (panoramisk starts a task per event). A raising
+  consumer is logged; the link survives (§6.4.1).
+* Login: sent by us; success means `Response: Success` (not `.success`, §6.4.3). A refused login
+  raises `AmiLoginError` and stops the client instead of reconnecting forever (§6.4.4).
+* Reconnect: exponential backoff with jitter, our supervisor; panoramisk's fixed-delay loop and
+  its re-send of pending actions on `FullyBooted` are disabled. Pending actions fail with
+  `AmiConnectionLost`; an Originate is NEVER re-sent (`AmiOriginateUnknown`) (§6.4.5).
+* Ping watchdog with a reply timeout: a silent link is closed and reconnected (§6.4.6).
+* Every action has a timeout (`AmiTimeout`); an action while disconnected raises
+  `AmiNotConnected` at once instead of being written to a dead transport (§6.4.5).
+* After every login: CoreShowChannels + QueueStatus are fetched and handed to `on_resync`
+  through the same sequential consumer, positioned in the stream right after the last list
+  item, so the tracker sees one consistent sequence (§6.4.7).
+* Originate always sends `Async: true` (§3; no session blocking, no panoramisk KeyError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from panoramisk.actions import Action
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.manager import Manager
+from panoramisk.message import Message
+
+from callcenter.asterisk.errors import (
+    AmiActionError,
+    AmiClosed,
+    AmiConnectError,
+    AmiConnectionLost,
+    AmiError,
+    AmiInvalidAction,
+    AmiLoginError,
+    AmiNotConnected,
+    AmiOriginateUnknown,
+    AmiTimeout,
+)
+from callcenter.asterisk.framing import DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINES, AmiFramer
+from callcenter.asterisk.message import AmiMessage
+
+if TYPE_CHECKING:
+    from callcenter.config import Settings
+
+log = logging.getLogger(__name__)
+
+Fields = Mapping[str, str] | Sequence[tuple[str, str]]
+OnMessage = Callable[[AmiMessage], Awaitable[None]]
+
+_NAME_OK = re.compile(r"[A-Za-z0-9_()/.\-]+")
+_CONSUMER_SLICE: Final = 0.002  # seconds of consumer work before yielding to the event loop
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncSnapshot:
+    """State fetched after a (re)login. Items only: no Response, no *Complete event."""
+
+    channels: tuple[AmiMessage, ...]  # CoreShowChannel events
+    queue_status: tuple[AmiMessage, ...]  # QueueParams / QueueMember / QueueEntry events
+
+
+@dataclass(frozen=True, slots=True)
+class OriginateResult:
+    """Outcome of an async Originate (the OriginateResponse event)."""
+
+    success: bool  # Response: Success (Reason 4)
+    reason: int  # 0 failed, 1 hangup, 3 no answer, 4 answered, 5 busy, 8 congestion
+    channel: str  # the channel name, or the requested dial string on failure
+    uniqueid: str  # "<unknown>" (or the ChannelId) on failure
+    event: AmiMessage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AmiStats:
+    """Counters for metrics. Monotonic except `connected` and `queued`."""
+
+    connected: bool
+    ami_version: str | None
+    bytes_in: int
+    frames: int
+    frame_errors: int
+    decode_errors: int
+    events_delivered: int
+    consumer_errors: int
+    stray_responses: int
+    reconnects: int
+    ping_timeouts: int
+    action_timeouts: int
+    resyncs: int
+    resync_failures: int
+    queued: int
+
+
+def backoff_delay(
+    attempt: int, *, minimum: float, maximum: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Exponential backoff with jitter: uniform in [cap/2, cap], cap = min(max, min*2**attempt)."""
+    cap = min(maximum, minimum * (2.0 ** min(attempt, 60)))
+    return cap / 2.0 + rand() * cap / 2.0
+
+
+def build_action(action: str, fields: Fields = ()) -> Action:
+    """A panoramisk Action with our validation. Repeated field names become repeated headers."""
+    if not _NAME_OK.fullmatch(action):
+        raise AmiInvalidAction(f"invalid AMI action name: {action!r}")
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    merged: dict[str, tuple[str, list[str]]] = {"action": ("Action", [action])}
+    for name, value in items:
+        if not _NAME_OK.fullmatch(name):
+            raise AmiInvalidAction(f"invalid AMI header name {name!r} in {action}")
+        if not isinstance(value, str):
+            raise AmiInvalidAction(f"AMI header {name} of {action} must be str, got {value!r}")
+        if "\r" in value or "\n" in value:
+            # A raw line break would end the header (or the action) early: header injection.
+            raise AmiInvalidAction(f"AMI header {name} of {action} contains a line break")
+        key = name.lower()
+        if key == "action":
+            raise AmiInvalidAction("pass the action name as `action`, not as a field")
+        if key in merged:
+            merged[key][1].append(value)
+        else:
+            merged[key] = (name, [value])
+    data = {name: (values[0] if len(values) == 1 else values) for name, values in merged.values()}
+    return Action(data, as_list=False)
+
+
+class _PanoramiskManager(Manager):  # type: ignore[misc]
+    """panoramisk's Manager used only to open connections.
+
+    Its own `connection_made` would log in by itself (judging success by `.success`), start a
+    pinger that ignores replies, and its `connection_lost` would reconnect forever without
+    backoff; our supervisor does those jobs, so both become no-ops.
+    """
+
+    def connection_made(self, f: asyncio.Future[Any]) -> None:
+        if not f.cancelled():
+            f.exception()  # mark retrieved: the supervisor awaits the same task
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        return None
+
+
+class _AmiProtocol(AMIProtocol):  # type: ignore[misc]
+    """panoramisk's AMIProtocol with our framer, routing and failure semantics."""
+
+    def __init__(
+        self,
+        *,
+        framer: AmiFramer,
+        deliver: Callable[[list[AmiMessage], asyncio.BaseTransport], None],
+    ) -> None:
+        self.framer = framer
+        self.deliver = deliver
+        self.on_complete: dict[str, Callable[[], None]] = {}
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.closed = True
+        self.responses: dict[str, Action] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.log = log
+        self.encoding = "utf-8"
+        self.framer.reset()
+
+    def data_received(self, data: bytes) -> None:
+        msgs = self.framer.feed(data)
+        if not msgs:
+            return
+        if self.responses:
+            msgs = self._route(msgs)
+            if not msgs:
+                return
+        self.deliver(msgs, self.transport)
+
+    def _route(self, msgs: list[AmiMessage]) -> list[AmiMessage]:
+        """Replies of pending actions go to their futures; everything else to the consumer."""
+        out: list[AmiMessage] = []
+        responses = self.responses
+        for m in msgs:
+            aid = m.get("ActionID")
+            act = responses.get(aid) if aid else None
+            if act is None:
+                out.append(m)
+                continue
+            pm = Message(dict(m.headers))
+            pm.ami = m
+            self.handle_message(pm)
+            if m.name == "OriginateResponse" and m.kind == "event":
+                out.append(m)  # the tracker sees it too (panoramisk would hide it, §6.4.2)
+            if act.future.done():
+                hook = self.on_complete.pop(aid, None)
+                if hook is not None:
+                    if out:  # the hook enqueues: events before this frame go first
+                        self.deliver(out, self.transport)
+                        out = []
+                    hook()
+        return out
+
+    def send_action(self, action: Action, *, as_list: bool | None) -> asyncio.Future[Any]:
+        if self.closed:
+            raise AmiNotConnected(f"AMI not connected; {action['action']} not sent")
+        fut: asyncio.Future[Any] = self.send(action, as_list=as_list)
+        return fut
+
+    def forget(self, action: Action) -> None:
+        for key in (action.id, action.action_id):
+            if key:
+                self.responses.pop(key, None)
+                self.on_complete.pop(key, None)
+
+    def close(self) -> None:
+        """Local close. panoramisk's version would queue pending actions for a re-send."""
+        self._fail_pending(AmiConnectionLost("AMI connection closed while waiting for a reply"))
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail_pending(AmiConnectionLost(f"AMI connection lost: {exc or 'closed by peer'}"))
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def _fail_pending(self, error: AmiError) -> None:
+        pending = {id(a): a for a in self.responses.values()}.values()
+        self.responses.clear()
+        self.on_complete.clear()
+        for act in pending:
+            if act.future.done():
+                continue
+            if str(act["action"]).lower() == "originate":
+                act.future.set_exception(
+                    AmiOriginateUnknown(
+                        "AMI link lost while an Originate was pending: the call may or may not "
+                        "have been placed; it will not be re-sent",
+                        cause="connection_lost",
+                    )
+                )
+            else:
+                act.future.set_exception(type(error)(str(error)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A callback to run in order with the events (connected, resync, disconnected)."""
+
+    call: Callable[[], Awaitable[None]]
+
+
+class _Stop:
+    pass
+
+
+_STOP: Final = _Stop()
+_Item = AmiMessage | _Deferred | _Stop
+
+
+def _unwrap(result: Any) -> AmiMessage | list[AmiMessage]:
+    if isinstance(result, list):
+        return [m.ami for m in result]
+    msg: AmiMessage = result.ami
+    return msg
+
+
+class AmiClient:
+    """One AMI session to Asterisk, kept alive, with ordered event delivery.
+
+    Lifecycle: `await start()` then `await close()`. `start(wait=True)` returns once logged in
+    and the first resync was fetched; it raises `AmiLoginError` (bad credentials) or
+    `AmiConnectError` (unreachable) and leaves the client stopped. `start(wait=False)` returns
+    at once and connects in the background, retrying unreachable hosts with backoff forever.
+    In both modes a refused login (also on a later reconnect) stops the client for good: see
+    `failure`, the ERROR log line, and `on_disconnected(AmiLoginError)`.
+
+    Callbacks all run in ONE task, sequentially, in stream order: `on_connected()` after each
+    login, `on_message(event)` for each event (exceptions are logged and counted),
+    `on_resync(snapshot)` after each login's resync, `on_disconnected(reason)` after each lost
+    session (reason: AmiConnectionLost, AmiLoginError when stopping, AmiClosed on close()).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        secret: str,
+        on_message: OnMessage,
+        on_resync: Callable[[ResyncSnapshot], Awaitable[None]] | None = None,
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+        on_disconnected: Callable[[AmiError], Awaitable[None]] | None = None,
+        action_timeout: float = 5.0,
+        ping_interval: float = 5.0,
+        ping_timeout: float = 3.0,
+        reconnect_min: float = 0.5,
+        reconnect_max: float = 30.0,
+        events: str = "on",
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_frame_lines: int = DEFAULT_MAX_LINES,
+        max_queued: int = 100_000,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if reconnect_min <= 0 or reconnect_max < reconnect_min:
+            raise ValueError("need 0 < reconnect_min <= reconnect_max")
+        if min(action_timeout, ping_interval, ping_timeout) <= 0:
+            raise ValueError("timeouts and intervals must be > 0")
+        self._host = host
+        self._port = port
+        self._username = username
+        self._secret = secret
+        self._events = events
+        self._on_message = on_message
+        self._on_resync = on_resync
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self.action_timeout = action_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._reconnect_min = reconnect_min
+        self._reconnect_max = reconnect_max
+        self._rand = rand
+        self._framer = AmiFramer(max_frame_bytes=max_frame_bytes, max_lines=max_frame_lines)
+        self._high_water = max_queued
+        self._low_water = max_queued // 2
+
+        self._inbox: deque[_Item] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._paused: asyncio.BaseTransport | None = None
+        self._proto: _AmiProtocol | None = None
+        self._manager: _PanoramiskManager | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._wait_first = True
+        self._connected = False
+        self._state = "new"
+        self._failure: AmiError | None = None
+
+        self._events_delivered = 0
+        self._consumer_errors = 0
+        self._stray = 0
+        self._reconnects = 0
+        self._ping_timeouts = 0
+        self._action_timeouts = 0
+        self._resyncs = 0
+        self._resync_failures = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        on_message: OnMessage,
+        on_resync: Callable[[ResyncSnapshot], Awaitable[None]] | None = None,
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+        on_disconnected: Callable[[AmiError], Awaitable[None]] | None = None,
+    ) -> AmiClient:
+        return cls(
+            host=settings.ami_host,
+            port=settings.ami_port,
+            username=settings.ami_username,
+            secret=settings.ami_secret.get_secret_value(),
+            on_message=on_message,
+            on_resync=on_resync,
+            on_connected=on_connected,
+            on_disconnected=on_disconnected,
+            action_timeout=settings.ami_action_timeout,
+            ping_interval=settings.ami_ping_interval,
+            ping_timeout=settings.ami_ping_timeout,
+            reconnect_min=settings.ami_reconnect_min,
+            reconnect_max=settings.ami_reconnect_max,
+        )
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while logged in on an open connection."""
+        return self._connected and self._proto is not None and not self._proto.closed
+
+    @property
+    def state(self) -> str:
+        """new | connecting | connected | reconnecting | stopped."""
+        return self._state
+
+    @property
+    def failure(self) -> AmiError | None:
+        """The error that stopped the client for good (a refused login), if any."""
+        return self._failure
+
+    @property
+    def ami_version(self) -> str | None:
+        """The version from the last banner (`9.0.0` for Asterisk 20)."""
+        return self._framer.version
+
+    def stats(self) -> AmiStats:
+        f = self._framer
+        return AmiStats(
+            connected=self.connected,
+            ami_version=f.version,
+            bytes_in=f.bytes_in,
+            frames=f.frames,
+            frame_errors=f.errors,
+            decode_errors=f.decode_errors,
+            events_delivered=self._events_delivered,
+            consumer_errors=self._consumer_errors,
+            stray_responses=self._stray,
+            reconnects=self._reconnects,
+            ping_timeouts=self._ping_timeouts,
+            action_timeouts=self._action_timeouts,
+            resyncs=self._resyncs,
+            resync_failures=self._resync_failures,
+            queued=len(self._inbox),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, *, wait: bool = True) -> None:
+        """Connect and log in. See the class docstring for `wait`."""
+        if self._supervisor is not None:
+            raise RuntimeError("AmiClient.start() called twice")
+        loop = asyncio.get_running_loop()
+        self._manager = _PanoramiskManager(
+            host=self._host,
+            port=self._port,
+            loop=loop,
+            encoding="utf-8",
+            events=self._events,
+            protocol_factory=self._new_protocol,
+        )
+        self._wait_first = wait
+        self._ready = loop.create_future()
+        self._state = "connecting"
+        self._consumer = asyncio.create_task(self._consume(), name="ami-consumer")
+        self._supervisor = asyncio.create_task(self._supervise(), name="ami-supervisor")
+        if not wait:
+            return
+        try:
+            await asyncio.shield(self._ready)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop for good: close the link, fail pending actions, drain queued callbacks."""
+        sup, self._supervisor = self._supervisor, None
+        if sup is not None and not sup.done():
+            sup.cancel()
+            await asyncio.gather(sup, return_exceptions=True)
+        if self._state != "new":
+            self._state = "stopped"
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            self._enqueue(_STOP)
+            try:
+                await asyncio.wait_for(asyncio.shield(consumer), self.action_timeout)
+            except TimeoutError:
+                log.warning(
+                    "AMI consumer did not drain within %.1fs; cancelling", self.action_timeout
+                )
+                consumer.cancel()
+                await asyncio.gather(consumer, return_exceptions=True)
+
+    # -- actions -------------------------------------------------------------------------------
+
+    async def send_action(
+        self,
+        action: str,
+        fields: Fields = (),
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AmiMessage:
+        """Send one action; return its Response. Raises AmiActionError unless Response: Success."""
+        act = build_action(action, fields)
+        result = await self._request(act, as_list=False, limit=timeout)
+        assert isinstance(result, AmiMessage)
+        _check_success(action, result)
+        return result
+
+    async def send_list_action(
+        self,
+        action: str,
+        fields: Fields = (),
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[AmiMessage]:
+        """Send a list action; return [Response, items..., <X>Complete]."""
+        act = build_action(action, fields)
+        result = await self._request(act, as_list=None, limit=timeout)
+        if isinstance(result, AmiMessage):
+            _check_success(action, result)
+            return [result]
+        _check_success(action, result[0])
+        return result
+
+    async def originate(
+        self,
+        *,
+        channel: str,
+        context: str | None = None,
+        exten: str | None = None,
+        priority: str | int | None = None,
+        application: str | None = None,
+        data: str | None = None,
+        timeout_ms: int = 30000,
+        caller_id: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        channel_id: str | None = None,
+        account: str | None = None,
+        action_timeout: float | None = None,
+    ) -> OriginateResult:
+        """Async Originate; returns when its OriginateResponse arrives.
+
+        Raises AmiActionError if Asterisk rejects it at once, AmiOriginateUnknown if the link
+        drops or no outcome arrives in time (default timeout_ms/1000 + action_timeout). Never
+        re-sent by this client.
+        """
+        if application is None and (context is None or exten is None):
+            raise AmiInvalidAction("Originate needs context+exten(+priority) or application")
+        fields: list[tuple[str, str]] = [("Channel", channel), ("Async", "true")]
+        if application is not None:
+            fields.append(("Application", application))
+            if data is not None:
+                fields.append(("Data", data))
+        else:
+            assert context is not None and exten is not None
+            fields += [("Context", context), ("Exten", exten), ("Priority", str(priority or 1))]
+        fields.append(("Timeout", str(int(timeout_ms))))
+        if caller_id is not None:
+            fields.append(("CallerID", caller_id))
+        if channel_id is not None:
+            fields.append(("ChannelId", channel_id))
+        if account is not None:
+            fields.append(("Account", account))
+        for name, value in (variables or {}).items():
+            if "=" in name or "," in value:
+                raise AmiInvalidAction(f"Originate variable {name!r} must not contain '=' / ','")
+            fields.append(("Variable", f"{name}={value}"))
+        act = build_action("Originate", fields)
+        timeout = (
+            action_timeout
+            if action_timeout is not None
+            else (timeout_ms / 1000.0 + self.action_timeout)
+        )
+        try:
+            result = await self._request(act, as_list=None, limit=timeout)
+        except AmiTimeout as exc:
+            raise AmiOriginateUnknown(
+                f"no OriginateResponse for {channel} within {timeout:.1f}s: outcome unknown",
+                cause="timeout",
+            ) from exc
+        if isinstance(result, AmiMessage):
+            _check_success("Originate", result)
+            raise AmiOriginateUnknown(
+                f"Originate for {channel} was accepted without an OriginateResponse",
+                cause="protocol",
+            )
+        event = result[-1]
+        try:
+            reason = int(event.get("Reason", "0"))
+        except ValueError:
+            reason = 0
+        return OriginateResult(
+            success=event.get("Response") == "Success",
+            reason=reason,
+            channel=event.get("Channel"),
+            uniqueid=event.get("Uniqueid"),
+            event=event,
+        )
+
+    async def command(self, cli: str, *, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109
+        """Run a CLI command (Asterisk 14+ format); return its Output lines."""
+        act = build_action("Command", [("Command", cli)])
+        result = await self._request(act, as_list=False, limit=timeout)
+        assert isinstance(result, AmiMessage)
+        output = result.get_all("Output")
+        if result.get("Response") != "Success":
+            raise AmiActionError("Command", "\n".join(output) or result.get("Message"))
+        return output
+
+    async def queue_add(
+        self,
+        interface: str,
+        queue: str,
+        *,
+        member_name: str | None = None,
+        penalty: int | None = None,
+        paused: bool | None = None,
+        state_interface: str | None = None,
+    ) -> AmiMessage:
+        fields = [("Queue", queue), ("Interface", interface)]
+        if member_name is not None:
+            fields.append(("MemberName", member_name))
+        if penalty is not None:
+            fields.append(("Penalty", str(penalty)))
+        if paused is not None:
+            fields.append(("Paused", "true" if paused else "false"))
+        if state_interface is not None:
+            fields.append(("StateInterface", state_interface))
+        return await self.send_action("QueueAdd", fields)
+
+    async def queue_remove(self, interface: str, queue: str) -> AmiMessage:
+        return await self.send_action("QueueRemove", [("Queue", queue), ("Interface", interface)])
+
+    async def queue_pause(
+        self, interface: str, queue: str | None, paused: bool, reason: str | None = None
+    ) -> AmiMessage:
+        """Pause/unpause a member in one queue, or in all its queues when `queue` is None."""
+        fields = [("Interface", interface), ("Paused", "true" if paused else "false")]
+        if queue is not None:
+            fields.append(("Queue", queue))
+        if reason is not None:
+            fields.append(("Reason", reason))
+        return await self.send_action("QueuePause", fields)
+
+    async def hangup(self, channel: str, cause: int | None = None) -> AmiMessage:
+        fields = [("Channel", channel)]
+        if cause is not None:
+            fields.append(("Cause", str(cause)))
+        return await self.send_action("Hangup", fields)
+
+    async def redirect(
+        self,
+        channel: str,
+        *,
+        context: str,
+        exten: str,
+        priority: int | str = 1,
+        extra_channel: str | None = None,
+    ) -> AmiMessage:
+        fields = [("Channel", channel), ("Context", context), ("Exten", exten)]
+        fields.append(("Priority", str(priority)))
+        if extra_channel is not None:
+            fields += [
+                ("ExtraChannel", extra_channel),
+                ("ExtraContext", context),
+                ("ExtraExten", exten),
+                ("ExtraPriority", str(priority)),
+            ]
+        return await self.send_action("Redirect", fields)
+
+    async def getvar(self, channel: str, variable: str) -> str:
+        resp = await self.send_action("Getvar", [("Channel", channel), ("Variable", variable)])
+        return resp.get("Value")
+
+    async def setvar(self, channel: str, variable: str, value: str) -> None:
+        await self.send_action(
+            "Setvar", [("Channel", channel), ("Variable", variable), ("Value", value)]
+        )
+
+    # -- internals: requests -------------------------------------------------------------------
+
+    async def _request(
+        self, act: Action, *, as_list: bool | None, limit: float | None
+    ) -> AmiMessage | list[AmiMessage]:
+        proto = self._proto
+        if not self._connected or proto is None or proto.closed:
+            raise AmiNotConnected(f"AMI not connected; {act['action']} not sent")
+        return await self._roundtrip(proto, act, as_list=as_list, limit=limit)
+
+    async def _roundtrip(
+        self, proto: _AmiProtocol, act: Action, *, as_list: bool | None, limit: float | None
+    ) -> AmiMessage | list[AmiMessage]:
+        limit = self.action_timeout if limit is None else limit
+        fut = proto.send_action(act, as_list=as_list)
+        try:
+            result = await asyncio.wait_for(fut, limit)
+        except TimeoutError:
+            proto.forget(act)
+            self._action_timeouts += 1
+            raise AmiTimeout(
+                f"no reply to AMI action {act['action']} within {limit:.1f}s"
+            ) from None
+        except asyncio.CancelledError:
+            proto.forget(act)
+            raise
+        return _unwrap(result)
+
+    # -- internals: session supervision --------------------------------------------------------
+
+    def _new_protocol(self) -> _AmiProtocol:
+        return _AmiProtocol(framer=self._framer, deliver=self._deliver)
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        established = False
+        try:
+            while True:
+                try:
+                    proto = await self._open_session()
+                except AmiLoginError as exc:
+                    self._stop_with(exc, notify=established)
+                    return
+                except AmiError as exc:
+                    if self._wait_first and not established:
+                        self._stop_with(exc, notify=False)
+                        return
+                    delay = backoff_delay(
+                        attempt,
+                        minimum=self._reconnect_min,
+                        maximum=self._reconnect_max,
+                        rand=self._rand,
+                    )
+                    attempt += 1
+                    log.warning("AMI %s; retrying in %.2fs", exc, delay)
+                    self._state = "reconnecting" if established else "connecting"
+                    await asyncio.sleep(delay)
+                    continue
+                established = True
+                started = loop.time()
+                await self._run_session(proto)
+                self._reconnects += 1
+                self._state = "reconnecting"
+                if loop.time() - started >= self._reconnect_max:
+                    attempt = 0
+                delay = backoff_delay(
+                    attempt,
+                    minimum=self._reconnect_min,
+                    maximum=self._reconnect_max,
+                    rand=self._rand,
+                )
+                attempt += 1
+                log.info("AMI reconnecting in %.2fs", delay)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            proto_now = self._proto
+            was_connected = self._state == "connected"
+            self._connected = False
+            if proto_now is not None:
+                proto_now._fail_pending(AmiClosed("AMI client closed"))
+                proto_now.close()
+            if was_connected:
+                self._defer(self._on_disconnected, AmiClosed("AMI client closed"))
+            self._resolve_ready(None)
+            raise
+
+    async def _open_session(self) -> _AmiProtocol:
+        assert self._manager is not None
+        where = f"{self._host}:{self._port}"
+        try:
+            _, proto = await asyncio.wait_for(self._manager.connect(), self.action_timeout)
+        except TimeoutError:
+            raise AmiConnectError(f"connect to AMI at {where} timed out") from None
+        except OSError as exc:
+            raise AmiConnectError(f"cannot connect to AMI at {where}: {exc}") from exc
+        assert isinstance(proto, _AmiProtocol)
+        self._manager.protocol = proto
+        self._proto = proto
+        login = build_action(
+            "Login",
+            [("Username", self._username), ("Secret", self._secret), ("Events", self._events)],
+        )
+
+        def logged_in() -> None:  # runs in data_received, before the frames that follow
+            if not login.future.cancelled() and login.future.exception() is None:
+                reply = _unwrap(login.future.result())
+                if isinstance(reply, AmiMessage) and reply.get("Response") == "Success":
+                    self._defer(self._on_connected)
+
+        proto.on_complete[login.action_id] = logged_in
+        try:
+            reply = await self._roundtrip(proto, login, as_list=False, limit=self.action_timeout)
+        except AmiError as exc:
+            proto.close()
+            raise AmiConnectError(f"AMI login at {where} got no reply: {exc}") from exc
+        assert isinstance(reply, AmiMessage)
+        if reply.get("Response") != "Success":
+            proto.close()
+            raise AmiLoginError(
+                f"Asterisk at {where} refused AMI login for user {self._username!r}: "
+                f"{reply.get('Message') or reply.get('Response')}"
+            )
+        if self._framer.version is None:
+            log.warning("AMI peer at %s sent no 'Asterisk Call Manager/' banner", where)
+        log.info("AMI logged in at %s (AMI %s)", where, self._framer.version)
+        return proto
+
+    async def _run_session(self, proto: _AmiProtocol) -> None:
+        self._connected = True
+        self._state = "connected"
+        watchdog = asyncio.create_task(self._watchdog(proto), name="ami-watchdog")
+        resync = asyncio.create_task(self._resync(proto), name="ami-resync")
+        try:
+            exc = await asyncio.shield(proto.lost)
+        finally:
+            self._connected = False
+            for task in (watchdog, resync):
+                task.cancel()
+            await asyncio.gather(watchdog, resync, return_exceptions=True)
+        self._resolve_ready(None)
+        reason = AmiConnectionLost(f"AMI connection lost: {exc or 'closed by peer'}")
+        log.warning("%s", reason)
+        self._defer(self._on_disconnected, reason)
+
+    async def _watchdog(self, proto: _AmiProtocol) -> None:
+        while not proto.closed:
+            await asyncio.sleep(self._ping_interval)
+            if self._paused is not None:
+                continue  # not reading: the reply could not be seen anyway
+            try:
+                await self._roundtrip(
+                    proto, build_action("Ping"), as_list=False, limit=self._ping_timeout
+                )
+            except AmiTimeout:
+                self._ping_timeouts += 1
+                log.warning(
+                    "AMI: no Ping reply within %.1fs; dropping the connection", self._ping_timeout
+                )
+                proto.close()
+                return
+            except AmiError:
+                return
+
+    async def _resync(self, proto: _AmiProtocol) -> None:
+        """Fetch channels and queues; the snapshot joins the event stream after the last item."""
+        channels = build_action("CoreShowChannels")
+        queues = build_action("QueueStatus")
+
+        def complete() -> None:  # runs in data_received right after QueueStatusComplete
+            snap = _snapshot(channels, queues)
+            if snap is not None:
+                self._resyncs += 1
+                self._defer(self._on_resync, snap)
+
+        proto.on_complete[queues.action_id] = complete
+        try:
+            await asyncio.gather(
+                self._roundtrip(proto, channels, as_list=None, limit=self.action_timeout),
+                self._roundtrip(proto, queues, as_list=None, limit=self.action_timeout),
+            )
+        except AmiTimeout as exc:
+            self._resync_failures += 1
+            log.warning("AMI resync timed out (%s); reconnecting", exc)
+            proto.close()
+        except AmiConnectionLost:
+            pass
+        else:
+            if _snapshot(channels, queues) is None:
+                self._resync_failures += 1
+                log.error("AMI resync refused by Asterisk (read permission?); state may be stale")
+        finally:
+            self._resolve_ready(None)
+
+    def _stop_with(self, exc: AmiError, *, notify: bool) -> None:
+        self._failure = exc
+        self._state = "stopped"
+        self._connected = False
+        log.error("AMI client stopped: %s", exc)
+        if notify:
+            self._defer(self._on_disconnected, exc)
+        if self._ready is not None and not self._ready.done():
+            if self._wait_first:
+                self._ready.set_exception(exc)
+            else:
+                self._ready.set_result(None)
+
+    def _resolve_ready(self, _: None) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+
+    # -- internals: the sequential consumer ----------------------------------------------------
+
+    def _defer(self, fn: Callable[..., Awaitable[None]] | None, *args: Any) -> None:
+        if fn is not None:
+            self._enqueue(_Deferred(functools.partial(fn, *args)))
+
+    def _enqueue(self, item: _Item) -> None:
+        self._inbox.append(item)
+        w = self._wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _deliver(self, msgs: list[AmiMessage], transport: asyncio.BaseTransport) -> None:
+        """Called from data_received: queue messages for the consumer; pause reading if full."""
+        inbox = self._inbox
+        inbox.extend(msgs)
+        w = self._wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+        if len(inbox) > self._high_water and self._paused is None:
+            transport.pause_reading()  # type: ignore[attr-defined]
+            self._paused = transport
+            log.warning("AMI consumer is %d messages behind; reading paused", len(inbox))
+
+    def _maybe_resume(self) -> None:
+        t = self._paused
+        if t is not None and len(self._inbox) <= self._low_water:
+            self._paused = None
+            if not t.is_closing():
+                t.resume_reading()  # type: ignore[attr-defined]
+
+    async def _consume(self) -> None:
+        inbox = self._inbox
+        loop = asyncio.get_running_loop()
+        on_message = self._on_message
+        clock = time.perf_counter
+        deadline = clock() + _CONSUMER_SLICE
+        while True:
+            if not inbox:
+                self._maybe_resume()
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                deadline = clock() + _CONSUMER_SLICE
+                continue
+            item = inbox.popleft()
+            try:
+                if type(item) is AmiMessage:
+                    head = item.headers[0][0] if item.headers else ""
+                    if head == "Event" or item.kind == "event":
+                        self._events_delivered += 1
+                        await on_message(item)
+                    else:
+                        self._stray += 1
+                        log.debug("AMI: dropped reply with no pending action: %r", item.name)
+                elif isinstance(item, _Deferred):
+                    await item.call()
+                else:
+                    return
+            except Exception:
+                self._consumer_errors += 1
+                log.exception("AMI consumer callback failed (the link stays up)")
+            if clock() > deadline:
+                self._maybe_resume()
+                await asyncio.sleep(0)
+                deadline = clock() + _CONSUMER_SLICE
+
+
+def _check_success(action: str, msg: AmiMessage) -> None:
+    response = msg.get("Response")
+    if response != "Success":
+        raise AmiActionError(action, msg.get("Message"), response or msg.name)
+
+
+def _snapshot(channels: Action, queues: Action) -> ResyncSnapshot | None:
+    parts: list[tuple[AmiMessage, ...]] = []
+    for act in (channels, queues):
+        fut = act.future
+        if not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return None
+        result = _unwrap(fut.result())
+        if isinstance(result, AmiMessage) or result[0].get("Response") != "Success":
+            return None
+        parts.append(tuple(result[1:-1]))
+    return ResyncSnapshot(channels=parts[0], queue_status=parts[1])

@@ -1,0 +1,545 @@
+"""Typed AMI events: the one subscription table from Asterisk event names to decoders.
+
+Contract: `decode_event(msg)` returns a frozen dataclass for the events the call and agent
+trackers use, and `None` for every other message (responses, unknown or irrelevant events).
+Asterisk event names appear here and nowhere else in the project. Decoding never raises on bad
+input: a missing or malformed number becomes `None` (or 0 for counters), never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from callcenter.asterisk.message import AmiMessage
+
+_Fields = dict[str, str]  # lower-cased header name -> first value
+
+UNKNOWN_CALLER = "<unknown>"
+
+
+def _clean_cid(value: str) -> str:
+    """Asterisk prints an empty caller id as `<unknown>` (snapshots) or `unknown` (QueueEntry)."""
+    return "" if value in (UNKNOWN_CALLER, "unknown") else value
+
+
+def _int(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def _count(value: str | None) -> int:
+    n = _int(value)
+    return n if n is not None else 0
+
+
+def _float(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "yes", "true", "y", "t", "on")
+
+
+def _hms(value: str | None) -> int | None:
+    """CoreShowChannel Duration is `HH:MM:SS` (hours may exceed 24)."""
+    if not value:
+        return None
+    parts = value.strip().split(":")
+    if len(parts) != 3:
+        return None
+    try:
+        h, m, s = (int(p) for p in parts)
+    except ValueError:
+        return None
+    if h < 0 or not 0 <= m < 60 or not 0 <= s < 60:
+        return None
+    return h * 3600 + m * 60 + s
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel events (they carry the channel snapshot block)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """Fields of the channel snapshot block that the trackers use."""
+
+    channel: str
+    uniqueid: str
+    linkedid: str
+    state: int | None  # 0 Down, 4 Ring, 5 Ringing, 6 Up, ...
+    caller_number: str  # "" when Asterisk says <unknown>
+    caller_name: str
+    context: str
+    exten: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCreated(ChannelEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStateChanged(ChannelEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdChanged(ChannelEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DialplanStep(ChannelEvent):
+    application: str
+    app_data: str
+
+
+@dataclass(frozen=True, slots=True)
+class VariableSet(ChannelEvent):
+    variable: str  # as sent: inherited variables keep their leading `_`/`__`
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class HangupRequested(ChannelEvent):
+    cause: int | None
+    soft: bool  # True: an internal soft hangup (bridge, AGI HANGUP, AMI Hangup); False: remote
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHungUp(ChannelEvent):
+    cause: int | None
+    cause_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgiCommandStarted(ChannelEvent):
+    command_id: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeEntered(ChannelEvent):
+    bridge_uniqueid: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCallerJoined(ChannelEvent):
+    queue: str
+    position: int | None
+    count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCallerLeft(ChannelEvent):
+    queue: str
+    position: int | None
+    count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCallerAbandoned(ChannelEvent):
+    queue: str
+    position: int | None
+    original_position: int | None
+    hold_time: int | None  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent(ChannelEvent):
+    """Queue agent events: the caller's snapshot, the member leg (Dest*) and the member."""
+
+    dest_channel: str
+    dest_uniqueid: str
+    dest_linkedid: str
+    queue: str
+    interface: str
+    member_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCalled(AgentEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRingNoAnswer(AgentEvent):
+    ring_time_ms: int | None  # milliseconds here (seconds in AgentConnected)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConnected(AgentEvent):
+    hold_time: int | None  # seconds (the Asterisk docs wrongly say "since 1970")
+    ring_time: int | None  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCompleted(AgentEvent):
+    hold_time: int | None
+    talk_time: int | None
+    reason: str  # caller | agent | transfer
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDumped(AgentEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelListed(ChannelEvent):
+    """One live channel of a resync (CoreShowChannels item)."""
+
+    application: str
+    application_data: str
+    duration_seconds: int | None
+    bridge_id: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfers
+
+
+@dataclass(frozen=True, slots=True)
+class TransferParty:
+    channel: str
+    uniqueid: str
+    linkedid: str
+    caller_number: str
+    connected_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlindTransferred:
+    result: str
+    transferer: TransferParty
+    transferee: TransferParty | None
+    context: str
+    extension: str
+    is_external: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AttendedTransferred:
+    result: str
+    orig_transferer: TransferParty
+    second_transferer: TransferParty | None
+    transferee: TransferParty | None
+    target: TransferParty | None
+    dest_type: str  # Bridge | App | Link | Threeway | Fail
+    dest_app: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Queue members and queue status (no channel snapshot)
+
+MemberChange = Literal["status", "added", "removed", "pause", "penalty", "ringinuse", "listed"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMemberChanged:
+    change: MemberChange
+    queue: str
+    member_name: str
+    interface: str
+    state_interface: str
+    membership: str
+    penalty: int
+    calls_taken: int
+    last_call: int
+    last_pause: int
+    login_time: int
+    in_call: bool
+    status: int  # device state 0-8: 0 UNKNOWN 1 NOT_INUSE 2 INUSE 3 BUSY 4 INVALID ...
+    paused: bool
+    paused_reason: str
+    wrapup_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueParamsListed:
+    queue: str
+    max: int
+    strategy: str
+    calls: int
+    holdtime: int
+    talktime: int
+    completed: int
+    abandoned: int
+    service_level: int
+    service_level_perf: float | None
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntryListed:
+    queue: str
+    position: int | None
+    channel: str
+    uniqueid: str
+    caller_number: str
+    caller_name: str
+    wait_seconds: int | None
+
+
+AmiEvent = (
+    ChannelCreated
+    | ChannelStateChanged
+    | CallerIdChanged
+    | DialplanStep
+    | VariableSet
+    | HangupRequested
+    | ChannelHungUp
+    | AgiCommandStarted
+    | BridgeEntered
+    | QueueCallerJoined
+    | QueueCallerLeft
+    | QueueCallerAbandoned
+    | AgentCalled
+    | AgentRingNoAnswer
+    | AgentConnected
+    | AgentCompleted
+    | AgentDumped
+    | ChannelListed
+    | BlindTransferred
+    | AttendedTransferred
+    | QueueMemberChanged
+    | QueueParamsListed
+    | QueueEntryListed
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders
+
+
+def _snap(f: _Fields) -> tuple[str, str, str, int | None, str, str, str, str]:
+    return (
+        f.get("channel", ""),
+        f.get("uniqueid", ""),
+        f.get("linkedid", ""),
+        _int(f.get("channelstate")),
+        _clean_cid(f.get("calleridnum", "")),
+        _clean_cid(f.get("calleridname", "")),
+        f.get("context", ""),
+        f.get("exten", ""),
+    )
+
+
+def _agent(f: _Fields) -> tuple[str, str, str, str, str, str]:
+    return (
+        f.get("destchannel", ""),
+        f.get("destuniqueid", ""),
+        f.get("destlinkedid", ""),
+        f.get("queue", ""),
+        f.get("interface", ""),
+        f.get("membername", ""),
+    )
+
+
+def _party(f: _Fields, prefix: str) -> TransferParty | None:
+    channel = f.get(prefix + "channel")
+    uniqueid = f.get(prefix + "uniqueid")
+    if channel is None and uniqueid is None:
+        return None
+    return TransferParty(
+        channel=channel or "",
+        uniqueid=uniqueid or "",
+        linkedid=f.get(prefix + "linkedid", ""),
+        caller_number=_clean_cid(f.get(prefix + "calleridnum", "")),
+        connected_number=_clean_cid(f.get(prefix + "connectedlinenum", "")),
+    )
+
+
+def _member(change: MemberChange, f: _Fields) -> QueueMemberChanged:
+    # QueueMember list items say Name/Location where the events say MemberName/Interface.
+    return QueueMemberChanged(
+        change=change,
+        queue=f.get("queue", ""),
+        member_name=f.get("membername") or f.get("name", ""),
+        interface=f.get("interface") or f.get("location", ""),
+        state_interface=f.get("stateinterface", ""),
+        membership=f.get("membership", ""),
+        penalty=_count(f.get("penalty")),
+        calls_taken=_count(f.get("callstaken")),
+        last_call=_count(f.get("lastcall")),
+        last_pause=_count(f.get("lastpause")),
+        login_time=_count(f.get("logintime")),
+        in_call=_bool(f.get("incall")),
+        status=_count(f.get("status")),
+        paused=_bool(f.get("paused")),
+        paused_reason=f.get("pausedreason", ""),
+        wrapup_time=_count(f.get("wrapuptime")),
+    )
+
+
+def _member_decoder(change: MemberChange) -> Callable[[_Fields], AmiEvent]:
+    return lambda f: _member(change, f)
+
+
+def _hangup_request(soft: bool) -> Callable[[_Fields], AmiEvent]:
+    return lambda f: HangupRequested(*_snap(f), cause=_int(f.get("cause")), soft=soft)
+
+
+_DECODERS: dict[str, Callable[[_Fields], AmiEvent]] = {
+    "Newchannel": lambda f: ChannelCreated(*_snap(f)),
+    "Newstate": lambda f: ChannelStateChanged(*_snap(f)),
+    "NewCallerid": lambda f: CallerIdChanged(*_snap(f)),
+    "Newexten": lambda f: DialplanStep(
+        *_snap(f), application=f.get("application", ""), app_data=f.get("appdata", "")
+    ),
+    "VarSet": lambda f: VariableSet(
+        *_snap(f), variable=f.get("variable", ""), value=f.get("value", "")
+    ),
+    "HangupRequest": _hangup_request(False),
+    "SoftHangupRequest": _hangup_request(True),
+    "Hangup": lambda f: ChannelHungUp(
+        *_snap(f), cause=_int(f.get("cause")), cause_text=f.get("cause-txt", "")
+    ),
+    "AGIExecStart": lambda f: AgiCommandStarted(
+        *_snap(f), command_id=f.get("commandid", ""), command=f.get("command", "")
+    ),
+    "BridgeEnter": lambda f: BridgeEntered(*_snap(f), bridge_uniqueid=f.get("bridgeuniqueid", "")),
+    "QueueCallerJoin": lambda f: QueueCallerJoined(
+        *_snap(f),
+        queue=f.get("queue", ""),
+        position=_int(f.get("position")),
+        count=_int(f.get("count")),
+    ),
+    "QueueCallerLeave": lambda f: QueueCallerLeft(
+        *_snap(f),
+        queue=f.get("queue", ""),
+        position=_int(f.get("position")),
+        count=_int(f.get("count")),
+    ),
+    "QueueCallerAbandon": lambda f: QueueCallerAbandoned(
+        *_snap(f),
+        queue=f.get("queue", ""),
+        position=_int(f.get("position")),
+        original_position=_int(f.get("originalposition")),
+        hold_time=_int(f.get("holdtime")),
+    ),
+    "AgentCalled": lambda f: AgentCalled(*_snap(f), *_agent(f)),
+    "AgentRingNoAnswer": lambda f: AgentRingNoAnswer(
+        *_snap(f), *_agent(f), ring_time_ms=_int(f.get("ringtime"))
+    ),
+    "AgentConnect": lambda f: AgentConnected(
+        *_snap(f),
+        *_agent(f),
+        hold_time=_int(f.get("holdtime")),
+        ring_time=_int(f.get("ringtime")),
+    ),
+    "AgentComplete": lambda f: AgentCompleted(
+        *_snap(f),
+        *_agent(f),
+        hold_time=_int(f.get("holdtime")),
+        talk_time=_int(f.get("talktime")),
+        reason=f.get("reason", ""),
+    ),
+    "AgentDump": lambda f: AgentDumped(*_snap(f), *_agent(f)),
+    "CoreShowChannel": lambda f: ChannelListed(
+        *_snap(f),
+        application=f.get("application", ""),
+        application_data=f.get("applicationdata", ""),
+        duration_seconds=_hms(f.get("duration")),
+        bridge_id=f.get("bridgeid", ""),
+    ),
+    "BlindTransfer": lambda f: BlindTransferred(
+        result=f.get("result", ""),
+        transferer=_party(f, "transferer") or TransferParty("", "", "", "", ""),
+        transferee=_party(f, "transferee"),
+        context=f.get("context", ""),
+        extension=f.get("extension", ""),
+        is_external=_bool(f.get("isexternal")),
+    ),
+    "AttendedTransfer": lambda f: AttendedTransferred(
+        result=f.get("result", ""),
+        orig_transferer=_party(f, "origtransferer") or TransferParty("", "", "", "", ""),
+        second_transferer=_party(f, "secondtransferer"),
+        transferee=_party(f, "transferee"),
+        target=_party(f, "transfertarget"),
+        dest_type=f.get("desttype", ""),
+        dest_app=f.get("destapp", ""),
+    ),
+    "QueueMemberStatus": _member_decoder("status"),
+    "QueueMemberAdded": _member_decoder("added"),
+    "QueueMemberRemoved": _member_decoder("removed"),
+    "QueueMemberPause": _member_decoder("pause"),
+    "QueueMemberPenalty": _member_decoder("penalty"),
+    "QueueMemberRinginuse": _member_decoder("ringinuse"),
+    "QueueMember": _member_decoder("listed"),
+    "QueueParams": lambda f: QueueParamsListed(
+        queue=f.get("queue", ""),
+        max=_count(f.get("max")),
+        strategy=f.get("strategy", ""),
+        calls=_count(f.get("calls")),
+        holdtime=_count(f.get("holdtime")),
+        talktime=_count(f.get("talktime")),
+        completed=_count(f.get("completed")),
+        abandoned=_count(f.get("abandoned")),
+        service_level=_count(f.get("servicelevel")),
+        service_level_perf=_float(f.get("servicelevelperf")),
+        weight=_count(f.get("weight")),
+    ),
+    "QueueEntry": lambda f: QueueEntryListed(
+        queue=f.get("queue", ""),
+        position=_int(f.get("position")),
+        channel=f.get("channel", ""),
+        uniqueid=f.get("uniqueid", ""),
+        caller_number=_clean_cid(f.get("calleridnum", "")),
+        caller_name=_clean_cid(f.get("calleridname", "")),
+        wait_seconds=_int(f.get("wait")),
+    ),
+}
+
+
+class ResyncSource(Protocol):
+    """What the trackers need from the AMI client's resync snapshot (taken after each connect)."""
+
+    @property
+    def channels(self) -> Sequence[AmiMessage]: ...  # CoreShowChannels items
+
+    @property
+    def queue_status(self) -> Sequence[AmiMessage]: ...  # QueueStatus items
+
+
+def decode_all(messages: Iterable[AmiMessage]) -> list[AmiEvent]:
+    """Decode the messages of a resync list, dropping the ones outside the table."""
+    out: list[AmiEvent] = []
+    for msg in messages:
+        ev = decode_event(msg)
+        if ev is not None:
+            out.append(ev)
+    return out
+
+
+SUBSCRIBED_EVENTS: frozenset[str] = frozenset(_DECODERS)
+"""The event names the trackers use (for an AMI `Events`/filter setup, if wanted)."""
+
+
+def decode_event(msg: AmiMessage) -> AmiEvent | None:
+    """Decode `msg` if it is an event in the subscription table; otherwise return None cheaply."""
+    headers = msg.headers
+    if not headers:
+        return None
+    first_name, event_name = headers[0]
+    decoder = _DECODERS.get(event_name)
+    if decoder is None or first_name.lower() != "event":
+        return None
+    fields: _Fields = {}
+    for name, value in headers:
+        key = name.lower()
+        if key not in fields:  # repeated headers (ChanVariable): the first one wins
+            fields[key] = value
+    return decoder(fields)

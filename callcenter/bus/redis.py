@@ -1,0 +1,294 @@
+"""Redis bus: pub/sub with JSON payloads, for several server processes sharing live events.
+
+Failure policy (telephony fails open): a publish while Redis is unreachable logs once, counts the
+message in `publish_failures` and drops it; after `retry_interval` the next publish tries again
+(redis-py reconnects its pool). A subscriber whose connection breaks keeps its iterator alive,
+resubscribes with capped exponential backoff, and goes on yielding what is published after that.
+Pub/sub has no history: messages published while a subscriber is disconnected are lost to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from callcenter.bus.base import Payload
+from callcenter.bus.keys import DEFAULT_PREFIX
+from callcenter.bus.memory import decode_payload, encode_payload
+
+__all__ = ["RedisBus", "RedisSubscription"]
+
+log = logging.getLogger(__name__)
+
+# What a dead, restarting or unreachable Redis raises through redis-py.
+_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RedisSubscription:
+    """An async iterator of (channel, payload) that survives Redis restarts."""
+
+    def __init__(
+        self,
+        *,
+        client: Redis,
+        channels: tuple[str, ...],
+        prefix: str,
+        poll_interval: float,
+        retry_interval: float,
+        max_retry_interval: float,
+    ) -> None:
+        self._client = client
+        self._logical = channels
+        self._names = tuple(prefix + c for c in channels)
+        self._prefix = prefix
+        self._poll = poll_interval
+        self._retry_min = retry_interval
+        self._retry_max = max_retry_interval
+        self._pubsub: PubSub | None = None
+        self._early: deque[tuple[str, Payload]] = deque()
+        self._closed = False
+        self._reading = False
+        self._changed = asyncio.Event()
+        self.reconnects = 0
+        self.malformed = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._pubsub is not None
+
+    async def wait_connected(self, *, reconnects: int = 0) -> None:
+        """Wait until subscribed and resubscribed at least `reconnects` times (someone must be
+        iterating for resubscription to happen)."""
+        while self._pubsub is None or self.reconnects < reconnects:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def start(self) -> None:
+        """Subscribe and wait until Redis confirmed every channel; if Redis is down, log and
+        leave it to the iterator to keep trying."""
+        try:
+            await self._connect()
+        except _DOWN as exc:
+            log.warning("redis bus: cannot subscribe to %s yet: %s", ", ".join(self._logical), exc)
+
+    def __aiter__(self) -> RedisSubscription:
+        return self
+
+    async def __anext__(self) -> tuple[str, Payload]:
+        self._reading = True
+        try:
+            return await self._next()
+        finally:
+            self._reading = False
+            if self._closed:
+                await self._drop_pubsub()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if not self._reading:  # a reader in progress closes it when it wakes up
+            await self._drop_pubsub()
+
+    async def _next(self) -> tuple[str, Payload]:
+        delay = self._retry_min
+        while True:
+            if self._early:
+                return self._early.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            if self._pubsub is None:
+                try:
+                    await self._connect()
+                except _DOWN as exc:
+                    log.debug("redis bus: resubscribe failed (%s); next try in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(max(delay * 2, 0.01), self._retry_max)
+                    continue
+                self.reconnects += 1
+                self._changed.set()
+                log.info("redis bus: resubscribed to %s", ", ".join(self._logical))
+                delay = self._retry_min
+                continue
+            try:
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=self._poll
+                )
+            except _DOWN as exc:
+                log.warning("redis bus: subscription lost (%s); resubscribing", exc)
+                await self._drop_pubsub()
+                continue
+            if message is not None:
+                item = self._decode(message)
+                if item is not None:
+                    return item
+
+    async def _connect(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(*self._names)
+            # Wait for every confirmation: once Redis has confirmed, a publish made after
+            # start() returned is guaranteed to reach us.
+            pending = set(self._names)
+            while pending:
+                message = await pubsub.get_message(timeout=self._poll)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    pending.discard(_text(message["channel"]))
+                else:
+                    item = self._decode(message)
+                    if item is not None:
+                        self._early.append(item)
+        except BaseException:
+            with contextlib.suppress(*_DOWN):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        self._pubsub = pubsub
+        self._changed.set()
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(*_DOWN):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _decode(self, message: dict[str, Any]) -> tuple[str, Payload] | None:
+        if message.get("type") != "message":
+            return None
+        name = _text(message["channel"])
+        channel = name[len(self._prefix) :] if name.startswith(self._prefix) else name
+        try:
+            return channel, decode_payload(message["data"])
+        except ValueError as exc:  # someone else published non-JSON on our channel
+            self.malformed += 1
+            log.warning("redis bus: dropping malformed message on %s: %s", channel, exc)
+            return None
+
+
+class RedisBus:
+    """The Redis Bus. Channels are prefixed with `prefix` (see callcenter.bus.keys)."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        connect_timeout: float = 1.0,
+        socket_timeout: float = 2.0,
+        retry_interval: float = 0.5,
+        max_retry_interval: float = 5.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if retry_interval < 0 or max_retry_interval < retry_interval:
+            raise ValueError("need 0 <= retry_interval <= max_retry_interval")
+        # Publishing retries once at once: after a Redis restart the pooled connection is stale
+        # and the first command on it fails although the server is back.
+        self._client: Redis = Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+        # Subscriptions get no hidden retries: a broken connection must surface so the
+        # subscription can resubscribe with backoff while the iterator stays alive.
+        self._sub_client: Redis = Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._prefix = prefix
+        self._retry_interval = retry_interval
+        self._max_retry_interval = max_retry_interval
+        self._poll = poll_interval
+        self._subscriptions: set[RedisSubscription] = set()
+        self._down_until = 0.0
+        self._failing = False
+        self._closed = False
+        self.published = 0
+        self.publish_failures = 0
+
+    @property
+    def client(self) -> Redis:
+        """The underlying client, for code that needs plain Redis commands (same server)."""
+        return self._client
+
+    async def publish(self, channel: str, payload: Payload) -> None:
+        text = encode_payload(payload)
+        if self._closed:
+            log.debug("redis bus closed: dropping message on %s", channel)
+            return
+        if self._failing and time.monotonic() < self._down_until:
+            self.publish_failures += 1
+            return
+        try:
+            await self._client.publish(self._prefix + channel, text)
+        except _DOWN as exc:
+            self.publish_failures += 1
+            self._down_until = time.monotonic() + self._retry_interval
+            if not self._failing:
+                log.warning(
+                    "redis bus: publish failed, dropping messages until Redis is back: %s", exc
+                )
+            self._failing = True
+            return
+        self.published += 1
+        if self._failing:
+            self._failing = False
+            log.info(
+                "redis bus: publishing again (%d messages dropped so far)", self.publish_failures
+            )
+
+    @asynccontextmanager
+    async def subscribe(self, *channels: str) -> AsyncIterator[AsyncIterator[tuple[str, Payload]]]:
+        if not channels:
+            raise ValueError("subscribe to at least one channel")
+        if self._closed:
+            raise RuntimeError("the bus is closed")
+        subscription = RedisSubscription(
+            client=self._sub_client,
+            channels=channels,
+            prefix=self._prefix,
+            poll_interval=self._poll,
+            retry_interval=self._retry_interval,
+            max_retry_interval=self._max_retry_interval,
+        )
+        await subscription.start()
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            await subscription.aclose()
+
+    async def ping(self) -> bool:
+        """True if Redis answers now."""
+        try:
+            return bool(await self._client.ping())
+        except _DOWN:
+            return False
+
+    async def close(self) -> None:
+        """End every subscription and close the connection pool."""
+        self._closed = True
+        for subscription in tuple(self._subscriptions):
+            await subscription.aclose()
+        with contextlib.suppress(*_DOWN):
+            await self._client.aclose()
+        with contextlib.suppress(*_DOWN):
+            await self._sub_client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -1,0 +1,575 @@
+"""Call-log storage: calls, the IVR steps of each call, and callback requests.
+
+`CallRepository` also satisfies the IVR's `IvrRecorder` protocol (record_step, record_callback),
+so the ivr package stays free of database code. Every write is idempotent: saving a call again
+(after a reconcile, say) overwrites its row; a step or callback request recorded twice is kept once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypedDict, cast, get_args
+
+from sqlalchemy import ColumnElement, Table, and_, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from callcenter.calls.model import (
+    AbandonStage,
+    CallbackRequest,
+    CallRecord,
+    EndReason,
+    IvrStep,
+    Transfer,
+)
+from callcenter.customers.service import normalise_number
+from callcenter.db.engine import dialect_insert
+from callcenter.db.models import (
+    CALLBACK_STATUSES,
+    CallbackRequestRow,
+    CallRow,
+    IvrStepRow,
+    utcnow,
+)
+
+__all__ = [
+    "CallDetail",
+    "CallRepository",
+    "CallSummary",
+    "CallbackEntry",
+    "CallbackStatus",
+    "QueueSummary",
+]
+
+CallbackStatus = Literal["pending", "done", "cancelled"]
+_DIRECTIONS = ("inbound", "outbound")
+_ABANDON_STAGES: tuple[str, ...] = get_args(AbandonStage)
+_END_REASONS: tuple[str, ...] = get_args(EndReason)
+_MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEntry:
+    """A stored callback request with its handling status."""
+
+    request: CallbackRequest
+    number_normalised: str
+    status: CallbackStatus
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallDetail:
+    """A call with the IVR steps the caller took and the callback request it left, if any."""
+
+    call: CallRecord
+    steps: tuple[IvrStep, ...]
+    callback: CallbackEntry | None
+
+
+class QueueSummary(TypedDict):
+    calls: int
+    answered: int
+    abandoned: int
+    answered_within_target: int
+    avg_wait_seconds: float | None
+
+
+class CallSummary(TypedDict):
+    """Operating statistics for [since, until). "Within target" means answered after a queue
+    wait of at most `answer_target_seconds` (calls answered without queueing count as within)."""
+
+    since: datetime
+    until: datetime
+    answer_target_seconds: int
+    calls: int
+    answered: int
+    abandoned: int
+    abandoned_in_ivr: int
+    abandoned_in_queue: int
+    queued: int  # calls that reached a queue
+    answered_within_target: int
+    service_level: float | None  # answered_within_target / queued, 0..1; None without queued calls
+    avg_wait_seconds: float | None  # over answered calls
+    avg_talk_seconds: float | None  # over answered calls
+    recordings: int
+    callbacks: int  # callback requests made in the period
+    ivr_choices: dict[str, int]
+    by_queue: dict[str, QueueSummary]
+    by_agent: dict[str, int]  # answered calls per agent
+
+
+class CallRepository:
+    """The call log. Methods open their own short session on `session_factory`."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: async_sessionmaker[AsyncSession],
+        answer_target_seconds: int = 60,
+        default_country: str = "86",
+    ) -> None:
+        if answer_target_seconds <= 0:
+            raise ValueError("answer_target_seconds must be positive")
+        self._sessions = session_factory
+        self._target = answer_target_seconds
+        self._country = default_country
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def save_call(self, record: CallRecord) -> None:
+        """Insert or overwrite the call `record.uniqueid` (idempotent UPSERT)."""
+        values = self._call_values(record)
+        now = utcnow()
+        async with self._sessions() as session, session.begin():
+            insert = dialect_insert(session, CallRow.__table__)
+            stmt = insert.values(**values, created_at=now, updated_at=now)
+            update = {name: stmt.excluded[name] for name in values if name != "uniqueid"}
+            update["updated_at"] = stmt.excluded.updated_at
+            await session.execute(
+                stmt.on_conflict_do_update(index_elements=["uniqueid"], set_=update)
+            )
+
+    async def record_step(self, step: IvrStep) -> None:
+        """Store one IVR step; a step already stored under (call_uniqueid, seq) is kept as is."""
+        values: dict[str, Any] = {
+            "call_uniqueid": step.call_uniqueid,
+            "seq": step.seq,
+            "at": _aware("at", step.at),
+            "node": step.node,
+            "kind": step.kind,
+            "input": step.input,
+            "result": step.result,
+        }
+        _check_required(values, ("call_uniqueid", "node", "kind"))
+        _check_lengths(IvrStepRow.__table__, values)
+        async with self._sessions() as session, session.begin():
+            stmt = dialect_insert(session, IvrStepRow.__table__).values(**values)
+            await session.execute(
+                stmt.on_conflict_do_nothing(index_elements=["call_uniqueid", "seq"])
+            )
+
+    async def record_callback(self, req: CallbackRequest) -> None:
+        """Store a callback request as pending; one per call, a repeat is ignored."""
+        values: dict[str, Any] = {
+            "call_uniqueid": req.call_uniqueid,
+            "number_raw": req.number.strip(),
+            "number": normalise_number(req.number, self._country),
+            "requested_at": _aware("requested_at", req.requested_at),
+            "queue": req.queue,
+            "status": "pending",
+            "note": req.note,
+            "updated_at": utcnow(),
+        }
+        _check_required(values, ("call_uniqueid", "number_raw"))
+        _check_lengths(CallbackRequestRow.__table__, values)
+        async with self._sessions() as session, session.begin():
+            stmt = dialect_insert(session, CallbackRequestRow.__table__).values(**values)
+            await session.execute(stmt.on_conflict_do_nothing(index_elements=["call_uniqueid"]))
+
+    async def set_callback_status(self, call_uniqueid: str, status: CallbackStatus) -> bool:
+        """Mark a callback request done or cancelled (or pending again); False if unknown."""
+        if status not in CALLBACK_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(CALLBACK_STATUSES)}")
+        async with self._sessions() as session, session.begin():
+            row = (
+                await session.scalars(
+                    select(CallbackRequestRow).where(
+                        CallbackRequestRow.call_uniqueid == call_uniqueid
+                    )
+                )
+            ).first()
+            if row is None:
+                return False
+            row.status = status
+            row.updated_at = utcnow()
+            return True
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get_call(self, uniqueid: str) -> CallRecord | None:
+        async with self._sessions() as session:
+            row = await session.get(CallRow, uniqueid)
+            return _to_record(row) if row is not None else None
+
+    async def get_steps(self, uniqueid: str) -> list[IvrStep]:
+        """The IVR steps of a call in order (steps exist before the call row is written)."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(IvrStepRow)
+                .where(IvrStepRow.call_uniqueid == uniqueid)
+                .order_by(IvrStepRow.seq)
+            )
+            return [_to_step(row) for row in rows]
+
+    async def get_call_detail(self, uniqueid: str) -> CallDetail | None:
+        """The call with its IVR steps and callback request; None if the call is not logged."""
+        async with self._sessions() as session:
+            row = await session.get(CallRow, uniqueid)
+            if row is None:
+                return None
+            steps = await session.scalars(
+                select(IvrStepRow)
+                .where(IvrStepRow.call_uniqueid == uniqueid)
+                .order_by(IvrStepRow.seq)
+            )
+            callback = (
+                await session.scalars(
+                    select(CallbackRequestRow).where(CallbackRequestRow.call_uniqueid == uniqueid)
+                )
+            ).first()
+            return CallDetail(
+                call=_to_record(row),
+                steps=tuple(_to_step(s) for s in steps),
+                callback=_to_callback(callback) if callback is not None else None,
+            )
+
+    async def list_calls(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        queue: str | None = None,
+        agent: str | None = None,
+        abandoned: bool | None = None,
+        caller: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[CallRecord]:
+        """Calls started in [since, until), newest first. `agent` matches the member name or the
+        interface; `caller` matches the caller number in any format."""
+        _check_page(limit, offset)
+        where = self._filters(since, until, queue, agent, abandoned, caller)
+        stmt = (
+            select(CallRow)
+            .where(*where)
+            .order_by(CallRow.started_at.desc(), CallRow.uniqueid.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self._sessions() as session:
+            return [_to_record(row) for row in await session.scalars(stmt)]
+
+    async def count_calls(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        queue: str | None = None,
+        agent: str | None = None,
+        abandoned: bool | None = None,
+        caller: str | None = None,
+    ) -> int:
+        """How many calls `list_calls` with the same filters would page through."""
+        where = self._filters(since, until, queue, agent, abandoned, caller)
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.count()).where(*where)) or 0)
+
+    async def list_callbacks(
+        self,
+        *,
+        status: CallbackStatus | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[CallbackEntry]:
+        """Callback requests, oldest first (the order they should be worked)."""
+        _check_page(limit, offset)
+        stmt = select(CallbackRequestRow)
+        if status is not None:
+            stmt = stmt.where(CallbackRequestRow.status == status)
+        if since is not None:
+            stmt = stmt.where(CallbackRequestRow.requested_at >= _aware("since", since))
+        if until is not None:
+            stmt = stmt.where(CallbackRequestRow.requested_at < _aware("until", until))
+        stmt = stmt.order_by(CallbackRequestRow.requested_at, CallbackRequestRow.id)
+        async with self._sessions() as session:
+            rows = await session.scalars(stmt.limit(limit).offset(offset))
+            return [_to_callback(row) for row in rows]
+
+    async def summary(self, since: datetime, until: datetime) -> CallSummary:
+        """Operating statistics for calls started in [since, until) (see CallSummary)."""
+        since = _aware("since", since)
+        until = _aware("until", until)
+        if until <= since:
+            raise ValueError("until must be later than since")
+        period = and_(CallRow.started_at >= since, CallRow.started_at < until)
+        answered = CallRow.answered_at.is_not(None)
+        within = and_(answered, func.coalesce(CallRow.wait_seconds, 0.0) <= self._target)
+        totals = select(
+            func.count(),
+            _count_if(answered),
+            _count_if(CallRow.abandoned.is_(True)),
+            _count_if(and_(CallRow.abandoned.is_(True), CallRow.abandon_stage == "ivr")),
+            _count_if(and_(CallRow.abandoned.is_(True), CallRow.abandon_stage == "queue")),
+            _count_if(CallRow.queue.is_not(None)),
+            _count_if(within),
+            func.avg(case((answered, CallRow.wait_seconds))),
+            func.avg(case((answered, CallRow.talk_seconds))),
+            _count_if(CallRow.recording_file.is_not(None)),
+        ).where(period)
+        per_queue = (
+            select(
+                CallRow.queue,
+                func.count(),
+                _count_if(answered),
+                _count_if(CallRow.abandoned.is_(True)),
+                _count_if(within),
+                func.avg(case((answered, CallRow.wait_seconds))),
+            )
+            .where(period, CallRow.queue.is_not(None))
+            .group_by(CallRow.queue)
+        )
+        per_agent = (
+            select(CallRow.agent, func.count())
+            .where(period, answered, CallRow.agent.is_not(None))
+            .group_by(CallRow.agent)
+        )
+        choices = (
+            select(CallRow.ivr_choice, func.count())
+            .where(period, CallRow.ivr_choice.is_not(None))
+            .group_by(CallRow.ivr_choice)
+        )
+        callbacks = select(func.count()).where(
+            CallbackRequestRow.requested_at >= since, CallbackRequestRow.requested_at < until
+        )
+        async with self._sessions() as session:
+            t = (await session.execute(totals)).one()
+            queues = (await session.execute(per_queue)).all()
+            agents = (await session.execute(per_agent)).all()
+            ivr = (await session.execute(choices)).all()
+            n_callbacks = int(await session.scalar(callbacks) or 0)
+        queued = int(t[5])
+        within_target = int(t[6])
+        return CallSummary(
+            since=since,
+            until=until,
+            answer_target_seconds=self._target,
+            calls=int(t[0]),
+            answered=int(t[1]),
+            abandoned=int(t[2]),
+            abandoned_in_ivr=int(t[3]),
+            abandoned_in_queue=int(t[4]),
+            queued=queued,
+            answered_within_target=within_target,
+            service_level=within_target / queued if queued else None,
+            avg_wait_seconds=_float(t[7]),
+            avg_talk_seconds=_float(t[8]),
+            recordings=int(t[9]),
+            callbacks=n_callbacks,
+            ivr_choices={str(choice): int(n) for choice, n in ivr},
+            by_queue={
+                str(q[0]): QueueSummary(
+                    calls=int(q[1]),
+                    answered=int(q[2]),
+                    abandoned=int(q[3]),
+                    answered_within_target=int(q[4]),
+                    avg_wait_seconds=_float(q[5]),
+                )
+                for q in queues
+            },
+            by_agent={str(name): int(n) for name, n in agents},
+        )
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _call_values(self, r: CallRecord) -> dict[str, Any]:
+        if r.direction not in _DIRECTIONS:
+            raise ValueError(f"direction must be inbound or outbound, got {r.direction!r}")
+        if r.abandon_stage is not None and r.abandon_stage not in _ABANDON_STAGES:
+            raise ValueError(f"unknown abandon_stage {r.abandon_stage!r}")
+        if r.end_reason is not None and r.end_reason not in _END_REASONS:
+            raise ValueError(f"unknown end_reason {r.end_reason!r}")
+        values: dict[str, Any] = {
+            "uniqueid": r.uniqueid,
+            "linkedid": r.linkedid,
+            "channel": r.channel,
+            "started_at": _aware("started_at", r.started_at),
+            "caller_number": r.caller_number,
+            "caller_number_normalised": normalise_number(r.caller_number, self._country),
+            "caller_name": r.caller_name,
+            "dialed_number": r.dialed_number,
+            "direction": r.direction,
+            "ivr_path": [str(p) for p in r.ivr_path],
+            "ivr_choice": r.ivr_choice,
+            "queue": r.queue,
+            "queue_priority": r.queue_priority,
+            "queue_joined_at": _aware_or_none("queue_joined_at", r.queue_joined_at),
+            "queue_left_at": _aware_or_none("queue_left_at", r.queue_left_at),
+            "agent": r.agent,
+            "agent_interface": r.agent_interface,
+            "answered_at": _aware_or_none("answered_at", r.answered_at),
+            "ended_at": _aware_or_none("ended_at", r.ended_at),
+            "wait_seconds": r.wait_seconds,
+            "talk_seconds": r.talk_seconds,
+            "abandoned": bool(r.abandoned),
+            "abandon_stage": r.abandon_stage,
+            "abandon_after_seconds": r.abandon_after_seconds,
+            "transfers": [_transfer_json(t) for t in r.transfers],
+            "hangup_cause": r.hangup_cause,
+            "hangup_cause_text": r.hangup_cause_text,
+            "recording_file": r.recording_file,
+            "end_reason": r.end_reason,
+            "variables": {str(k): str(v) for k, v in r.variables.items()},
+            "queues": [str(q) for q in r.queues],
+            "agents": [str(a) for a in r.agents],
+            "adopted": bool(r.adopted),
+        }
+        _check_required(values, ("uniqueid",))
+        _check_lengths(CallRow.__table__, values)
+        return values
+
+    def _filters(
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        queue: str | None,
+        agent: str | None,
+        abandoned: bool | None,
+        caller: str | None,
+    ) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = []
+        if since is not None:
+            where.append(CallRow.started_at >= _aware("since", since))
+        if until is not None:
+            where.append(CallRow.started_at < _aware("until", until))
+        if queue is not None:
+            where.append(CallRow.queue == queue)
+        if agent is not None:
+            where.append(or_(CallRow.agent == agent, CallRow.agent_interface == agent))
+        if abandoned is not None:
+            where.append(CallRow.abandoned.is_(abandoned))
+        if caller is not None:
+            normalised = normalise_number(caller, self._country)
+            if normalised:
+                where.append(CallRow.caller_number_normalised == normalised)
+            else:  # "anonymous" and friends: match what was stored
+                where.append(CallRow.caller_number == caller)
+        if not where:
+            where.append(CallRow.uniqueid.is_not(None))  # gives count() its FROM
+        return where
+
+
+def _count_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _aware(name: str, value: datetime) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} is a naive datetime ({value.isoformat()}): give it a time zone")
+    return value
+
+
+def _aware_or_none(name: str, value: datetime | None) -> datetime | None:
+    return None if value is None else _aware(name, value)
+
+
+def _check_required(values: Mapping[str, Any], names: Sequence[str]) -> None:
+    for name in names:
+        if not values[name]:
+            raise ValueError(f"{name} must not be empty")
+
+
+def _check_lengths(table: Table | Any, values: Mapping[str, Any]) -> None:
+    for column in table.columns:
+        value = values.get(column.name)
+        length = getattr(column.type, "length", None)
+        if isinstance(value, str) and isinstance(length, int) and len(value) > length:
+            raise ValueError(
+                f"{table.name}.{column.name} is {len(value)} characters, at most {length}"
+            )
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= _MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {_MAX_PAGE}, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, got {offset}")
+
+
+def _transfer_json(t: Transfer) -> dict[str, str]:
+    return {
+        "at": _aware("transfer.at", t.at).astimezone(UTC).isoformat(),
+        "kind": t.kind,
+        "target": t.target,
+    }
+
+
+def _transfer_from_json(data: Mapping[str, Any]) -> Transfer:
+    at = datetime.fromisoformat(str(data["at"]))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    kind: Literal["blind", "attended"] = "attended" if data.get("kind") == "attended" else "blind"
+    return Transfer(at=at, kind=kind, target=str(data.get("target", "")))
+
+
+def _to_record(row: CallRow) -> CallRecord:
+    return CallRecord(
+        uniqueid=row.uniqueid,
+        linkedid=row.linkedid,
+        channel=row.channel,
+        started_at=row.started_at,
+        caller_number=row.caller_number,
+        caller_name=row.caller_name,
+        dialed_number=row.dialed_number,
+        direction="outbound" if row.direction == "outbound" else "inbound",
+        ivr_path=tuple(str(p) for p in row.ivr_path or ()),
+        ivr_choice=row.ivr_choice,
+        queue=row.queue,
+        queue_priority=row.queue_priority,
+        queue_joined_at=row.queue_joined_at,
+        queue_left_at=row.queue_left_at,
+        agent=row.agent,
+        agent_interface=row.agent_interface,
+        answered_at=row.answered_at,
+        ended_at=row.ended_at,
+        wait_seconds=row.wait_seconds,
+        talk_seconds=row.talk_seconds,
+        abandoned=bool(row.abandoned),
+        abandon_stage=cast(AbandonStage | None, row.abandon_stage),
+        abandon_after_seconds=row.abandon_after_seconds,
+        transfers=tuple(_transfer_from_json(t) for t in row.transfers or ()),
+        hangup_cause=row.hangup_cause,
+        hangup_cause_text=row.hangup_cause_text,
+        recording_file=row.recording_file,
+        end_reason=cast(EndReason | None, row.end_reason),
+        variables={str(k): str(v) for k, v in (row.variables or {}).items()},
+        queues=tuple(str(q) for q in row.queues or ()),
+        agents=tuple(str(a) for a in row.agents or ()),
+        adopted=bool(row.adopted),
+    )
+
+
+def _to_step(row: IvrStepRow) -> IvrStep:
+    return IvrStep(
+        call_uniqueid=row.call_uniqueid,
+        seq=row.seq,
+        at=row.at,
+        node=row.node,
+        kind=row.kind,
+        input=row.input,
+        result=row.result,
+    )
+
+
+def _to_callback(row: CallbackRequestRow) -> CallbackEntry:
+    return CallbackEntry(
+        request=CallbackRequest(
+            call_uniqueid=row.call_uniqueid,
+            number=row.number_raw,
+            requested_at=row.requested_at,
+            queue=row.queue,
+            note=row.note,
+        ),
+        number_normalised=row.number,
+        status=cast(CallbackStatus, row.status),
+        updated_at=row.updated_at,
+    )

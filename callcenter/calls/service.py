@@ -1,0 +1,838 @@
+"""CallTracker: a pure transition function from AMI events to call records.
+
+Contract: feed every decoded event, in arrival order, to `apply(event, now)`; after each AMI
+(re)connect feed the resync snapshot to `reconcile(snapshot, now)`; call `expire(now)` now and
+then. Each returns the effects to publish/persist. No I/O, no clock: time is injected.
+
+One record per call. A call is keyed by the Uniqueid of its first channel, which is the Linkedid
+every later channel of the call (agent legs, Local halves, transfer legs) inherits; events are
+correlated through that, never through arrival order across calls.
+
+Channel variables read from VarSet on the first channel (leading `_`/`__` ignored):
+CALLCENTER_DID (dialed number), CALLCENTER_IVR_PATH ("main>1>bookings", replaces the path),
+IVR_CHOICE (last choice; appended to the path when no CALLCENTER_IVR_PATH is set), QUEUE_PRIO,
+MIXMONITOR_FILENAME (recording, any channel of the call). CALLCENTER_*, IVR_* and QUEUE_* values
+are kept in `variables` (bounded).
+
+end_reason: outbound -> "completed" if the first channel was answered, else "failed";
+inbound answered by an agent (or bridged) -> "completed"; caller hung up in a queue ->
+"abandoned" (stage queue); left a queue unanswered otherwise -> "failed"; never reached a queue ->
+"abandoned" (stage ivr) unless the IVR/dialplan hung up itself (-> "completed");
+"ended_while_disconnected" (reconcile) and "expired" (expire / size cap) when the end is unknown.
+wait_seconds prefers AgentConnect HoldTime; talk_seconds is the sum of AgentComplete TalkTime,
+else answer -> hangup on the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from callcenter.asterisk.events import (
+    AgentCalled,
+    AgentCompleted,
+    AgentConnected,
+    AgentEvent,
+    AgentRingNoAnswer,
+    AgiCommandStarted,
+    AmiEvent,
+    AttendedTransferred,
+    BlindTransferred,
+    BridgeEntered,
+    CallerIdChanged,
+    ChannelCreated,
+    ChannelEvent,
+    ChannelHungUp,
+    ChannelListed,
+    ChannelStateChanged,
+    DialplanStep,
+    HangupRequested,
+    QueueCallerAbandoned,
+    QueueCallerJoined,
+    QueueCallerLeft,
+    QueueEntryListed,
+    ResyncSource,
+    TransferParty,
+    VariableSet,
+    decode_all,
+)
+from callcenter.calls.model import AbandonStage, CallRecord, EndReason, Transfer
+
+# Channel variables our dialplan / IVR set (names without the inheritance underscores).
+VAR_DID = "CALLCENTER_DID"
+VAR_IVR_PATH = "CALLCENTER_IVR_PATH"
+VAR_IVR_CHOICE = "IVR_CHOICE"
+VAR_IVR_QUEUE = "IVR_QUEUE"
+VAR_QUEUE_PRIO = "QUEUE_PRIO"
+VAR_RECORDING = "MIXMONITOR_FILENAME"
+KEPT_VAR_PREFIXES = ("CALLCENTER_", "IVR_", "QUEUE_")
+IVR_PATH_SEPARATORS = (">", ",")  # CALLCENTER_IVR_PATH = "main>1>bookings" (or comma-separated)
+
+STATE_DOWN = 0
+STATE_UP = 6
+
+CallChange = Literal[
+    "caller", "dialed_number", "ivr", "queued", "left_queue", "answered", "abandoned",
+    "transfer", "recording",
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Effects
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class CallUpdated:
+    record: CallRecord
+    change: CallChange
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The final record: emitted once, when the call's first channel hangs up (or is lost)."""
+
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLegEffect:
+    record: CallRecord  # the caller's call, as it stands
+    queue: str
+    interface: str  # e.g. PJSIP/1001
+    member_name: str
+    agent_channel: str
+    agent_uniqueid: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRinging(AgentLegEffect):
+    hold_seconds: float | None  # how long the caller has waited in this queue so far
+
+
+@dataclass(frozen=True, slots=True)
+class AgentNoAnswer(AgentLegEffect):
+    ring_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAnswered(AgentLegEffect):
+    hold_seconds: float | None
+    ring_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFinished(AgentLegEffect):
+    talk_seconds: float | None
+    reason: str  # caller | agent | transfer
+
+
+CallEffect = (
+    CallStarted | CallUpdated | CallEnded | AgentRinging | AgentNoAnswer | AgentAnswered
+    | AgentFinished
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutable per-call state (private)
+
+
+class _Call:
+    __slots__ = (
+        "abandon_after",
+        "abandon_stage",
+        "abandoned",
+        "adopted",
+        "agent",
+        "agent_interface",
+        "agents",
+        "answered_at",
+        "bridged",
+        "caller_name",
+        "caller_number",
+        "channel",
+        "connect_place",
+        "dialed_number",
+        "did_from_var",
+        "direction",
+        "hangup_cause",
+        "hangup_cause_text",
+        "in_agent_stint",
+        "in_queue",
+        "ivr_choice",
+        "ivr_path",
+        "ivr_path_explicit",
+        "join_at",
+        "last_event",
+        "last_seen",
+        "legs",
+        "queue",
+        "queue_joined_at",
+        "queue_left_at",
+        "queue_priority",
+        "queues",
+        "recording_file",
+        "started_at",
+        "system_hangup",
+        "talk_counted",
+        "talk_total",
+        "transfer_pending",
+        "transfers",
+        "uniqueid",
+        "up",
+        "variables",
+        "wait_seconds",
+    )
+
+    def __init__(self, ev: ChannelEvent, started_at: datetime, *, adopted: bool) -> None:
+        self.uniqueid = ev.uniqueid
+        self.channel = ev.channel
+        self.started_at = started_at
+        self.last_seen = started_at
+        self.caller_number = ev.caller_number
+        self.caller_name = ev.caller_name
+        self.dialed_number = ev.exten if ev.exten not in ("", "s") else ""
+        self.did_from_var = False
+        outbound = ev.state == STATE_DOWN and not adopted
+        self.direction: Literal["inbound", "outbound"] = "outbound" if outbound else "inbound"
+        self.up = ev.state == STATE_UP
+        self.adopted = adopted
+        self.ivr_path: list[str] = []
+        self.ivr_path_explicit = False
+        self.ivr_choice: str | None = None
+        self.queue: str | None = None
+        self.queue_priority: int | None = None
+        self.queue_joined_at: datetime | None = None
+        self.queue_left_at: datetime | None = None
+        self.queues: list[str] = []
+        self.in_queue: str | None = None  # the queue the caller is waiting in right now
+        self.join_at: datetime | None = None  # when the caller joined `in_queue`
+        self.agent: str | None = None
+        self.agent_interface: str | None = None
+        self.agents: list[str] = []
+        self.answered_at: datetime | None = None
+        self.wait_seconds: float | None = None
+        self.talk_total: float | None = None  # sum of AgentComplete TalkTime
+        self.talk_counted: set[str] = set()  # member legs whose TalkTime is counted
+        self.in_agent_stint = False  # connected to a member since the last queue join
+        self.connect_place: tuple[str, str] = ("", "")  # (context, exten) when connected
+        self.transfer_pending = False  # a transfer was recorded; the next queue join is its end
+        self.abandoned = False
+        self.abandon_stage: AbandonStage | None = None
+        self.abandon_after: float | None = None
+        self.transfers: list[Transfer] = []
+        self.hangup_cause: int | None = None
+        self.hangup_cause_text: str | None = None
+        self.recording_file: str | None = None
+        self.variables: dict[str, str] = {}
+        self.system_hangup = False  # hung up by the dialplan/IVR, not by the caller
+        self.bridged = False
+        self.legs: set[str] = set()
+        self.last_event: object = None
+
+    def record(
+        self,
+        *,
+        ended_at: datetime | None = None,
+        talk: float | None = None,
+        end_reason: EndReason | None = None,
+    ) -> CallRecord:
+        return CallRecord(
+            uniqueid=self.uniqueid,
+            linkedid=self.uniqueid,
+            channel=self.channel,
+            started_at=self.started_at,
+            caller_number=self.caller_number,
+            caller_name=self.caller_name,
+            dialed_number=self.dialed_number,
+            direction=self.direction,
+            ivr_path=tuple(self.ivr_path),
+            ivr_choice=self.ivr_choice,
+            queue=self.queue,
+            queue_priority=self.queue_priority,
+            queue_joined_at=self.queue_joined_at,
+            queue_left_at=self.queue_left_at,
+            agent=self.agent,
+            agent_interface=self.agent_interface,
+            answered_at=self.answered_at,
+            ended_at=ended_at,
+            wait_seconds=self.wait_seconds,
+            talk_seconds=talk,
+            abandoned=self.abandoned,
+            abandon_stage=self.abandon_stage,
+            abandon_after_seconds=self.abandon_after,
+            transfers=tuple(self.transfers),
+            hangup_cause=self.hangup_cause,
+            hangup_cause_text=self.hangup_cause_text,
+            recording_file=self.recording_file,
+            end_reason=end_reason,
+            variables=dict(self.variables),
+            queues=tuple(self.queues),
+            agents=tuple(self.agents),
+            adopted=self.adopted,
+        )
+
+
+def _seconds(later: datetime, earlier: datetime | None) -> float | None:
+    if earlier is None:
+        return None
+    return max(0.0, (later - earlier).total_seconds())
+
+
+def _strip_inherit(name: str) -> str:
+    return name.lstrip("_")
+
+
+def _parse_path(value: str) -> list[str]:
+    for sep in IVR_PATH_SEPARATORS:
+        if sep in value:
+            return [p.strip() for p in value.split(sep) if p.strip()]
+    value = value.strip()
+    return [value] if value else []
+
+
+def _ignored(_ev: Any, _now: datetime) -> list[CallEffect]:
+    return []
+
+
+class CallTracker:
+    """Pure call state machine. Not thread-safe; feed it from one task, in arrival order."""
+
+    def __init__(
+        self,
+        *,
+        max_idle: timedelta = timedelta(hours=6),
+        max_calls: int = 50_000,
+        max_tombstones: int = 20_000,
+        max_variables: int = 32,
+        max_value_length: int = 512,
+        max_legs: int = 64,
+    ) -> None:
+        if max_calls < 1 or max_tombstones < 0:
+            raise ValueError("max_calls must be >= 1 and max_tombstones >= 0")
+        self._max_idle = max_idle
+        self._max_calls = max_calls
+        self._max_tombstones = max_tombstones
+        self._max_variables = max_variables
+        self._max_value_length = max_value_length
+        self._max_legs = max_legs
+        self._calls: dict[str, _Call] = {}
+        self._legs: dict[str, str] = {}  # leg uniqueid -> call key
+        # ended call ids: late or duplicate events for them must not resurrect the call
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self._handlers: dict[type, Callable[[Any, datetime], list[CallEffect]]] = {
+            ChannelCreated: self._on_created,
+            ChannelStateChanged: self._on_state,
+            CallerIdChanged: self._on_callerid,
+            DialplanStep: self._on_dialplan,
+            VariableSet: self._on_varset,
+            HangupRequested: self._on_hangup_request,
+            ChannelHungUp: self._on_hangup,
+            AgiCommandStarted: self._on_agi,
+            BridgeEntered: self._on_bridge,
+            QueueCallerJoined: self._on_join,
+            QueueCallerLeft: self._on_leave,
+            QueueCallerAbandoned: self._on_abandon,
+            AgentCalled: self._on_agent_called,
+            AgentRingNoAnswer: self._on_ring_no_answer,
+            AgentConnected: self._on_agent_connect,
+            AgentCompleted: self._on_agent_complete,
+            BlindTransferred: self._on_blind_transfer,
+            AttendedTransferred: self._on_attended_transfer,
+        }
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def apply(self, event: AmiEvent, now: datetime) -> list[CallEffect]:
+        """Advance the state with one event; return what happened (possibly nothing)."""
+        return self._handlers.get(type(event), _ignored)(event, now)
+
+    def reconcile(self, snapshot: ResyncSource, now: datetime) -> list[CallEffect]:
+        """Align with the live channels after a (re)connect.
+
+        Known calls whose first channel is gone are ended with end_reason
+        "ended_while_disconnected" (hangup cause unknown). Live first channels we did not know
+        are adopted (`adopted=True`, started_at = now - Duration). Calls still up continue.
+        """
+        live: dict[str, ChannelListed] = {}
+        for ev in decode_all(snapshot.channels):
+            if isinstance(ev, ChannelListed) and ev.uniqueid:
+                live[ev.uniqueid] = ev
+        effects: list[CallEffect] = []
+        for call in list(self._calls.values()):
+            if call.uniqueid not in live:
+                effects.extend(self._end(call, now, override="ended_while_disconnected"))
+            else:
+                call.last_seen = now  # still up: not idle ghost state
+        for ev in live.values():
+            if (ev.linkedid in ("", ev.uniqueid)) and ev.uniqueid not in self._calls:
+                effects.extend(self._adopt_listed(ev, now))
+        for call in self._calls.values():
+            for leg in [leg for leg in call.legs if leg not in live]:
+                call.legs.discard(leg)
+                self._legs.pop(leg, None)
+        for ev in live.values():
+            if ev.linkedid and ev.uniqueid != ev.linkedid:
+                owner = self._calls.get(ev.linkedid)
+                if owner is not None:
+                    self._add_leg(owner, ev.uniqueid)
+        for item in decode_all(snapshot.queue_status):
+            if isinstance(item, QueueEntryListed):
+                waiting = self._calls.get(item.uniqueid)
+                if waiting is None or waiting.answered_at is not None or waiting.join_at:
+                    continue
+                joined = now - timedelta(seconds=item.wait_seconds or 0)
+                if waiting.in_queue is None:
+                    self._enter_queue(waiting, item.queue, joined)
+                else:  # adopted while queued: QueueStatus tells how long it has waited
+                    waiting.join_at = joined
+                    if waiting.queue_joined_at is None and waiting.queue == waiting.in_queue:
+                        waiting.queue_joined_at = joined
+                effects.append(CallUpdated(waiting.record(), "queued"))
+        return effects
+
+    def expire(self, now: datetime) -> list[CallEffect]:
+        """End calls with no event for `max_idle` (ghost state); end_reason "expired"."""
+        cutoff = now - self._max_idle
+        effects: list[CallEffect] = []
+        for call in [c for c in self._calls.values() if c.last_seen < cutoff]:
+            effects.extend(self._end(call, now, override="expired"))
+        return effects
+
+    def active_calls(self) -> list[CallRecord]:
+        """The calls in progress, oldest first (for the wallboard)."""
+        return sorted((c.record() for c in self._calls.values()), key=lambda r: r.started_at)
+
+    def get(self, uniqueid: str) -> CallRecord | None:
+        """The live record of a call, by its key or by the uniqueid of any of its channels."""
+        call = self._calls.get(uniqueid)
+        if call is None:
+            key = self._legs.get(uniqueid)
+            call = self._calls.get(key) if key is not None else None
+        return call.record() if call is not None else None
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    # -- lookup ---------------------------------------------------------------------------------
+
+    def _find(self, uniqueid: str, linkedid: str) -> _Call | None:
+        call = self._calls.get(linkedid)
+        if call is None:
+            key = self._legs.get(uniqueid)
+            if key is not None:
+                call = self._calls.get(key)
+            elif uniqueid != linkedid:
+                call = self._calls.get(uniqueid)
+        return call
+
+    def _resolve(
+        self, ev: ChannelEvent, now: datetime, out: list[CallEffect], *, adopt: bool = True
+    ) -> _Call | None:
+        """The call `ev` belongs to, or None (unknown/ended call, or an exact duplicate)."""
+        call = self._find(ev.uniqueid, ev.linkedid)
+        if call is None:
+            if not adopt or not self._adoptable(ev.uniqueid, ev.linkedid):
+                return None
+            # first seen mid-call (we started late, or missed Newchannel): adopt it
+            call = self._new_call(ev, now, adopted=True, out=out)
+        elif call.last_event == ev:
+            return None  # the same event delivered twice
+        call.last_event = ev
+        call.last_seen = now
+        return call
+
+    def _adoptable(self, uniqueid: str, linkedid: str) -> bool:
+        return (
+            bool(uniqueid)
+            and uniqueid != "none"  # global VarSet: Channel/Uniqueid "none"
+            and linkedid in ("", uniqueid)
+            and uniqueid not in self._tombstones
+        )
+
+    def _new_call(
+        self, ev: ChannelEvent, started_at: datetime, *, adopted: bool, out: list[CallEffect]
+    ) -> _Call:
+        if len(self._calls) >= self._max_calls:
+            oldest = min(self._calls.values(), key=lambda c: c.last_seen)
+            out.extend(self._end(oldest, max(started_at, oldest.last_seen), override="expired"))
+        call = _Call(ev, started_at, adopted=adopted)
+        self._calls[call.uniqueid] = call
+        out.append(CallStarted(call.record()))
+        return call
+
+    def _add_leg(self, call: _Call, uniqueid: str) -> None:
+        if uniqueid and uniqueid != call.uniqueid and len(call.legs) < self._max_legs:
+            call.legs.add(uniqueid)
+            self._legs[uniqueid] = call.uniqueid
+
+    def _is_primary(self, call: _Call, ev: ChannelEvent) -> bool:
+        return ev.uniqueid == call.uniqueid
+
+    # -- channel lifecycle ----------------------------------------------------------------------
+
+    def _on_created(self, ev: ChannelCreated, now: datetime) -> list[CallEffect]:
+        if not ev.uniqueid or ev.uniqueid in self._calls or ev.uniqueid in self._legs:
+            return []
+        out: list[CallEffect] = []
+        if ev.linkedid in ("", ev.uniqueid):
+            if self._adoptable(ev.uniqueid, ev.linkedid):
+                call = self._new_call(ev, now, adopted=False, out=out)
+                call.last_event = ev
+            return out
+        owner = self._calls.get(ev.linkedid)
+        if owner is not None:
+            self._add_leg(owner, ev.uniqueid)
+            owner.last_seen = now
+        return out
+
+    def _on_state(self, ev: ChannelStateChanged, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out)
+        if call is None or not self._is_primary(call, ev) or ev.state != STATE_UP or call.up:
+            return out
+        call.up = True
+        if call.direction == "outbound" and call.answered_at is None:
+            call.answered_at = now
+            out.append(CallUpdated(call.record(), "answered"))
+        return out
+
+    def _on_callerid(self, ev: CallerIdChanged, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out)
+        if call is None or not self._is_primary(call, ev):
+            return out
+        if (ev.caller_number, ev.caller_name) != (call.caller_number, call.caller_name):
+            call.caller_number = ev.caller_number
+            call.caller_name = ev.caller_name
+            out.append(CallUpdated(call.record(), "caller"))
+        return out
+
+    def _on_dialplan(self, ev: DialplanStep, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out)
+        if call is None or not self._is_primary(call, ev):
+            return out
+        if ev.application.lower() == "hangup":
+            call.system_hangup = True
+        if call.in_agent_stint and (ev.context, ev.exten) != call.connect_place:
+            # the caller left the member's bridge for other dialplan: an AMI Redirect / transfer
+            self._record_transfer(call, now, "blind", ev.exten)
+            out.append(CallUpdated(call.record(), "transfer"))
+        if not call.dialed_number and ev.exten not in ("", "s"):
+            call.dialed_number = ev.exten
+            out.append(CallUpdated(call.record(), "dialed_number"))
+        return out
+
+    def _on_varset(self, ev: VariableSet, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out)
+        if call is None:
+            return out
+        name = _strip_inherit(ev.variable)
+        value = ev.value[: self._max_value_length]
+        if name == VAR_RECORDING:
+            primary_or_first = call.recording_file is None or self._is_primary(call, ev)
+            if value and primary_or_first and value != call.recording_file:
+                call.recording_file = value
+                out.append(CallUpdated(call.record(), "recording"))
+            return out
+        if not self._is_primary(call, ev) or not name.startswith(KEPT_VAR_PREFIXES):
+            return out
+        if name in call.variables or len(call.variables) < self._max_variables:
+            call.variables[name] = value
+        if name == VAR_DID:
+            if value and (value != call.dialed_number or not call.did_from_var):
+                call.did_from_var = True
+                changed = value != call.dialed_number
+                call.dialed_number = value
+                if changed:
+                    out.append(CallUpdated(call.record(), "dialed_number"))
+        elif name == VAR_IVR_PATH:
+            call.ivr_path = _parse_path(value)[: self._max_variables]
+            call.ivr_path_explicit = True
+            out.append(CallUpdated(call.record(), "ivr"))
+        elif name == VAR_IVR_CHOICE:
+            call.ivr_choice = value
+            if not call.ivr_path_explicit and len(call.ivr_path) < self._max_variables:
+                call.ivr_path.append(value)
+            out.append(CallUpdated(call.record(), "ivr"))
+        elif name == VAR_QUEUE_PRIO:
+            # a bad value from the dialplan is kept in `variables` only
+            with suppress(ValueError):
+                call.queue_priority = int(value.strip())
+        return out
+
+    def _on_hangup_request(self, ev: HangupRequested, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out, adopt=False)
+        if call is not None and ev.soft and self._is_primary(call, ev):
+            call.system_hangup = True
+        return out
+
+    def _on_agi(self, ev: AgiCommandStarted, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out)
+        is_hangup = ev.command.strip().upper().startswith("HANGUP")
+        if call is not None and is_hangup and self._is_primary(call, ev):
+            call.system_hangup = True
+        return out
+
+    def _on_bridge(self, ev: BridgeEntered, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out)
+        if call is not None and self._is_primary(call, ev):
+            call.bridged = True
+        return out
+
+    def _on_hangup(self, ev: ChannelHungUp, now: datetime) -> list[CallEffect]:
+        call = self._find(ev.uniqueid, ev.linkedid)
+        if call is None:
+            if self._adoptable(ev.uniqueid, ev.linkedid):
+                self._tombstone(ev.uniqueid)  # never seen alive: keep late events from adopting it
+            return []
+        call.last_seen = now
+        if not self._is_primary(call, ev):
+            call.legs.discard(ev.uniqueid)
+            self._legs.pop(ev.uniqueid, None)
+            return []
+        call.hangup_cause = ev.cause
+        call.hangup_cause_text = ev.cause_text or None
+        return self._end(call, now)
+
+    # -- queue ------------------------------------------------------------------------------------
+
+    def _enter_queue(self, call: _Call, queue: str, at: datetime) -> None:
+        call.queues.append(queue)
+        if call.queue is None:
+            call.queue = queue
+            call.queue_joined_at = at
+        call.in_queue = queue
+        call.join_at = at
+
+    def _on_join(self, ev: QueueCallerJoined, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out)
+        if call is None or call.in_queue == ev.queue:
+            return out
+        if call.in_agent_stint and not call.transfer_pending:
+            # the caller, once connected, now waits in a queue again: moved by a transfer
+            self._record_transfer(call, now, "blind", ev.queue)
+        call.transfer_pending = False
+        call.in_agent_stint = False
+        self._enter_queue(call, ev.queue, now)
+        out.append(CallUpdated(call.record(), "queued"))
+        return out
+
+    def _on_leave(self, ev: QueueCallerLeft, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out, adopt=False)
+        if call is None or call.in_queue is None:
+            return out
+        call.in_queue = None
+        call.queue_left_at = now
+        out.append(CallUpdated(call.record(), "left_queue"))
+        return out
+
+    def _on_abandon(self, ev: QueueCallerAbandoned, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._resolve(ev, now, out, adopt=False)
+        if call is None or call.abandoned or call.answered_at is not None:
+            return out
+        held = float(ev.hold_time) if ev.hold_time is not None else _seconds(now, call.join_at)
+        call.abandoned = True
+        call.abandon_stage = "queue"
+        call.abandon_after = held
+        if call.wait_seconds is None:
+            call.wait_seconds = held
+        out.append(CallUpdated(call.record(), "abandoned"))
+        return out
+
+    # -- agents -----------------------------------------------------------------------------------
+
+    def _agent_call(self, ev: AgentEvent, now: datetime, out: list[CallEffect]) -> _Call | None:
+        call = self._resolve(ev, now, out)
+        if call is not None and ev.dest_linkedid in ("", call.uniqueid):
+            self._add_leg(call, ev.dest_uniqueid)
+        return call
+
+    def _on_agent_called(self, ev: AgentCalled, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._agent_call(ev, now, out)
+        if call is not None:
+            held = _seconds(now, call.join_at) if call.in_queue else None
+            out.append(AgentRinging(call.record(), *_leg(ev), hold_seconds=held))
+        return out
+
+    def _on_ring_no_answer(self, ev: AgentRingNoAnswer, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._agent_call(ev, now, out)
+        if call is not None:
+            ring = ev.ring_time_ms / 1000 if ev.ring_time_ms is not None else None
+            out.append(AgentNoAnswer(call.record(), *_leg(ev), ring_seconds=ring))
+        return out
+
+    def _on_agent_connect(self, ev: AgentConnected, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._agent_call(ev, now, out)
+        if call is None:
+            return out
+        if call.in_agent_stint and call.agents and call.agents[-1] == _member(ev):
+            return out  # the same connection reported again
+        held = float(ev.hold_time) if ev.hold_time is not None else _seconds(now, call.join_at)
+        if call.answered_at is None:
+            call.answered_at = now
+            call.agent = _member(ev)
+            call.agent_interface = ev.interface or None
+            call.wait_seconds = held
+        call.agents.append(_member(ev))
+        call.in_agent_stint = True
+        call.transfer_pending = False
+        call.connect_place = (ev.context, ev.exten)
+        call.in_queue = None
+        out.append(CallUpdated(call.record(), "answered"))
+        ring = float(ev.ring_time) if ev.ring_time is not None else None
+        out.append(AgentAnswered(call.record(), *_leg(ev), hold_seconds=held, ring_seconds=ring))
+        return out
+
+    def _on_agent_complete(self, ev: AgentCompleted, now: datetime) -> list[CallEffect]:
+        out: list[CallEffect] = []
+        call = self._agent_call(ev, now, out)
+        if call is None or (ev.dest_uniqueid and ev.dest_uniqueid in call.talk_counted):
+            return out
+        if ev.dest_uniqueid and len(call.talk_counted) < self._max_legs:
+            call.talk_counted.add(ev.dest_uniqueid)
+        if ev.talk_time is not None:
+            call.talk_total = (call.talk_total or 0.0) + ev.talk_time
+        if ev.reason != "transfer":
+            call.in_agent_stint = False  # dialplan after this is not a transfer
+        talk = float(ev.talk_time) if ev.talk_time is not None else None
+        out.append(AgentFinished(call.record(), *_leg(ev), talk_seconds=talk, reason=ev.reason))
+        return out
+
+    # -- transfers --------------------------------------------------------------------------------
+
+    def _call_of(self, *parties: TransferParty | None) -> _Call | None:
+        for party in parties:
+            if party is not None:
+                call = self._find(party.uniqueid, party.linkedid)
+                if call is not None:
+                    return call
+        return None
+
+    def _record_transfer(
+        self, call: _Call, now: datetime, kind: Literal["blind", "attended"], target: str
+    ) -> None:
+        if len(call.transfers) < self._max_legs:
+            call.transfers.append(Transfer(at=now, kind=kind, target=target))
+        call.transfer_pending = True
+        call.in_agent_stint = False
+
+    def _transfer_done(self, call: _Call, ev: object, now: datetime) -> bool:
+        if call.last_event == ev:
+            return False
+        call.last_event = ev
+        call.last_seen = now
+        return True
+
+    def _on_blind_transfer(self, ev: BlindTransferred, now: datetime) -> list[CallEffect]:
+        call = self._call_of(ev.transferee, ev.transferer)
+        if call is None or ev.result.lower() != "success" or not self._transfer_done(call, ev, now):
+            return []
+        target = ev.extension or ev.context
+        self._record_transfer(call, now, "blind", target)
+        return [CallUpdated(call.record(), "transfer")]
+
+    def _on_attended_transfer(self, ev: AttendedTransferred, now: datetime) -> list[CallEffect]:
+        call = self._call_of(ev.transferee, ev.orig_transferer, ev.second_transferer)
+        if call is None or ev.result.lower() != "success" or not self._transfer_done(call, ev, now):
+            return []
+        target = ""
+        if ev.target is not None:
+            target = ev.target.caller_number or ev.target.channel
+        if not target and ev.second_transferer is not None:
+            target = ev.second_transferer.connected_number
+        self._record_transfer(call, now, "attended", target or ev.dest_app)
+        return [CallUpdated(call.record(), "transfer")]
+
+    # -- end of call ------------------------------------------------------------------------------
+
+    def _end(
+        self, call: _Call, now: datetime, *, override: EndReason | None = None
+    ) -> list[CallEffect]:
+        talk: float | None = call.talk_total
+        reason: EndReason
+        if override is not None:
+            reason = override  # how it ended is unknown: no abandon inference, no clock talk time
+        else:
+            if talk is None and call.answered_at is not None:
+                talk = _seconds(now, call.answered_at)
+            if call.direction == "outbound":
+                reason = "completed" if call.up else "failed"
+            elif call.answered_at is not None or call.bridged:
+                reason = "completed"
+            elif call.abandoned:
+                reason = "abandoned"
+            elif call.in_queue is not None:
+                # hung up while waiting but the QueueCallerAbandon was not seen
+                call.abandoned = True
+                call.abandon_stage = "queue"
+                call.abandon_after = _seconds(now, call.join_at)
+                call.wait_seconds = call.abandon_after
+                reason = "abandoned"
+            elif call.queues:
+                reason = "failed"  # left the queue unanswered (timeout, empty), not by hanging up
+            elif call.system_hangup:
+                reason = "completed"  # the IVR ended it (information, callback request)
+            else:
+                call.abandoned = True
+                call.abandon_stage = "ivr"
+                call.abandon_after = _seconds(now, call.started_at)
+                reason = "abandoned"
+        record = call.record(ended_at=now, talk=talk, end_reason=reason)
+        self._calls.pop(call.uniqueid, None)
+        for leg in call.legs:
+            self._legs.pop(leg, None)
+        self._tombstone(call.uniqueid)
+        return [CallEnded(record)]
+
+    def _tombstone(self, uniqueid: str) -> None:
+        if self._max_tombstones == 0:
+            return
+        self._tombstones[uniqueid] = None
+        self._tombstones.move_to_end(uniqueid)
+        while len(self._tombstones) > self._max_tombstones:
+            self._tombstones.popitem(last=False)
+
+    def _adopt_listed(self, ev: ChannelListed, now: datetime) -> list[CallEffect]:
+        if ev.uniqueid in self._tombstones:
+            return []
+        started = now - timedelta(seconds=ev.duration_seconds or 0)
+        out: list[CallEffect] = []
+        call = self._new_call(ev, started, adopted=True, out=out)
+        call.last_seen = now
+        call.bridged = bool(ev.bridge_id)
+        if ev.application.lower() == "queue" and ev.application_data:
+            queue = ev.application_data.split(",", 1)[0]
+            call.queue = queue
+            call.queues.append(queue)
+            if not ev.bridge_id:
+                call.in_queue = queue  # join time unknown here; QueueStatus may tell it
+        out[-1] = CallStarted(call.record())
+        return out
+
+
+def _member(ev: AgentEvent) -> str:
+    return ev.member_name or ev.interface
+
+
+def _leg(ev: AgentEvent) -> tuple[str, str, str, str, str]:
+    return (ev.queue, ev.interface, ev.member_name, ev.dest_channel, ev.dest_uniqueid)

@@ -1,0 +1,279 @@
+"""Customer archive storage: customers and their numbers, found by any way of writing a number."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from callcenter.customers.model import Customer, CustomerChanges, CustomerNumber, CustomerTier
+from callcenter.customers.service import InvalidNumberError, normalise_number, parse_number
+from callcenter.db.models import CUSTOMER_TIERS, CustomerNumberRow, CustomerRow, utcnow
+from callcenter.ivr.model import CustomerInfo
+
+__all__ = [
+    "CustomerLookupAdapter",
+    "CustomerNotFoundError",
+    "CustomerRepository",
+    "NumberInUseError",
+]
+
+
+_RAW_NUMBER_MAX = 64
+
+
+class CustomerNotFoundError(LookupError):
+    def __init__(self, customer_id: int) -> None:
+        super().__init__(f"no customer with id {customer_id}")
+        self.customer_id = customer_id
+
+
+class NumberInUseError(ValueError):
+    """The number already belongs to another customer (a number identifies one customer)."""
+
+    def __init__(self, number: str, customer_id: int) -> None:
+        super().__init__(f"number {number} already belongs to customer {customer_id}")
+        self.number = number
+        self.customer_id = customer_id
+
+
+class CustomerRepository:
+    """Customers and their numbers. Numbers are stored raw and normalised; every lookup goes
+    through `normalise_number`, so "+86 138-0013-8000" finds a customer saved as "13800138000"."""
+
+    def __init__(
+        self, *, session_factory: async_sessionmaker[AsyncSession], default_country: str = "86"
+    ) -> None:
+        self._sessions = session_factory
+        self._country = default_country
+
+    async def create(
+        self,
+        *,
+        name: str,
+        numbers: Iterable[str] = (),
+        tier: CustomerTier = "normal",
+        company: str | None = None,
+        credit_grade: str | None = None,
+        notes: str = "",
+        preferred_language: str | None = None,
+        do_not_call: bool = False,
+    ) -> Customer:
+        """Create a customer with its numbers. Raises InvalidNumberError for a non-number,
+        NumberInUseError when a number belongs to someone else (nothing is saved then)."""
+        _check_name(name)
+        _check_tier(tier)
+        parsed = self._parse_all(numbers)
+        async with self._sessions() as session, session.begin():
+            await _ensure_free(session, [n for _, n in parsed], owner=None)
+            row = CustomerRow(
+                name=name.strip(),
+                tier=tier,
+                company=company,
+                credit_grade=credit_grade,
+                notes=notes,
+                preferred_language=preferred_language,
+                do_not_call=do_not_call,
+                numbers=[CustomerNumberRow(raw=raw, normalised=norm) for raw, norm in parsed],
+            )
+            session.add(row)
+            await session.flush()
+            return _to_customer(row)
+
+    async def get(self, customer_id: int) -> Customer | None:
+        async with self._sessions() as session:
+            row = await session.get(CustomerRow, customer_id)
+            return _to_customer(row) if row is not None else None
+
+    async def find_by_number(self, number: str) -> Customer | None:
+        """The customer owning `number` in any format, or None (also for non-numbers)."""
+        try:
+            normalised = parse_number(number, self._country)
+        except ValueError:
+            return None
+        async with self._sessions() as session:
+            stmt = (
+                select(CustomerRow)
+                .join(CustomerNumberRow)
+                .where(CustomerNumberRow.normalised == normalised)
+            )
+            row = (await session.scalars(stmt)).first()
+            return _to_customer(row) if row is not None else None
+
+    async def search(self, text: str, *, limit: int = 20, offset: int = 0) -> list[Customer]:
+        """Customers whose name or company contains `text`, or who own a number matching it."""
+        _check_page(limit, offset)
+        pattern = f"%{_escape_like(text.strip())}%"
+        conditions: list[ColumnElement[bool]] = [
+            CustomerRow.name.ilike(pattern, escape="\\"),
+            CustomerRow.company.ilike(pattern, escape="\\"),
+        ]
+        normalised = normalise_number(text, self._country)
+        if normalised:
+            conditions.append(CustomerRow.numbers.any(CustomerNumberRow.normalised == normalised))
+        async with self._sessions() as session:
+            stmt = (
+                select(CustomerRow)
+                .where(or_(*conditions))
+                .order_by(CustomerRow.name, CustomerRow.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            return [_to_customer(row) for row in await session.scalars(stmt)]
+
+    async def list_customers(
+        self, *, tier: CustomerTier | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Customer]:
+        _check_page(limit, offset)
+        stmt = select(CustomerRow).order_by(CustomerRow.id).limit(limit).offset(offset)
+        if tier is not None:
+            stmt = stmt.where(CustomerRow.tier == tier)
+        async with self._sessions() as session:
+            return [_to_customer(row) for row in await session.scalars(stmt)]
+
+    async def count(self, *, tier: CustomerTier | None = None) -> int:
+        stmt = select(func.count()).select_from(CustomerRow)
+        if tier is not None:
+            stmt = stmt.where(CustomerRow.tier == tier)
+        async with self._sessions() as session:
+            return int(await session.scalar(stmt) or 0)
+
+    async def update(self, customer_id: int, changes: CustomerChanges) -> Customer:
+        """Apply `changes`; raises CustomerNotFoundError."""
+        if "name" in changes:
+            _check_name(changes["name"])
+        if "tier" in changes:
+            _check_tier(changes["tier"])
+        async with self._sessions() as session, session.begin():
+            row = await _get_row(session, customer_id)
+            for key, value in changes.items():
+                setattr(row, key, value)
+            if "name" in changes:
+                row.name = changes["name"].strip()
+            row.updated_at = utcnow()
+            await session.flush()
+            return _to_customer(row)
+
+    async def mark_key_customer(self, customer_id: int, key: bool = True) -> Customer:
+        """Make the customer a key customer (大客户), or a normal one with key=False."""
+        return await self.update(customer_id, {"tier": "key" if key else "normal"})
+
+    async def attach_numbers(self, customer_id: int, numbers: Iterable[str]) -> Customer:
+        """Add numbers to a customer; numbers it already has are ignored (idempotent)."""
+        parsed = self._parse_all(numbers)
+        async with self._sessions() as session, session.begin():
+            row = await _get_row(session, customer_id)
+            await _ensure_free(session, [n for _, n in parsed], owner=customer_id)
+            have = {n.normalised for n in row.numbers}
+            for raw, norm in parsed:
+                if norm not in have:
+                    row.numbers.append(CustomerNumberRow(raw=raw, normalised=norm))
+                    have.add(norm)
+            row.updated_at = utcnow()
+        return _to_customer(row)
+
+    async def detach_number(self, customer_id: int, number: str) -> Customer:
+        normalised = parse_number(number, self._country)
+        async with self._sessions() as session, session.begin():
+            row = await _get_row(session, customer_id)
+            row.numbers = [n for n in row.numbers if n.normalised != normalised]
+            row.updated_at = utcnow()
+            await session.flush()
+            return _to_customer(row)
+
+    async def delete(self, customer_id: int) -> bool:
+        async with self._sessions() as session, session.begin():
+            row = await session.get(CustomerRow, customer_id)
+            if row is None:
+                return False
+            await session.delete(row)
+            return True
+
+    def _parse_all(self, numbers: Iterable[str]) -> list[tuple[str, str]]:
+        if isinstance(numbers, str):
+            raise TypeError("numbers must be a collection of strings, not one string")
+        parsed: dict[str, str] = {}
+        for raw in numbers:
+            text = raw.strip()
+            if len(text) > _RAW_NUMBER_MAX:
+                raise InvalidNumberError(f"number longer than {_RAW_NUMBER_MAX} characters")
+            parsed.setdefault(parse_number(text, self._country), text)
+        return [(raw, norm) for norm, raw in parsed.items()]
+
+
+class CustomerLookupAdapter:
+    """The IVR's CustomerLookup over CustomerRepository."""
+
+    def __init__(self, *, repository: CustomerRepository) -> None:
+        self._repository = repository
+
+    async def lookup(self, number: str) -> CustomerInfo | None:
+        customer = await self._repository.find_by_number(number)
+        if customer is None:
+            return None
+        return CustomerInfo(
+            customer_id=str(customer.id),
+            name=customer.name,
+            is_key_customer=customer.is_key_customer,
+            language=customer.preferred_language,
+        )
+
+
+async def _ensure_free(
+    session: AsyncSession, normalised: Sequence[str], *, owner: int | None
+) -> None:
+    if not normalised:
+        return
+    # the unique index still guards against a concurrent writer; this gives the clear error
+    stmt = select(CustomerNumberRow).where(CustomerNumberRow.normalised.in_(normalised))
+    for taken in await session.scalars(stmt):
+        if taken.customer_id != owner:
+            raise NumberInUseError(taken.normalised, taken.customer_id)
+
+
+async def _get_row(session: AsyncSession, customer_id: int) -> CustomerRow:
+    row = await session.get(CustomerRow, customer_id)
+    if row is None:
+        raise CustomerNotFoundError(customer_id)
+    return row
+
+
+def _to_customer(row: CustomerRow) -> Customer:
+    tier: CustomerTier = "key" if row.tier == "key" else "normal"
+    return Customer(
+        id=row.id,
+        name=row.name,
+        tier=tier,
+        company=row.company,
+        credit_grade=row.credit_grade,
+        notes=row.notes,
+        preferred_language=row.preferred_language,
+        do_not_call=row.do_not_call,
+        numbers=tuple(CustomerNumber(raw=n.raw, normalised=n.normalised) for n in row.numbers),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _check_name(name: str) -> None:
+    if not name.strip():
+        raise ValueError("a customer needs a name")
+    if len(name.strip()) > 255:
+        raise ValueError("customer name longer than 255 characters")
+
+
+def _check_tier(tier: str) -> None:
+    if tier not in CUSTOMER_TIERS:
+        raise ValueError(f"tier must be one of {', '.join(CUSTOMER_TIERS)}, got {tier!r}")
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= 1000:
+        raise ValueError(f"limit must be between 1 and 1000, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, got {offset}")
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

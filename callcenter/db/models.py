@@ -1,0 +1,255 @@
+"""SQLAlchemy tables: the call log, IVR steps, callback requests, queues, agents, customers.
+
+Every timestamp column is `UTCDateTime`: aware datetimes go in, aware UTC datetimes come out, on
+SQLite (which has no time zones) and PostgreSQL (timestamptz) alike. Naive datetimes are refused.
+The migrations in migrations/versions must produce exactly this schema (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "AGENT_GROUPS",
+    "CALLBACK_STATUSES",
+    "CUSTOMER_TIERS",
+    "AgentRow",
+    "Base",
+    "CallRow",
+    "CallbackRequestRow",
+    "CustomerNumberRow",
+    "CustomerRow",
+    "IvrStepRow",
+    "QueueRow",
+    "UTCDateTime",
+    "utcnow",
+]
+
+AGENT_GROUPS = ("bookings", "complaints", "general", "technical", "operator")
+CUSTOMER_TIERS = ("key", "normal")
+CALLBACK_STATUSES = ("pending", "done", "cancelled")
+
+# Stable constraint names, so migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Asterisk's AST_MAX_UNIQUEID is 150 characters.
+UNIQUEID_LEN = 150
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC; requires aware datetimes, returns aware UTC datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
+        utc = value.astimezone(UTC)
+        # SQLite's DATETIME text has no zone: store the UTC wall-clock time.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CallRow(Base):
+    """The call log: one row per call, keyed by the Uniqueid of its first channel."""
+
+    __tablename__ = "calls"
+
+    uniqueid: Mapped[str] = mapped_column(String(UNIQUEID_LEN), primary_key=True)
+    linkedid: Mapped[str] = mapped_column(String(UNIQUEID_LEN), index=True)
+    channel: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    caller_number: Mapped[str] = mapped_column(String(64), default="")
+    # normalise_number(caller_number): lets the log be searched by any way of writing a number
+    caller_number_normalised: Mapped[str] = mapped_column(String(32), default="", index=True)
+    caller_name: Mapped[str] = mapped_column(String(255), default="")
+    dialed_number: Mapped[str] = mapped_column(String(64), default="")
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")
+    ivr_path: Mapped[list[str]] = mapped_column(JSON, default=list)
+    ivr_choice: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    queue_priority: Mapped[int | None] = mapped_column(Integer)
+    queue_joined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    queue_left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    agent: Mapped[str | None] = mapped_column(String(128))
+    agent_interface: Mapped[str | None] = mapped_column(String(128))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    wait_seconds: Mapped[float | None] = mapped_column(Float)
+    talk_seconds: Mapped[float | None] = mapped_column(Float)
+    abandoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    abandon_stage: Mapped[str | None] = mapped_column(String(16))
+    abandon_after_seconds: Mapped[float | None] = mapped_column(Float)
+    transfers: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    hangup_cause_text: Mapped[str | None] = mapped_column(String(128))
+    recording_file: Mapped[str | None] = mapped_column(String(512))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    variables: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)  # every queue joined, in order
+    agents: Mapped[list[str]] = mapped_column(JSON, default=list)  # every member who answered
+    adopted: Mapped[bool] = mapped_column(Boolean, default=False)  # first seen mid-call
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(_in_list("direction", ("inbound", "outbound")), name="direction"),
+        Index("ix_calls_queue_started_at", "queue", "started_at"),
+        Index("ix_calls_agent_started_at", "agent", "started_at"),
+        Index("ix_calls_agent_interface_started_at", "agent_interface", "started_at"),
+    )
+
+
+class IvrStepRow(Base):
+    """One step a caller took in the IVR; (call_uniqueid, seq) is unique."""
+
+    __tablename__ = "ivr_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # no foreign key: steps are written while the call is live, the call row at its end
+    call_uniqueid: Mapped[str] = mapped_column(String(UNIQUEID_LEN))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    node: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    input: Mapped[str | None] = mapped_column(String(128))
+    result: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (UniqueConstraint("call_uniqueid", "seq", name="uq_ivr_steps_call_seq"),)
+
+
+class CallbackRequestRow(Base):
+    """A caller asked to be called back; one request per call."""
+
+    __tablename__ = "callback_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_uniqueid: Mapped[str] = mapped_column(String(UNIQUEID_LEN), unique=True)
+    number_raw: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str] = mapped_column(String(32), index=True)  # normalised
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    queue: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (CheckConstraint(_in_list("status", CALLBACK_STATUSES), name="status"),)
+
+
+class QueueRow(Base):
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group: Mapped[str] = mapped_column(String(32))
+    strategy: Mapped[str] = mapped_column(String(32), default="ringall")
+    service_level_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    default_priority: Mapped[int] = mapped_column(Integer, default=0)
+    description: Mapped[str] = mapped_column(String(255), default="")
+
+    __table_args__ = (CheckConstraint(_in_list('"group"', AGENT_GROUPS), name="group"),)
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    interface: Mapped[str] = mapped_column(String(128), unique=True)  # e.g. PJSIP/1001
+    group: Mapped[str] = mapped_column(String(32), index=True)
+    skills: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (CheckConstraint(_in_list('"group"', AGENT_GROUPS), name="group"),)
+
+
+class CustomerRow(Base):
+    """The customer archive (客户档案)."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    company: Mapped[str | None] = mapped_column(String(255))
+    tier: Mapped[str] = mapped_column(String(16), default="normal")
+    credit_grade: Mapped[str | None] = mapped_column(String(8))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    preferred_language: Mapped[str | None] = mapped_column(String(16))
+    do_not_call: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    numbers: Mapped[list[CustomerNumberRow]] = relationship(
+        back_populates="customer",
+        cascade="all, delete-orphan",
+        order_by="CustomerNumberRow.id",
+        lazy="selectin",
+    )
+
+    __table_args__ = (CheckConstraint(_in_list("tier", CUSTOMER_TIERS), name="tier"),)
+
+
+class CustomerNumberRow(Base):
+    __tablename__ = "customer_numbers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    raw: Mapped[str] = mapped_column(String(64))
+    normalised: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    customer: Mapped[CustomerRow] = relationship(back_populates="numbers")

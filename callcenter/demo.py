@@ -1,0 +1,394 @@
+"""`callcenter demo` and `callcenter pbxsim`: the whole server against the built-in emulator.
+
+The demo runs the real server (`create_app`) with a SQLite call log, the in-process bus, our
+FastAGI server and the emulator's AMI server on ephemeral loopback ports, and a stream of
+simulated callers. Its summary (`--exit`) is computed from OUR call log in the database - the
+point is to show that the server tracked every call - never from the emulator's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from callcenter.app import AGENT_TRACKER, CALL_TRACKER, PIPELINE, SESSIONS, create_app, start_site
+from callcenter.app import install_stop_signals as _install_stop_signals
+from callcenter.calls.model import CallRecord
+from callcenter.calls.repository import CallRepository
+from callcenter.config import Settings
+from callcenter.db.seed import DEMO_AGENTS, DEMO_QUEUES, seed_demo_data
+from callcenter.ivr.calendar import BusinessCalendar, always_open
+from callcenter.ivr.loader import CALENDAR_FILE, FlowLoadError, load_calendar
+from callcenter.pbxsim.agi_client import AgiUrl
+from callcenter.pbxsim.callers import CallerMix
+from callcenter.pbxsim.emulator import Emulator, EmulatorConfig
+from callcenter.pbxsim.pbx import RealClock
+from callcenter.pbxsim.queues import AgentProfile, QueueConfig
+from callcenter.pbxsim.traffic import TrafficGenerator, run_calls
+from callcenter.web.keys import CALL_REPOSITORY
+
+log = logging.getLogger(__name__)
+
+# Load: eight agents talking ~2 minutes each take about 4 calls a minute.
+DEMO_RATE_PER_MINUTE = 3.0  # simulated calls per simulated minute in the endless demo
+DEMO_INTERVAL = 12.0  # simulated seconds between call arrivals with --calls
+DEMO_CONCURRENCY = 25  # at most this many simulated calls at once with --calls
+PAGE = 500
+DTMF_KEYS = frozenset("0123456789*#")
+REPO_FLOWS = Path(__file__).resolve().parents[1] / "ivr_flows"
+SETTLE_TIMEOUT = 60.0  # real seconds to wait for the last events after the last call ended
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    calls: int | None = None
+    exit_when_done: bool = False
+    json_output: bool = False
+    speed: float = 1.0
+    web: bool = True
+    web_port: int | None = None
+    database_url: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PbxsimOptions:
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    agi_url: str = "agi://127.0.0.1:4573/hotline"
+    username: str = "callcenter"
+    secret: str = "callcenter"
+    calls: int | None = None
+    speed: float = 1.0
+    seed: int = 0
+
+
+class DemoIncomplete(RuntimeError):
+    """The call log did not account for every simulated call."""
+
+
+# ------------------------------------------------------------------------------ emulator setup
+
+
+def demo_settings(settings: Settings, options: DemoOptions) -> Settings:
+    """The demo's settings: loopback, ephemeral FastAGI port, SQLite unless told otherwise."""
+    # the configured database (default: SQLite in ./data) unless --database-url says otherwise
+    url = options.database_url or settings.database_url.get_secret_value()
+    update: dict[str, Any] = {
+        "database_url": url,
+        "redis_url": None,
+        "agi_host": "127.0.0.1",
+        "agi_port": 0,
+        "ami_username": "callcenter",
+        "ami_secret": secrets.token_hex(16),
+        "web_host": settings.web_host,
+        "ami_reconnect_min": 0.2,
+        "ami_reconnect_max": 2.0,
+    }
+    if options.web_port is not None:
+        update["web_port"] = options.web_port
+    if not Path(settings.flows_dir).is_dir() and REPO_FLOWS.is_dir():
+        update["flows_dir"] = REPO_FLOWS  # `callcenter demo` run outside the checkout
+    return Settings.model_validate({**settings.model_dump(), **update})
+
+
+def emulator_config(
+    settings: Settings, *, agi_host: str, agi_port: int, speed: float, seed: int
+) -> EmulatorConfig:
+    """The emulated PBX of the demo: the queues and agents of the demo data, recordings on."""
+    members: dict[str, list[str]] = {q.name: [] for q in DEMO_QUEUES}
+    for agent in DEMO_AGENTS:
+        members.setdefault(agent.group, []).append(agent.interface)
+        if agent.group != settings.operator_queue:
+            members.setdefault(settings.operator_queue, []).append(agent.interface)
+    return EmulatorConfig(
+        ami_users={settings.ami_username: settings.ami_secret.get_secret_value()},
+        agi_host=agi_host,
+        agi_port=agi_port,
+        agi_script="hotline",
+        default_queue=settings.default_queue,
+        queues=[
+            QueueConfig(q.name, strategy="ringall" if q.strategy == "ringall" else "rrmemory")
+            for q in DEMO_QUEUES
+        ],
+        agents=[
+            AgentProfile(
+                a.interface,
+                a.name,
+                voice="en" if a.name.isascii() else "zh",
+                greeting="Hello, how can I help you?"
+                if a.name.isascii()
+                else "您好，请问有什么可以帮您",
+                goodbye="Goodbye" if a.name.isascii() else "再见",
+            )
+            for a in DEMO_AGENTS
+        ],
+        members=members,
+        speed=speed,
+        seed=seed,
+        recordings_dir=settings.recordings_dir,
+        tz=ZoneInfo(settings.timezone),
+    )
+
+
+def open_moment(calendar: BusinessCalendar, now: datetime, zone: ZoneInfo) -> datetime:
+    """`now` if the hotline is open then, else 10:00 local on the next open day (so the demo's
+    callers reach the menu rather than the after-hours message)."""
+    if calendar.is_open(now):
+        return now
+    today = now.astimezone(zone).date()
+    for offset in range(1, 60):
+        day: date = today + timedelta(days=offset)
+        candidate = datetime.combine(day, time(10, 0), tzinfo=zone)
+        if calendar.is_open(candidate):
+            return candidate
+    return now
+
+
+def _calendar(settings: Settings) -> BusinessCalendar:
+    path = Path(settings.flows_dir) / CALENDAR_FILE
+    try:
+        return load_calendar(path) if path.is_file() else always_open(settings.timezone)
+    except FlowLoadError:
+        return always_open(settings.timezone)
+
+
+# ------------------------------------------------------------------------------ the demo
+
+
+def run_demo(settings: Settings, options: DemoOptions, *, out: TextIO | None = None) -> int:
+    return asyncio.run(demo(settings, options, out=out or sys.stdout))
+
+
+async def demo(settings: Settings, options: DemoOptions, *, out: TextIO) -> int:
+    settings = demo_settings(settings, options)
+    zone = ZoneInfo(settings.timezone)
+    start = open_moment(_calendar(settings), datetime.now(UTC), zone)
+    clock = RealClock(speed=options.speed, start=start.timestamp())
+    emulators: list[Emulator] = []
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(clock.time(), UTC)
+
+    def make_emulator(agi_host: str, agi_port: int) -> Emulator:
+        cfg = emulator_config(
+            settings, agi_host=agi_host, agi_port=agi_port, speed=options.speed, seed=options.seed
+        )
+        emu = Emulator(config=cfg, clock=clock)
+        emulators.append(emu)
+        return emu
+
+    app = create_app(settings, emulator=make_emulator, clock=now)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        await seed_demo_data(app[SESSIONS])
+        if options.web:
+            port = await start_site(runner, settings.web_host, settings.web_port)
+            print(f"callcenter demo: live page on http://{settings.web_host}:{port}/", file=out)
+        emu = emulators[0]
+        log.info(
+            "demo: %s, speed x%g, emulated clock starts %s",
+            settings.database_url_display,
+            options.speed,
+            start.astimezone(zone).isoformat(timespec="minutes"),
+        )
+        if options.calls is not None:
+            t0 = now()
+            await run_calls(
+                emu,
+                options.calls,
+                seed=options.seed,
+                mix=CallerMix(menu_keys="1234"),
+                concurrency=DEMO_CONCURRENCY,
+                interval=DEMO_INTERVAL,
+            )
+            await emu.wait_recordings()
+            await settle(app, expected=options.calls, since=t0)
+            if options.exit_when_done:
+                summary = await demo_summary(app, since=t0, until=now(), settings=settings)
+                print(_render(summary, as_json=options.json_output), file=out)
+                return 0
+        stop = asyncio.Event()
+        _install_stop_signals(stop)
+        traffic = TrafficGenerator(
+            emu,
+            rate_per_minute=DEMO_RATE_PER_MINUTE,
+            seed=options.seed,
+            mix=CallerMix(menu_keys="1234"),
+        )
+        traffic.start()
+        try:
+            await stop.wait()
+        finally:
+            await traffic.stop()
+        return 0
+    except DemoIncomplete as exc:
+        log.error("demo: %s", exc)
+        return 1
+    finally:
+        await runner.cleanup()
+
+
+async def settle(app: web.Application, *, expected: int, since: datetime) -> None:
+    """Wait until the call log holds `expected` ended calls started since `since` and nothing is
+    in flight (events travel emulator -> AMI socket -> client -> pipeline -> database)."""
+    repo = app[CALL_REPOSITORY]
+    pipeline = app[PIPELINE]
+    tracker = app[CALL_TRACKER]
+    try:
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            while True:
+                await pipeline.drain()
+                logged = await repo.count_calls(since=since - timedelta(seconds=1))
+                if logged >= expected and len(tracker) == 0 and pipeline.pending == 0:
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise DemoIncomplete(
+            f"after {SETTLE_TIMEOUT:g}s the call log has {await repo.count_calls(since=since)} "
+            f"of {expected} calls and {len(tracker)} still in progress"
+        ) from None
+
+
+async def demo_summary(
+    app: web.Application, *, since: datetime, until: datetime, settings: Settings
+) -> dict[str, Any]:
+    """The demo's figures, from the call log in the database."""
+    repo = app[CALL_REPOSITORY]
+    s = await repo.summary(since - timedelta(seconds=1), until + timedelta(seconds=1))
+    calls = await _all_calls(repo, since=since - timedelta(seconds=1))
+    recordings_dir = Path(settings.recordings_dir)
+    files = [c.recording_file for c in calls if c.recording_file]
+    on_disk = sum(1 for f in files if (recordings_dir / Path(f).name).is_file())
+    target = settings.answer_target_seconds
+    agents_now = app[AGENT_TRACKER].agents()
+    return {
+        "calls": s["calls"],
+        "answered": s["answered"],
+        "abandoned": s["abandoned"],
+        "abandoned_in_ivr": s["abandoned_in_ivr"],
+        "abandoned_in_queue": s["abandoned_in_queue"],
+        "ivr_choices": _ivr_choices(calls),
+        "queued": s["queued"],
+        "recordings": s["recordings"],
+        "recording_files": on_disk,
+        f"answered_within_{target}s": s["answered_within_target"],
+        "service_level": _round(s["service_level"]),
+        "avg_wait": _round(s["avg_wait_seconds"]),
+        "avg_talk": _round(s["avg_talk_seconds"]),
+        "callbacks": s["callbacks"],
+        "by_queue": {
+            q: {k: _round(v) if isinstance(v, float) else v for k, v in stats.items()}
+            for q, stats in sorted(s["by_queue"].items())
+        },
+        "by_agent": dict(sorted(s["by_agent"].items())),
+        "agents": len(agents_now),
+        "database": settings.database_url_display,
+        "recordings_dir": str(recordings_dir),
+    }
+
+
+async def _all_calls(repo: CallRepository, *, since: datetime) -> list[CallRecord]:
+    calls: list[CallRecord] = []
+    while True:
+        page = await repo.list_calls(since=since, limit=PAGE, offset=len(calls))
+        calls.extend(page)
+        if len(page) < PAGE:
+            return calls
+
+
+def _ivr_choices(calls: list[CallRecord]) -> dict[str, int]:
+    """Menu choices per call: the IVR_CHOICE the tracker recorded, else the last key in the
+    call's IVR path (CALLCENTER_IVR_PATH), as the call log holds them."""
+    counts: Counter[str] = Counter()
+    for call in calls:
+        choice = call.ivr_choice
+        if choice is None:
+            keys = [step for step in call.ivr_path if step and step in DTMF_KEYS]
+            choice = keys[-1] if keys else None
+        if choice is not None:
+            counts[choice] += 1
+    return dict(sorted(counts.items()))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _render(summary: dict[str, Any], *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(summary, ensure_ascii=False, sort_keys=False)
+    within = next(k for k in summary if k.startswith("answered_within_"))
+    lines = [
+        f"calls:      {summary['calls']}",
+        f"answered:   {summary['answered']} ({within.removeprefix('answered_within_')} target met "
+        f"for {summary[within]})",
+        f"abandoned:  {summary['abandoned']} (in IVR {summary['abandoned_in_ivr']}, in queue "
+        f"{summary['abandoned_in_queue']})",
+        f"avg wait:   {summary['avg_wait']} s, avg talk {summary['avg_talk']} s",
+        f"recordings: {summary['recordings']} ({summary['recording_files']} files in "
+        f"{summary['recordings_dir']})",
+        "IVR choices: "
+        + (", ".join(f"{k}={v}" for k, v in summary["ivr_choices"].items()) or "none"),
+        "by queue:   "
+        + (
+            ", ".join(f"{q} {v['answered']}/{v['calls']}" for q, v in summary["by_queue"].items())
+            or "none"
+        ),
+        f"call log:   {summary['database']}",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ pbxsim
+
+
+def run_pbxsim(options: PbxsimOptions) -> int:
+    return asyncio.run(pbxsim(options))
+
+
+async def pbxsim(options: PbxsimOptions, *, out: TextIO | None = None) -> int:
+    """The emulator alone: an AMI server for any client, its dialplan calling `agi_url`."""
+    out = out or sys.stdout
+    url = AgiUrl.parse(options.agi_url)
+    cfg = EmulatorConfig(
+        ami_host=options.ami_host,
+        ami_port=options.ami_port,
+        ami_users={options.username: options.secret},
+        agi_host=url.host,
+        agi_port=url.port,
+        agi_script=url.script or "hotline",
+        speed=options.speed,
+        seed=options.seed,
+    )
+    async with Emulator(config=cfg) as emu:
+        host, port = emu.ami_address
+        print(
+            f"pbxsim: AMI on {host}:{port} (user {options.username}), "
+            f"dialplan AGI {options.agi_url}",
+            file=out,
+        )
+        if options.calls is not None:
+            print(await run_calls(emu, options.calls, seed=options.seed), file=out)
+            return 0
+        stop = asyncio.Event()
+        _install_stop_signals(stop)
+        traffic = TrafficGenerator(emu, rate_per_minute=DEMO_RATE_PER_MINUTE, seed=options.seed)
+        traffic.start()
+        try:
+            await stop.wait()
+        finally:
+            await traffic.stop()
+    return 0

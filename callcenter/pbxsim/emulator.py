@@ -1,0 +1,894 @@
+"""The Asterisk 20 emulator facade: AMI server + channels + dialplan + queues + FastAGI + traffic.
+
+    async with Emulator(config=EmulatorConfig(agi_port=4573, speed=50.0)) as emu:
+        host, port = emu.ami_address
+        summary = await emu.inbound_call(CallerModel(number="13800138000", name="张三"))
+
+The inbound dialplan is the one of ami_transcripts/README.txt:
+
+    [from-trunk]
+    exten => <did>,1,Set(__CALLCENTER_DID=${EXTEN})
+     same => n,Answer()
+     same => n,AGI(agi://<host>:<port>/<script>)
+     same => n,Queue(${IVR_QUEUE},t,,,300)
+     same => n,Hangup()
+    exten => agi-failed,1,Set(IVR_QUEUE=<default queue>)   ; reached when AGISTATUS=FAILURE
+     same => n,Queue(${IVR_QUEUE},t,,,300)
+     same => n,Hangup()
+
+Run it stand-alone with `python -m callcenter.pbxsim.emulator --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+from types import TracebackType
+
+from callcenter.asterisk.message import AmiMessage
+from callcenter.pbxsim.agi_client import AgiSession, AgiUrl, Prompts, substitute
+from callcenter.pbxsim.ami_server import ActionReply, AmiServer, AmiSession, AmiUser, CliResult
+from callcenter.pbxsim.callers import CallerModel
+from callcenter.pbxsim.pbx import (
+    STATE_DOWN,
+    STATE_RING,
+    STATE_RINGING,
+    STATE_UP,
+    Channel,
+    Clock,
+    EventSink,
+    Ids,
+    Pbx,
+    RealClock,
+    wait_any,
+)
+from callcenter.pbxsim.queues import Acd, AgentProfile, Member, QueueConfig, Reply
+from callcenter.pbxsim.recording import RecordingWriter
+
+log = logging.getLogger(__name__)
+
+Location = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    app: str
+    data: str = ""
+
+
+def exten_matches(pattern: str, exten: str) -> bool:
+    """Asterisk extension matching: literal, or `_` patterns with X Z N [..] . !"""
+    if not pattern.startswith("_"):
+        return pattern == exten
+    rx = ""
+    i, p = 0, pattern[1:]
+    while i < len(p):
+        c = p[i].upper()
+        if c == "X":
+            rx += "[0-9]"
+        elif c == "Z":
+            rx += "[1-9]"
+        elif c == "N":
+            rx += "[2-9]"
+        elif c == ".":
+            rx += ".+"
+        elif c == "!":
+            rx += ".*"
+        elif c == "[":
+            j = p.index("]", i)
+            rx += "[" + p[i + 1 : j] + "]"
+            i = j
+        else:
+            rx += re.escape(p[i])
+        i += 1
+    return re.fullmatch(rx, exten) is not None
+
+
+@dataclass
+class Dialplan:
+    contexts: dict[str, dict[str, list[Step]]] = field(default_factory=dict)
+
+    def add(self, context: str, exten: str, steps: Sequence[Step]) -> None:
+        self.contexts.setdefault(context, {})[exten] = list(steps)
+
+    def lookup(self, context: str, exten: str) -> list[Step] | None:
+        ctx = self.contexts.get(context, {})
+        if exten in ctx:
+            return ctx[exten]
+        for pat, steps in ctx.items():
+            if pat.startswith("_") and exten_matches(pat, exten):
+                return steps
+        return None
+
+    def exists(self, context: str, exten: str, priority: int) -> bool:
+        steps = self.lookup(context, exten)
+        return steps is not None and 1 <= priority <= len(steps)
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything that shapes the emulated PBX. Times are simulated seconds."""
+
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 0
+    ami_users: dict[str, str] = field(default_factory=lambda: {"callcenter": "secret"})
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    agi_script: str = "hotline"
+    dids: tuple[str, ...] = ("5551000",)
+    default_queue: str = "general"
+    queues: list[QueueConfig] = field(
+        default_factory=lambda: [QueueConfig("general"), QueueConfig("support")]
+    )
+    agents: list[AgentProfile] = field(
+        default_factory=lambda: [
+            AgentProfile("PJSIP/1001", "Alice Agent"),
+            AgentProfile("PJSIP/1002", "Bob Agent"),
+            AgentProfile("PJSIP/1003", "王芳"),
+        ]
+    )
+    #: queue name -> member interfaces (default: every agent in every queue)
+    members: dict[str, list[str]] | None = None
+    speed: float = 1.0
+    seed: int = 0
+    recordings_dir: Path | None = None
+    monitor_dir: str | None = None
+    prompts: Prompts = field(default_factory=Prompts)
+    version: str = "20.5.0"
+    tz: tzinfo | None = None
+    tts: bool = True
+    #: where AGI() really connects for a URL's (host, port) - lets a test keep the dialplan's
+    #: `agi://127.0.0.1:4573/...` text while its FastAGI server listens on an ephemeral port
+    agi_address_map: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    agi_connect_timeout: float = 2.0
+
+
+@dataclass
+class CallSummary:
+    uniqueid: str
+    channel: str
+    caller: CallerModel
+    agi_status: str = ""
+    ivr_queue: str = ""
+    outcome: str = "unknown"  # answered | abandoned | ivr_hangup | no_queue | timeout | transferred
+    agent: str = ""
+    recording: Path | None = None
+    start: float = 0.0
+    end: float = 0.0
+
+
+class Emulator:
+    """PBX core + AMI server. Use as `async with Emulator(...)` or call start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        config: EmulatorConfig | None = None,
+        clock: Clock | None = None,
+        ids: Ids | None = None,
+        server: AmiServer | None = None,
+        publish: EventSink | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = cfg = config or EmulatorConfig()
+        self.clock: Clock = clock or RealClock(speed=cfg.speed)
+        self.server = server
+        if self.server is None and publish is None:
+            self.server = AmiServer(
+                users={u: AmiUser(secret=s) for u, s in cfg.ami_users.items()},
+                clock_ns=lambda: int(self.clock.time() * 1e9),
+            )
+        sink: EventSink = publish or self._publish_to_server
+        self.pbx = Pbx(publish=sink, clock=self.clock, ids=ids, tz=cfg.tz, version=cfg.version)
+        self.rng = rng or random.Random(cfg.seed)
+        self.recorder: RecordingWriter | None = None
+        monitor_dir = cfg.monitor_dir
+        if cfg.recordings_dir is not None:
+            cfg.recordings_dir.mkdir(parents=True, exist_ok=True)
+            self.recorder = RecordingWriter(use_tts=cfg.tts)
+            monitor_dir = monitor_dir or str(cfg.recordings_dir.resolve())
+        self.acd = Acd(
+            pbx=self.pbx,
+            rng=self.rng,
+            monitor_dir=monitor_dir or "/var/spool/asterisk/monitor",
+            recorder=self._record if self.recorder is not None else None,
+        )
+        self.dialplan = build_dialplan(cfg)
+        self.acd.extension_exists = self.dialplan.exists
+        self.acd.spawn_dialplan = self._spawn_dialplan
+        self.acd.run_dialplan = self._run_from
+        self.acd.run_app = self._run_app_only
+        self.astdb: dict[tuple[str, str], str] = {}
+        self.summaries: list[CallSummary] = []
+        self._recordings: set[asyncio.Task[Path | None]] = set()
+        self._calls: set[asyncio.Task[CallSummary]] = set()
+        self._legs: set[asyncio.Task[None]] = set()
+        self._callers: dict[str, CallerModel] = {}
+        self._summary_by_uid: dict[str, CallSummary] = {}
+        self.ami_address: tuple[str, int] = ("", 0)
+        for profile in cfg.agents:
+            self.acd.add_agent(profile)
+        for qc in cfg.queues:
+            self.acd.add_queue(qc)
+            wanted = (cfg.members or {}).get(qc.name) if cfg.members is not None else None
+            for profile in cfg.agents:
+                if wanted is None or profile.interface in wanted:
+                    self.acd.add_member(qc.name, profile.interface, name=profile.name)
+        if self.server is not None:
+            self._register_actions(self.server)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _publish_to_server(self, name: str, klass: str, fields: Sequence[tuple[str, str]]) -> None:
+        if self.server is not None:
+            self.server.publish(name, klass, fields)
+
+    async def start(self) -> tuple[str, int]:
+        if self.server is not None:
+            self.ami_address = await self.server.start(self.config.ami_host, self.config.ami_port)
+        return self.ami_address
+
+    async def stop(self) -> None:
+        for task in list(self._calls):
+            task.cancel()
+        await asyncio.gather(*self._calls, return_exceptions=True)
+        await asyncio.gather(*self._legs, return_exceptions=True)
+        await self.acd.drain()
+        await self.wait_recordings()
+        if self.server is not None:
+            await self.server.shutdown()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def wait_recordings(self) -> None:
+        while self._recordings:
+            await asyncio.gather(*list(self._recordings), return_exceptions=True)
+
+    # ------------------------------------------------------------------ calls
+    async def inbound_call(self, caller: CallerModel, *, did: str | None = None) -> CallSummary:
+        """One call from the trunk, run to its end (IVR, queue, agent, hang-up, Cdr)."""
+        did = did or caller.did or self.config.dids[0]
+        ch = self.pbx.new_channel(
+            endpoint="trunk",
+            context="from-trunk",
+            exten=did,
+            state=STATE_RING,
+            caller_num=caller.number,
+            caller_name=caller.name,
+            language=caller.language,
+            accountcode=caller.accountcode,
+            dnid=did,
+        )
+        summary = CallSummary(ch.uniqueid, ch.name, caller, start=self.clock.time())
+        self._callers[ch.name] = caller
+        self._summary_by_uid[ch.uniqueid] = summary
+        try:
+            await self._run_dialplan(ch, ("from-trunk", did, 1), None)
+        finally:
+            self._callers.pop(ch.name, None)
+            self._summary_by_uid.pop(ch.uniqueid, None)
+        summary.end = self.clock.time()
+        summary.agi_status = ch.variables.get("AGISTATUS", "")
+        summary.ivr_queue = ch.variables.get("IVR_QUEUE", "")
+        self.summaries.append(summary)
+        return summary
+
+    def place_call(
+        self, caller: CallerModel, *, did: str | None = None
+    ) -> asyncio.Task[CallSummary]:
+        """Start `inbound_call` in the background."""
+        task = asyncio.get_running_loop().create_task(self.inbound_call(caller, did=did))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        return task
+
+    def hangup(self, channel: str, cause: int = 16) -> bool:
+        """The far end of `channel` hangs up (a BYE)."""
+        ch = self.pbx.channels.get(channel)
+        if ch is None:
+            return False
+        self.pbx.request_hangup(ch, cause)
+        return True
+
+    # ------------------------------------------------------------------ dialplan
+    def _spawn_dialplan(self, ch: Channel, where: Location) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_dialplan(ch, where, None))
+        self._legs.add(task)
+        task.add_done_callback(self._legs.discard)
+
+    async def _run_from(
+        self, ch: Channel, where: Location, first_step: Callable[[], None] | None
+    ) -> None:
+        await self._run_dialplan(ch, where, first_step)
+
+    async def _run_dialplan(
+        self, ch: Channel, where: Location, first_step: Callable[[], None] | None
+    ) -> None:
+        context, exten, prio = where
+        ch.context, ch.exten = context, exten
+        try:
+            while not ch.gone and not ch.hangup_requested.is_set():
+                steps = self.dialplan.lookup(context, exten)
+                if steps is None or not 1 <= prio <= len(steps):
+                    break
+                step = steps[prio - 1]
+                data = substitute(ch, step.data)
+                self.pbx.newexten(ch, prio, step.app, data)
+                if first_step is not None:
+                    first_step()
+                    first_step = None
+                nxt = await self._exec(ch, step.app, data)
+                if ch.redirected.is_set() and ch.redirect_to is not None and not ch.gone:
+                    ch.redirected.clear()
+                    nxt = ch.redirect_to
+                    self._mark(ch, "transferred")
+                if nxt is None:
+                    break
+                context, exten, prio = nxt
+                ch.context, ch.exten = context, exten
+        finally:
+            if first_step is not None:
+                first_step()
+            if not ch.gone:
+                self.pbx.hangup(ch, ch.hangup_cause or 16)
+            self._cdr(ch)
+
+    def _mark(self, ch: Channel, outcome: str, **kw: str) -> None:
+        s = self._summary_by_uid.get(ch.uniqueid)
+        if s is not None:
+            s.outcome = outcome
+            if "agent" in kw:
+                s.agent = kw["agent"]
+
+    def _cdr(self, ch: Channel) -> None:
+        self.pbx.cdr(
+            ch,
+            destination=ch.exten,
+            dest_channel=ch.dest_channel,
+            last_app=ch.last_app,
+            last_data=ch.last_data,
+            start=ch.created,
+            answer=ch.answered_at,
+            end=self.clock.time(),
+            disposition="ANSWERED" if ch.answered_at is not None else "NO ANSWER",
+        )
+
+    async def _exec(self, ch: Channel, app: str, data: str) -> Location | None:
+        """Run one dialplan application; the next location, or None to stop."""
+        here = (ch.context, ch.exten, ch.priority + 1)
+        name = app.lower()
+        pbx = self.pbx
+        if name == "set":
+            if "=" in data:
+                k, v = data.split("=", 1)
+                pbx.set_var(ch, k, v)
+            return here
+        if name == "answer":
+            pbx.set_state(ch, STATE_UP)
+            return here
+        if name in ("noop", "verbose"):
+            return here
+        if name == "hangup":
+            pbx.hangup(ch, int(data) if data.isdigit() else 16)
+            return None
+        if name == "goto":
+            parts = data.split(",")
+            if len(parts) == 3 and parts[2].isdigit():
+                return parts[0], parts[1], int(parts[2])
+            if len(parts) == 2 and parts[1].isdigit():
+                return ch.context, parts[0], int(parts[1])
+            return here
+        if name == "agi":
+            return await self._agi(ch, data, here)
+        if name == "queue":
+            caller = self._callers.get(ch.name)
+            outcome = await self.acd.queue_app(ch, data, caller)
+            if ch.dest_channel:
+                agent = next(
+                    (i for i, a in self.acd.agents.items() if ch.dest_channel.startswith(i + "-")),
+                    "",
+                )
+                self._mark(ch, "answered", agent=agent)
+                s = self._summary_by_uid.get(ch.uniqueid)
+                if s is not None and ch.variables.get("MIXMONITOR_FILENAME"):
+                    s.recording = Path(ch.variables["MIXMONITOR_FILENAME"])
+            elif outcome == "hangup":
+                self._mark(ch, "abandoned")
+            elif outcome == "timeout":
+                self._mark(ch, "timeout")
+            if outcome == "hangup":
+                return None
+            if outcome == "redirect" and ch.redirect_to is not None:
+                ch.redirected.clear()
+                self._mark(ch, "transferred")
+                return ch.redirect_to
+            return here
+        if name == "dial":
+            return await self._dial(ch, data, here)
+        res = await self._run_app_only(ch, app, data)
+        if res is None:
+            log.warning("pbxsim: application %s not emulated", app)
+        return here if (res or 0) >= 0 else None
+
+    async def _agi(self, ch: Channel, data: str, here: Location) -> Location | None:
+        try:
+            url = AgiUrl.parse(data)
+        except ValueError:
+            self.pbx.set_var(ch, "AGISTATUS", "FAILURE")
+            return here
+        real = self.config.agi_address_map.get((url.host, url.port))
+        if real is not None:
+            url = AgiUrl(real[0], real[1], url.script, url.request, url.args)
+        session = AgiSession(
+            pbx=self.pbx,
+            channel=ch,
+            url=url,
+            connect_timeout=self.config.agi_connect_timeout,
+            caller=self._callers.get(ch.name),
+            prompts=self.config.prompts,
+            apps=self._run_app_only,
+            db=self.astdb,
+            extension_exists=self.dialplan.exists,
+        )
+        result = await session.run()
+        if result.status == "HANGUP":
+            self._mark(ch, "ivr_hangup")
+            return None
+        if (
+            result.status == "FAILURE"
+            and not result.connected
+            and self.dialplan.exists(ch.context, "agi-failed", 1)
+        ):
+            return ch.context, "agi-failed", 1
+        if result.goto is not None:
+            c, e, p = result.goto
+            return c, e, p if p != ch.priority else p + 1
+        if ch.context == "from-trunk" and not ch.variables.get("IVR_QUEUE"):
+            # the IVR hung up the call or took a callback request: nothing to queue
+            self._mark(ch, "no_queue")
+        return here
+
+    async def _run_app_only(self, ch: Channel, app: str, data: str) -> int | None:
+        """Applications usable from EXEC and Originate(Application=...)."""
+        name = app.lower()
+        pbx = self.pbx
+        if name in ("playback", "background"):
+            d = self.config.prompts.duration(data.split(",")[0])
+            if d:
+                r = await wait_any(self.clock, d, [ch.hangup_requested])
+                if r is not None:
+                    return -1
+            pbx.set_var(ch, "PLAYBACKSTATUS", "SUCCESS" if d else "FAILED")
+            return 0
+        if name == "wait":
+            secs = float(data) if data.replace(".", "", 1).isdigit() else 0.0
+            return 0 if await wait_any(self.clock, secs, [ch.hangup_requested]) is None else -1
+        if name in ("noop", "verbose", "log"):
+            return 0
+        if name == "set":
+            if "=" in data:
+                k, v = data.split("=", 1)
+                pbx.set_var(ch, k, v)
+            return 0
+        if name == "answer":
+            pbx.set_state(ch, STATE_UP)
+            return 0
+        if name == "mixmonitor":
+            fname = data.split(",")[0]
+            if not fname.startswith("/"):
+                fname = f"{self.acd.monitor_dir.rstrip('/')}/{fname}"
+            pbx.set_var(ch, "MIXMONITOR_FILENAME", fname)
+            pbx.emit("MixMonitorStart", "call", ch.snapshot())
+            return 0
+        if name == "queue":
+            outcome = await self.acd.queue_app(ch, data, self._callers.get(ch.name))
+            return 0 if outcome in ("continue", "timeout") else -1
+        if name == "hangup":
+            pbx.request_hangup(ch, 16, publish=False)
+            return -1
+        return None
+
+    async def _dial(self, ch: Channel, data: str, here: Location) -> Location | None:
+        """Dial(Tech/resource[@trunk],timeout): an agent phone or the outside world."""
+        target, *rest = data.split(",")
+        timeout = float(rest[0]) if rest and rest[0].isdigit() else 60.0
+        if "/" not in target:
+            pbx_var = "DIALSTATUS"
+            self.pbx.set_var(ch, pbx_var, "CHANUNAVAIL")
+            return here
+        tech, resource = target.split("/", 1)
+        endpoint = resource.split("@", 1)[1] if "@" in resource else resource
+        agent = self.acd.agents.get(f"{tech}/{endpoint}")
+        external = agent is None
+        if agent is not None and not agent.profile.registered:
+            self.pbx.set_var(ch, "DIALSTATUS", "CHANUNAVAIL")
+            return here
+        leg = self.pbx.new_channel(
+            endpoint=endpoint,
+            context=agent.profile.context if agent else "from-trunk",
+            exten="s",
+            state=STATE_DOWN,
+            tech=tech,
+            linkedid=ch.linkedid,
+        )
+        self.pbx.dial_event("DialBegin", ch, leg, [("DialString", resource)])
+        if agent is not None:
+            outcome, delay = agent.decide(self.rng)
+        else:
+            outcome = "answer" if self.rng.random() < 0.85 else "noanswer"
+            delay = self.rng.uniform(3.0, 12.0)
+        if outcome == "busy":
+            self.pbx.dial_event("DialEnd", ch, leg, [("DialStatus", "BUSY")])
+            self.pbx.hangup(leg, 17)
+            self.pbx.set_var(ch, "DIALSTATUS", "BUSY")
+            return here
+        self.pbx.set_state(leg, STATE_RINGING)
+        self.pbx.dial_event("DialState", ch, leg, [("DialStatus", "RINGING")])
+        wait = min(delay, timeout) if outcome in ("answer", "reject") else timeout
+        r = await wait_any(self.clock, wait, [ch.hangup_requested])
+        if r is not None or outcome != "answer" or delay > timeout:
+            status = "CANCEL" if r is not None else "NOANSWER"
+            self.pbx.dial_event("DialEnd", ch, leg, [("DialStatus", status)])
+            self.pbx.hangup(leg, 0 if r is not None else (21 if outcome == "reject" else 19))
+            if r is None:
+                self.pbx.set_var(ch, "DIALSTATUS", status)
+                return here
+            return None
+        self.pbx.set_state(leg, STATE_UP)
+        self.pbx.dial_event("DialEnd", ch, leg, [("DialStatus", "ANSWER")])
+        if agent is not None:
+            agent.in_call = True
+            self.acd.device_changed(agent)
+        bridge = self.pbx.bridge(ch, leg)
+        self.pbx.bridge_peer_vars(ch, leg)
+        ch.dest_channel = leg.name
+        talk = agent.talk_seconds(self.rng) if agent is not None else self.rng.uniform(20, 180)
+        r = await wait_any(self.clock, talk, [ch.hangup_requested, leg.hangup_requested])
+        if r is None:
+            self.pbx.request_hangup(leg, 16)
+        self.pbx.unbridge(bridge)
+        self.pbx.hangup(leg, 16)
+        if agent is not None:
+            agent.in_call = False
+            self.acd.device_changed(agent)
+        self.pbx.hangup(ch, 16)
+        return None
+
+    # ------------------------------------------------------------------ recordings
+    def _record(
+        self,
+        path: Path,
+        ch: Channel,
+        leg: Channel,
+        seconds: float,
+        caller: CallerModel | None,
+        agent: AgentProfile,
+    ) -> None:
+        if self.recorder is None or self.config.recordings_dir is None:
+            return
+        target = self.config.recordings_dir / path.name
+        caller = caller or self._callers.get(ch.name)
+        task = asyncio.get_running_loop().create_task(
+            self.recorder.write(
+                target,
+                seconds=seconds,
+                caller_text=(caller.greeting if caller and caller.greeting else "你好"),
+                caller_voice=(caller.language if caller else "zh"),
+                agent_texts=(agent.greeting, agent.goodbye),
+                agent_voice=agent.voice,
+            )
+        )
+        self._recordings.add(task)
+        task.add_done_callback(self._recordings.discard)
+
+    # ------------------------------------------------------------------ AMI actions
+    def _register_actions(self, server: AmiServer) -> None:
+        acd = self.acd
+
+        def simple(
+            fn: Callable[[dict[str, str]], Reply],
+        ) -> Callable[[AmiSession, AmiMessage], object]:
+            async def handler(session: AmiSession, msg: AmiMessage) -> ActionReply:
+                return to_action_reply(fn(headers_dict(msg)))
+
+            return handler
+
+        async def originate(session: AmiSession, msg: AmiMessage) -> ActionReply:
+            reply = await acd.action_originate(headers_dict(msg), msg.get_all("Variable"))
+            return to_action_reply(reply)
+
+        table: list[tuple[str, Callable[[dict[str, str]], Reply], str]] = [
+            ("QueueStatus", acd.action_queue_status, ""),
+            ("QueueSummary", acd.action_queue_summary, ""),
+            ("QueueAdd", acd.action_queue_add, "agent"),
+            ("QueueRemove", acd.action_queue_remove, "agent"),
+            ("QueuePause", acd.action_queue_pause, "agent"),
+            ("CoreShowChannels", acd.action_core_show_channels, "system,reporting"),
+            ("Hangup", acd.action_hangup, "system,call"),
+            ("Redirect", acd.action_redirect, "call"),
+            ("Getvar", self._action_getvar, "call,reporting"),
+            ("Setvar", self._action_setvar, "call"),
+        ]
+        for name, fn, priv in table:
+            server.register_action(name, simple(fn), privilege=priv)  # type: ignore[arg-type]
+        server.register_action("Originate", originate, privilege="originate")
+        server.register_cli("core show version", self._cli_version)
+        server.register_cli("queue show", self._cli_queue_show)
+        server.register_cli("core show channels", self._cli_channels)
+
+    def _action_getvar(self, a: dict[str, str]) -> Reply:
+        var = a.get("Variable", "")
+        if not var:
+            return [self.acd._resp(a, False, "No variable specified")]
+        name = a.get("Channel", "")
+        value: str | None = ""
+        if name:
+            ch = self.pbx.channels.get(name)
+            if ch is None:
+                return [self.acd._resp(a, False, "No such channel")]
+            value = ch.get_var(var)
+        resp = self.acd._resp(a, True)
+        return [[*resp, ("Variable", var), ("Value", value or "")]]
+
+    def _action_setvar(self, a: dict[str, str]) -> Reply:
+        var = a.get("Variable", "")
+        if not var:
+            return [self.acd._resp(a, False, "No variable specified")]
+        ch = self.pbx.channels.get(a.get("Channel", ""))
+        if a.get("Channel") and ch is None:
+            return [self.acd._resp(a, False, "No such channel")]
+        if ch is not None:
+            self.pbx.set_var(ch, var, a.get("Value", ""))
+        return [self.acd._resp(a, True, "Variable Set")]
+
+    async def _cli_version(self, args: Sequence[str]) -> CliResult:
+        return CliResult(
+            f"Asterisk {self.config.version} built by root @ buildhost on a x86_64 running Linux"
+            " on 2023-10-20 12:00:00 UTC"
+        )
+
+    async def _cli_queue_show(self, args: Sequence[str]) -> CliResult:
+        now = self.clock.time()
+        out: list[str] = []
+        for q in self.acd.queues.values():
+            if args and q.name != args[0]:
+                continue
+            p = dict(q.params())
+            total = q.completed + q.abandoned
+            del total
+            out.append(
+                f"{q.name} has {len(q.entries)} calls (max unlimited) in '{q.config.strategy}'"
+                f" strategy ({q.holdtime}s holdtime, {q.talktime}s talktime), W:{q.config.weight},"
+                f" C:{q.completed}, A:{q.abandoned}, SL:{p['ServicelevelPerf']}%,"
+                f" SL2:{p['ServicelevelPerf2']}% within {q.config.servicelevel}s"
+            )
+            out.append("   Members: ")
+            for m in q.members.values():
+                out.append("      " + _member_line(m, now))
+            if q.entries:
+                out.append("   Callers: ")
+                for i, e in enumerate(q.entries, 1):
+                    w = int(now - e.start)
+                    out.append(
+                        f"      {i}. {e.channel.name} (wait: {w // 60}:{w % 60:02d}, prio: {e.prio})"
+                    )
+            else:
+                out.append("   No Callers")
+        if args and not out:
+            return CliResult(f"No such queue: {args[0]}.", "failure")
+        return CliResult("\n".join(out))
+
+    async def _cli_channels(self, args: Sequence[str]) -> CliResult:
+        lines = ["Channel              Location             State   Application(Data)"]
+        for ch in self.pbx.channels.values():
+            loc = f"{ch.exten}@{ch.context}:{ch.priority}"
+            lines.append(
+                f"{ch.name:<20} {loc:<20} {_STATE_WORD.get(ch.state, 'Unknown'):<7} {ch.application}({ch.app_data})"
+            )
+        n = len(self.pbx.channels)
+        lines.append(f"{n} active channel{'s' if n != 1 else ''}")
+        return CliResult("\n".join(lines))
+
+
+_STATE_WORD = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up", 7: "Busy"}
+_DEVICE_WORD = {
+    0: "Unknown",
+    1: "Not in use",
+    2: "In use",
+    3: "Busy",
+    4: "Invalid",
+    5: "Unavailable",
+    6: "Ringing",
+    7: "Ring+Inuse",
+    8: "On Hold",
+}
+
+
+def _member_line(m: Member, now: float) -> str:
+    parts = [f"{m.name} ({m.interface}) (ringinuse {'enabled' if m.ringinuse else 'disabled'})"]
+    if m.membership == "dynamic":
+        parts.append("(dynamic)")
+    if m.paused:
+        ago = int(now) - m.last_pause
+        reason = f":{m.paused_reason}" if m.paused_reason else ""
+        parts.append(f"(paused{reason} was {ago} secs ago)")
+    parts.append(f"({_DEVICE_WORD.get(m.agent.device_status, 'Unknown')})")
+    if m.calls_taken:
+        parts.append(
+            f"has taken {m.calls_taken} calls (last was {int(now) - m.last_call} secs ago)"
+        )
+    else:
+        parts.append("has taken no calls yet")
+    return " ".join(parts)
+
+
+def headers_dict(msg: AmiMessage) -> dict[str, str]:
+    """First occurrence wins, names normalised to the spelling used by the handlers."""
+    out: dict[str, str] = {}
+    canon = {k.lower(): k for k in _CANON}
+    for k, v in msg.headers:
+        key = canon.get(k.lower(), k)
+        out.setdefault(key, v)
+    return out
+
+
+_CANON = (
+    "ActionID",
+    "Queue",
+    "Interface",
+    "MemberName",
+    "Penalty",
+    "Paused",
+    "Reason",
+    "Member",
+    "Channel",
+    "Cause",
+    "Context",
+    "Exten",
+    "Priority",
+    "Timeout",
+    "CallerID",
+    "Application",
+    "Data",
+    "Async",
+    "ChannelId",
+    "Variable",
+    "Value",
+)
+
+
+def to_action_reply(reply: Reply) -> ActionReply:
+    """Convert [Response headers, items...] into B1's ActionReply."""
+    head, *rest = reply
+    response = head[0][1]
+    message: str | None = None
+    event_list: str | None = None
+    extra: list[tuple[str, str]] = []
+    for k, v in head[1:]:
+        if k == "ActionID":
+            continue
+        if k == "Message" and message is None:
+            message = v
+        elif k == "EventList":
+            event_list = v
+        else:
+            extra.append((k, v))
+    return ActionReply(
+        response=response,
+        message=message,
+        headers=tuple(extra),
+        event_list=event_list,
+        followups=tuple(tuple(m) for m in rest),
+    )
+
+
+def build_dialplan(cfg: EmulatorConfig) -> Dialplan:
+    dp = Dialplan()
+    agi = f"agi://{cfg.agi_host}:{cfg.agi_port}" + (f"/{cfg.agi_script}" if cfg.agi_script else "")
+    for did in cfg.dids:
+        dp.add(
+            "from-trunk",
+            did,
+            [
+                Step("Set", "__CALLCENTER_DID=${EXTEN}"),
+                Step("Answer"),
+                Step("AGI", agi),
+                Step("Queue", "${IVR_QUEUE},t,,,300"),
+                Step("Hangup"),
+            ],
+        )
+    dp.add(
+        "from-trunk",
+        "agi-failed",
+        [
+            Step("Set", f"IVR_QUEUE={cfg.default_queue}"),
+            Step("Queue", "${IVR_QUEUE},t,,,300"),
+            Step("Hangup"),
+        ],
+    )
+    dp.add(
+        "from-internal", "_1NXXNXXXXXX", [Step("Dial", "PJSIP/${EXTEN}@trunk,60"), Step("Hangup")]
+    )
+    dp.add(
+        "from-internal", "_NXXNXXXXXX", [Step("Dial", "PJSIP/${EXTEN}@trunk,60"), Step("Hangup")]
+    )
+    dp.add("from-internal", "_1XXX", [Step("Dial", "PJSIP/${EXTEN},30"), Step("Hangup")])
+    for qc in cfg.queues:
+        dp.add("queues", qc.name, [Step("Queue", f"{qc.name},t,,,300"), Step("Hangup")])
+    return dp
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m callcenter.pbxsim.emulator", description=__doc__)
+    p.add_argument("--ami-host", default="127.0.0.1")
+    p.add_argument("--ami-port", type=int, default=5038)
+    p.add_argument("--ami-user", default="callcenter")
+    p.add_argument("--ami-secret", default="secret")
+    p.add_argument("--agi-host", default="127.0.0.1")
+    p.add_argument("--agi-port", type=int, default=4573)
+    p.add_argument("--agi-script", default="hotline")
+    p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=float, default=2.0, help="calls per simulated minute (0 = none)")
+    p.add_argument("--calls", type=int, default=0, help="run this many calls, then exit")
+    p.add_argument("--recordings", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+async def _amain(ns: argparse.Namespace) -> None:
+    from callcenter.pbxsim.traffic import TrafficGenerator, run_calls
+
+    cfg = EmulatorConfig(
+        ami_host=ns.ami_host,
+        ami_port=ns.ami_port,
+        ami_users={ns.ami_user: ns.ami_secret},
+        agi_host=ns.agi_host,
+        agi_port=ns.agi_port,
+        agi_script=ns.agi_script,
+        speed=ns.speed,
+        seed=ns.seed,
+        recordings_dir=ns.recordings,
+    )
+    async with Emulator(config=cfg) as emu:
+        host, port = emu.ami_address
+        print(f"pbxsim: AMI on {host}:{port}, FastAGI target {ns.agi_host}:{ns.agi_port}")
+        if ns.calls:
+            summary = await run_calls(emu, ns.calls, seed=ns.seed)
+            print(summary)
+            return
+        gen = TrafficGenerator(emu, rate_per_minute=ns.rate, seed=ns.seed)
+        if ns.rate > 0:
+            gen.start()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        await gen.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_amain(_parse(argv)))
+
+
+if __name__ == "__main__":
+    main()

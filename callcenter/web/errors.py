@@ -1,0 +1,57 @@
+"""Typed API errors with stable codes.
+
+Handlers and services raise these; `callcenter.web.middlewares.error_middleware` is the one place
+that turns them (and every other exception) into HTTP responses with the JSON body
+`{"error": {"code": ..., "message": ..., "fields": {...}}}`. Codes are part of the API contract:
+clients switch on them, so never rename one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+
+class ApiError(Exception):
+    """Base of every error the API reports on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields: dict[str, str] = dict(fields or {})
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationFailed(ApiError):
+    """Query parameters or a body failed validation; `fields` maps each bad field to why."""
+
+    status = 422
+    code = "validation_failed"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class CallNotFound(NotFound):
+    code = "call_not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class ServiceUnavailable(ApiError):
+    """A backend (AMI, database, bus) needed for this request is down."""
+
+    status = 503
+    code = "service_unavailable"

@@ -1,0 +1,55 @@
+"""Typed application keys: what the composition root (`callcenter.app`) puts into the aiohttp
+application and the handlers read back. Handlers depend on these small Protocols, not on the
+concrete trackers, so a test can hand them any object of the right shape."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from callcenter.agents.model import AgentState, QueueStats
+from callcenter.calls.model import CallRecord
+from callcenter.calls.repository import CallRepository
+from callcenter.config import Settings
+from callcenter.web.hub import WebSocketHub
+
+
+class LiveCalls(Protocol):
+    """The calls in progress (CallTracker)."""
+
+    def active_calls(self) -> list[CallRecord]: ...
+
+    def get(self, uniqueid: str) -> CallRecord | None: ...
+
+
+class LiveAgents(Protocol):
+    """Agent and queue state as the PBX last reported it (AgentStateTracker)."""
+
+    def agents(self) -> Sequence[AgentState]: ...
+
+    def queues(self, now: datetime) -> Sequence[QueueStats]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    ok: bool
+    detail: str = ""
+    info: Mapping[str, Any] | None = None
+
+
+HealthCheck = Callable[[], Awaitable[ComponentHealth]]
+
+Clock = Callable[[], datetime]  # aware "now"; the emulator's clock in the demo
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey[Clock]("clock")
+HUB = web.AppKey("hub", WebSocketHub)
+CALL_REPOSITORY = web.AppKey("call_repository", CallRepository)
+LIVE_CALLS = web.AppKey[LiveCalls]("live_calls")
+LIVE_AGENTS = web.AppKey[LiveAgents]("live_agents")
+# name -> check, run by GET /healthz; registered by each resource's cleanup context
+HEALTH_CHECKS = web.AppKey[dict[str, HealthCheck]]("health_checks")

@@ -1,0 +1,64 @@
+"""The one error middleware: typed errors -> HTTP status + a stable JSON error body."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+
+from callcenter.web.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# aiohttp's own exceptions (unknown route, wrong method, ...) get codes too.
+_HTTP_CODES: Mapping[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "route_not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_body(code: str, message: str, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "fields": dict(fields or {})}}
+
+
+def validation_fields(exc: ValidationError) -> dict[str, str]:
+    """pydantic errors as {"field": "message"}; the first message per field wins."""
+    fields: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"]) or "__root__"
+        fields.setdefault(loc, err["msg"])
+    return fields
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(error_body(exc.code, exc.message, exc.fields), status=exc.status)
+    except ValidationError as exc:
+        return web.json_response(
+            error_body("validation_failed", "invalid input", validation_fields(exc)), status=422
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are not errors
+            raise
+        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        resp = web.json_response(error_body(code, exc.reason), status=exc.status)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except Exception:
+        # CancelledError is a BaseException and passes through untouched (client went away).
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return web.json_response(error_body("internal_error", "internal server error"), status=500)
