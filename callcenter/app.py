@@ -42,6 +42,7 @@ from callcenter.calls.notifier import CallNotifier
 from callcenter.calls.repository import CallRepository
 from callcenter.calls.service import CallTracker
 from callcenter.config import Settings
+from callcenter.console.notifier import SCREEN_POPS, console_runtime
 from callcenter.customers.repository import CustomerLookupAdapter, CustomerRepository
 from callcenter.db.engine import create_engine, create_session_factory
 from callcenter.db.migrate import upgrade_database
@@ -121,6 +122,7 @@ def create_app(
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_pipeline)
     app.cleanup_ctx.append(_hub)
+    app.cleanup_ctx.append(_console)
     app.cleanup_ctx.append(_agi)
     if emulator is not None:
         app.cleanup_ctx.append(_emulator_context(emulator))
@@ -232,6 +234,24 @@ async def _close_websockets(app: web.Application) -> None:
     # on_shutdown runs before the server waits for open requests: close WebSockets here
     if HUB in app:
         await app[HUB].close()
+    if SCREEN_POPS in app:
+        await app[SCREEN_POPS].close()
+
+
+async def _console(app: web.Application) -> AsyncIterator[None]:
+    # screen-pops (agent console): subscribed before the AMI client starts, so none is missed
+    settings = app[SETTINGS]
+    async with console_runtime(
+        app,
+        bus=app[BUS],
+        sessions=app[SESSIONS],
+        calls=app[CALL_REPOSITORY],
+        ami=lambda: app.get(AMI),
+        clock=app[CLOCK],
+        default_queues=(settings.default_queue,),
+        lookup_timeout=settings.lookup_timeout,
+    ):
+        yield
 
 
 async def _agi(app: web.Application) -> AsyncIterator[None]:

@@ -48,19 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
         prog="callcenter",
         description="Hotline server for Asterisk: FastAGI IVR, AMI call tracking, call log, web.",
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="TOML settings file (also CALLCENTER_CONFIG); environment variables override it",
-    )
-    parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
+    # the global options are accepted before and after the sub-command
+    common = argparse.ArgumentParser(add_help=False)
+    for target, default in ((parser, None), (common, argparse.SUPPRESS)):
+        target.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            default=default,
+            help="TOML settings file (also CALLCENTER_CONFIG); environment variables override it",
+        )
+        target.add_argument(
+            "--log-level", metavar="LEVEL", default=default, help="DEBUG, INFO, WARNING, ERROR"
+        )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    sub.add_parser("serve", help="run against a real Asterisk (AMI client + FastAGI + web)")
+    sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run against a real Asterisk (AMI client + FastAGI + web)",
+    )
 
     demo = sub.add_parser(
-        "demo", help="run everything against the built-in Asterisk emulator with simulated calls"
+        "demo",
+        parents=[common],
+        help="run everything against the built-in Asterisk emulator with simulated calls",
     )
     demo.add_argument(
         "--calls", type=_positive_int, metavar="N", help="simulate N calls (default: endless)"
@@ -75,10 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed",
         type=_positive_float,
         metavar="X",
-        help="emulator clock speed-up (default 1 live, 50 with --exit)",
+        help="emulator clock speed-up (default 5, 50 with --exit)",
     )
     demo.add_argument("--port", type=_port, metavar="PORT", help="web port (default web_port)")
-    demo.add_argument("--no-web", action="store_true", help="do not start the web server")
+    demo.add_argument(
+        "--no-web", action="store_true", help="no web server (the default with --exit)"
+    )
     demo.add_argument(
         "--database-url",
         metavar="URL",
@@ -86,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed for the simulated callers")
 
-    pbxsim = sub.add_parser("pbxsim", help="run the Asterisk emulator alone (AMI server + callers)")
+    pbxsim = sub.add_parser(
+        "pbxsim", parents=[common], help="run the Asterisk emulator alone (AMI server + callers)"
+    )
     pbxsim.add_argument("--ami-host", default="127.0.0.1", help="AMI listen address")
     pbxsim.add_argument("--ami-port", type=_port, default=5038, help="AMI listen port (0: any)")
     pbxsim.add_argument(
@@ -97,15 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     pbxsim.add_argument("--calls", type=_positive_int, metavar="N", help="simulate N calls")
     pbxsim.add_argument("--speed", type=_positive_float, default=1.0, metavar="X")
     pbxsim.add_argument("--seed", type=int, default=0)
+    pbxsim.add_argument(
+        "--recordings", type=Path, metavar="DIR", help="write call recordings (WAV) here"
+    )
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
-    db_sub.add_parser("upgrade", help="apply the migrations to database_url")
+    db_sub.add_parser("upgrade", parents=[common], help="apply the migrations to database_url")
 
     flows = sub.add_parser("flows", help="IVR flow files")
     flows_sub = flows.add_subparsers(dest="flows_command", metavar="FLOWS_COMMAND", required=True)
     check = flows_sub.add_parser(
-        "check", help="validate flow files; prints file:line: node: message, exits 1 on errors"
+        "check",
+        parents=[common],
+        help="validate flow files; prints file:line: node: message, exits 1 on errors",
     )
     check.add_argument("dir", nargs="?", type=Path, help="flows directory (default flows_dir)")
 
@@ -162,8 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["log_level"] = args.log_level
     try:
         settings = load_settings(args.config, **overrides)
-    except (ValidationError, FileNotFoundError, ValueError) as exc:
-        print(f"callcenter: bad configuration:\n{exc}", file=sys.stderr)
+    except ValidationError as exc:
+        # field names and reasons only: the rejected values may be secrets
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        print(f"callcenter: bad configuration:\n{problems}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"callcenter: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings.log_level)
 
@@ -223,8 +252,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         calls=args.calls,
         exit_when_done=args.exit,
         json_output=args.json,
-        speed=args.speed if args.speed is not None else (50.0 if args.exit else 1.0),
-        web=not args.no_web,
+        speed=args.speed if args.speed is not None else (50.0 if args.exit else 5.0),
+        # --exit runs without the web page unless a --port asks for it
+        web=not args.no_web and (not args.exit or args.port is not None),
         web_port=args.port,
         database_url=args.database_url,
         seed=args.seed,
@@ -245,5 +275,6 @@ def cmd_pbxsim(args: argparse.Namespace) -> int:
             calls=args.calls,
             speed=args.speed,
             seed=args.seed,
+            recordings=args.recordings,
         )
     )

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     lookup_timeout: float = Field(0.5, gt=0)
     answer_target_seconds: int = Field(60, gt=0)
 
+    # sign-in: cookie Secure flag (None = only when the request came over https, so the
+    # http://127.0.0.1 demo works; set true behind a TLS-terminating proxy)
+    session_cookie_secure: bool | None = None
+    session_max_age_hours: float = Field(12.0, gt=0)
+    session_idle_minutes: float = Field(120.0, gt=0)
+    login_max_failures: int = Field(5, ge=1)
+    login_window_seconds: float = Field(900.0, gt=0)
+
     log_level: str = "INFO"
 
     @property

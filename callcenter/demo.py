@@ -27,6 +27,8 @@ from callcenter.app import install_stop_signals as _install_stop_signals
 from callcenter.calls.model import CallRecord
 from callcenter.calls.repository import CallRepository
 from callcenter.config import Settings
+from callcenter.db.engine import create_engine, create_session_factory
+from callcenter.db.migrate import upgrade_database
 from callcenter.db.seed import DEMO_AGENTS, DEMO_QUEUES, seed_demo_data
 from callcenter.ivr.calendar import BusinessCalendar, always_open
 from callcenter.ivr.loader import CALENDAR_FILE, FlowLoadError, load_calendar
@@ -72,6 +74,7 @@ class PbxsimOptions:
     calls: int | None = None
     speed: float = 1.0
     seed: int = 0
+    recordings: Path | None = None
 
 
 class DemoIncomplete(RuntimeError):
@@ -109,9 +112,11 @@ def emulator_config(
     """The emulated PBX of the demo: the queues and agents of the demo data, recordings on."""
     members: dict[str, list[str]] = {q.name: [] for q in DEMO_QUEUES}
     for agent in DEMO_AGENTS:
-        members.setdefault(agent.group, []).append(agent.interface)
-        if agent.group != settings.operator_queue:
-            members.setdefault(settings.operator_queue, []).append(agent.interface)
+        queues = {agent.group, settings.operator_queue}
+        if "all-round" in agent.skills:  # all-round agents also take the general queue
+            queues.add(settings.default_queue)
+        for queue in sorted(queues):
+            members.setdefault(queue, []).append(agent.interface)
     return EmulatorConfig(
         ami_users={settings.ami_username: settings.ami_secret.get_secret_value()},
         agi_host=agi_host,
@@ -156,6 +161,22 @@ def open_moment(calendar: BusinessCalendar, now: datetime, zone: ZoneInfo) -> da
     return now
 
 
+async def latest_call_start(settings: Settings) -> datetime | None:
+    """When the newest call in the log started (None for an empty log); migrates first."""
+    url = settings.database_url.get_secret_value()
+    await upgrade_database(url)
+    engine = create_engine(url)
+    try:
+        repo = CallRepository(session_factory=create_session_factory(engine))
+        newest = await repo.list_calls(limit=1)
+    finally:
+        await engine.dispose()
+    if not newest:
+        return None
+    started = newest[0].started_at
+    return started if started.tzinfo else started.replace(tzinfo=UTC)
+
+
 def _calendar(settings: Settings) -> BusinessCalendar:
     path = Path(settings.flows_dir) / CALENDAR_FILE
     try:
@@ -174,7 +195,12 @@ def run_demo(settings: Settings, options: DemoOptions, *, out: TextIO | None = N
 async def demo(settings: Settings, options: DemoOptions, *, out: TextIO) -> int:
     settings = demo_settings(settings, options)
     zone = ZoneInfo(settings.timezone)
-    start = open_moment(_calendar(settings), datetime.now(UTC), zone)
+    # The emulated clock starts when the hotline is open, and after every call already in the
+    # log: a second demo run on the same database must not reuse the first run's times (nor
+    # its Uniqueids, which the emulator derives from the clock).
+    latest = await latest_call_start(settings)
+    not_before = max(datetime.now(UTC), latest + timedelta(minutes=10)) if latest else None
+    start = open_moment(_calendar(settings), not_before or datetime.now(UTC), zone)
     clock = RealClock(speed=options.speed, start=start.timestamp())
     emulators: list[Emulator] = []
 
@@ -195,8 +221,19 @@ async def demo(settings: Settings, options: DemoOptions, *, out: TextIO) -> int:
     try:
         await seed_demo_data(app[SESSIONS])
         if options.web:
-            port = await start_site(runner, settings.web_host, settings.web_port)
-            print(f"callcenter demo: live page on http://{settings.web_host}:{port}/", file=out)
+            try:
+                port = await start_site(runner, settings.web_host, settings.web_port)
+            except OSError as exc:
+                log.error(
+                    "demo: cannot listen on %s:%s (%s); try --port",
+                    settings.web_host,
+                    settings.web_port,
+                    exc,
+                )
+                return 1
+            log.info("demo: live page on http://%s:%s/", settings.web_host, port)
+            if not options.json_output:
+                print(f"callcenter demo: live page on http://{settings.web_host}:{port}/", file=out)
         emu = emulators[0]
         log.info(
             "demo: %s, speed x%g, emulated clock starts %s",
@@ -204,24 +241,31 @@ async def demo(settings: Settings, options: DemoOptions, *, out: TextIO) -> int:
             options.speed,
             start.astimezone(zone).isoformat(timespec="minutes"),
         )
+        stop = asyncio.Event()
+        _install_stop_signals(stop)
         if options.calls is not None:
             t0 = now()
-            await run_calls(
-                emu,
-                options.calls,
-                seed=options.seed,
-                mix=CallerMix(menu_keys="1234"),
-                concurrency=DEMO_CONCURRENCY,
-                interval=DEMO_INTERVAL,
+            calls = asyncio.ensure_future(
+                run_calls(
+                    emu,
+                    options.calls,
+                    seed=options.seed,
+                    mix=CallerMix(menu_keys="1234"),
+                    concurrency=DEMO_CONCURRENCY,
+                    interval=DEMO_INTERVAL,
+                )
             )
+            if not await _until_done_or_stopped(calls, stop):
+                return 130
             await emu.wait_recordings()
             await settle(app, expected=options.calls, since=t0)
             if options.exit_when_done:
                 summary = await demo_summary(app, since=t0, until=now(), settings=settings)
                 print(_render(summary, as_json=options.json_output), file=out)
                 return 0
-        stop = asyncio.Event()
-        _install_stop_signals(stop)
+            log.info("demo: %d calls done; the page stays up until Ctrl-C", options.calls)
+            await stop.wait()
+            return 0
         traffic = TrafficGenerator(
             emu,
             rate_per_minute=DEMO_RATE_PER_MINUTE,
@@ -239,6 +283,21 @@ async def demo(settings: Settings, options: DemoOptions, *, out: TextIO) -> int:
         return 1
     finally:
         await runner.cleanup()
+
+
+async def _until_done_or_stopped(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
+    """Wait for `work`; False (and `work` cancelled) if `stop` is set first."""
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([work, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not work.done():
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        return False
+    work.result()  # re-raise what went wrong
+    return True
 
 
 async def settle(app: web.Application, *, expected: int, since: datetime) -> None:
@@ -333,8 +392,8 @@ def _render(summary: dict[str, Any], *, as_json: bool) -> str:
     within = next(k for k in summary if k.startswith("answered_within_"))
     lines = [
         f"calls:      {summary['calls']}",
-        f"answered:   {summary['answered']} ({within.removeprefix('answered_within_')} target met "
-        f"for {summary[within]})",
+        f"answered:   {summary['answered']} (within "
+        f"{within.removeprefix('answered_within_').removesuffix('s')} s: {summary[within]})",
         f"abandoned:  {summary['abandoned']} (in IVR {summary['abandoned_in_ivr']}, in queue "
         f"{summary['abandoned_in_queue']})",
         f"avg wait:   {summary['avg_wait']} s, avg talk {summary['avg_talk']} s",
@@ -363,16 +422,20 @@ async def pbxsim(options: PbxsimOptions, *, out: TextIO | None = None) -> int:
     """The emulator alone: an AMI server for any client, its dialplan calling `agi_url`."""
     out = out or sys.stdout
     url = AgiUrl.parse(options.agi_url)
-    cfg = EmulatorConfig(
-        ami_host=options.ami_host,
-        ami_port=options.ami_port,
-        ami_users={options.username: options.secret},
-        agi_host=url.host,
-        agi_port=url.port,
-        agi_script=url.script or "hotline",
-        speed=options.speed,
-        seed=options.seed,
+    # the hotline's queues and agents, as in the demo, so `callcenter serve` can pair with it
+    settings = Settings(
+        ami_username=options.username,
+        ami_secret=options.secret,
+        recordings_dir=options.recordings or Path("recordings"),
     )
+    cfg = emulator_config(
+        settings, agi_host=url.host, agi_port=url.port, speed=options.speed, seed=options.seed
+    )
+    cfg.ami_host = options.ami_host
+    cfg.ami_port = options.ami_port
+    cfg.agi_script = url.script or "hotline"
+    if options.recordings is None:
+        cfg.recordings_dir = None
     async with Emulator(config=cfg) as emu:
         host, port = emu.ami_address
         print(

@@ -16,15 +16,26 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from callcenter.agents.service import AgentEffect, AgentStateTracker
 from callcenter.asterisk.events import ResyncSource, decode_event
 from callcenter.asterisk.message import AmiMessage
 from callcenter.calls.model import CallRecord
-from callcenter.calls.service import CallEffect, CallEnded, CallStarted, CallTracker
+from callcenter.calls.service import (
+    CallEffect,
+    CallEnded,
+    CallStarted,
+    CallTracker,
+    CallUpdated,
+)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Besides start and end, these moments are written to the call log too, so that other
+# processes reading the database see a call's progress (the live view is in memory).
+SAVED_CHANGES = frozenset({"queued", "answered", "transfer"})
 
 
 class CallLog(Protocol):
@@ -152,29 +163,43 @@ class EventPipeline:
 
     async def _handle(self, item: _Item) -> None:
         now = self._clock()
-        call_fx: Sequence[CallEffect]
-        agent_fx: Sequence[AgentEffect]
         if isinstance(item, AmiMessage):
             event = decode_event(item)
             if event is None:
                 self.stats.ignored += 1
                 return
             self.stats.events += 1
-            call_fx = self._calls.apply(event, now)
-            agent_fx = self._agents.apply(event, now)
+            calls, agents = self._calls, self._agents
+            call_fx = self._guard("call tracker", item, lambda: calls.apply(event, now))
+            agent_fx = self._guard("agent tracker", item, lambda: agents.apply(event, now))
         elif isinstance(item, _Resync):
-            call_fx = self._calls.reconcile(item.snapshot, now)
-            agent_fx = self._agents.reconcile(item.snapshot, now)
+            snap = item.snapshot
+            call_fx = self._guard("call tracker", item, lambda: self._calls.reconcile(snap, now))
+            agent_fx = self._guard("agent tracker", item, lambda: self._agents.reconcile(snap, now))
         else:
-            call_fx = self._calls.expire(now) if item.expire else []
-            agent_fx = self._agents.tick(now)
+            expire = item.expire
+            call_fx = self._guard(
+                "call tracker", item, lambda: self._calls.expire(now) if expire else []
+            )
+            agent_fx = self._guard("agent tracker", item, lambda: self._agents.tick(now))
         for effect in call_fx:
-            if isinstance(effect, CallStarted | CallEnded):
+            if isinstance(effect, CallStarted | CallEnded) or (
+                isinstance(effect, CallUpdated) and effect.change in SAVED_CHANGES
+            ):
                 self._save(effect.record)
         if call_fx:
             await self._call_publisher.publish(call_fx)
         if agent_fx:
             await self._agent_publisher.publish(agent_fx)
+
+    def _guard(self, who: str, item: _Item, step: Callable[[], Sequence[T]]) -> Sequence[T]:
+        """Run one tracker step; a tracker bug loses that step only, never the other tracker's."""
+        try:
+            return step()
+        except Exception:
+            self.stats.errors += 1
+            log.exception("%s failed on %s", who, _describe(item))
+            return []
 
     def _save(self, record: CallRecord) -> None:
         try:

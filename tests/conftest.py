@@ -6,23 +6,34 @@ Real servers, not mocks. PostgreSQL and Redis come from the environment:
     CALLCENTER_TEST_REDIS_URL=redis://127.0.0.1:6379/0
 
 Unset, their tests skip locally but FAIL when CI=true, so CI cannot pass by skipping.
-Fixtures:
-- sqlite_url: a SQLite file URL in tmp_path (not migrated)
+
+Database fixtures (URLs are strings with the async driver, e.g. "sqlite+aiosqlite:///...")
+- sqlite_url: a SQLite file URL in tmp_path, no tables yet
 - pg_url: a fresh, empty PostgreSQL database for this test (dropped afterwards)
-- db_url: parametrised over ["sqlite", "postgres"]; not migrated
-- migrated_db_url: db_url after `upgrade_database`
-- session_factory: async_sessionmaker on a migrated db_url (both backends)
-- redis_url: the test Redis server's URL (checked reachable); redis_prefix: a unique key/channel
-  prefix for this test (its keys are deleted afterwards; pub/sub is server-wide, so isolate by
-  prefix, not by database index)
-- bus: parametrised over ["memory", "redis"]
+- db_backend: parametrised "sqlite" / "postgres" (the latter marked `postgres`)
+- db_url: an empty database of db_backend (for migration tests)
+- migrated_db_url: a migrated, EMPTY database of db_backend. SQLite: a copy of a database migrated
+  once per session. PostgreSQL: one database migrated once per session, every table truncated
+  before each test (fast; do not run tests of one session in parallel against one server).
+- session_factory: async_sessionmaker on migrated_db_url (expire_on_commit=False)
+
+Redis and bus fixtures
+- redis_url: the test Redis server's URL (checked reachable)
+- redis_prefix: a unique key/channel prefix for this test; keys under it are deleted afterwards.
+  Pub/sub channels are server-wide (not per database index): isolate with the prefix.
+- bus: parametrised "memory" / "redis" (the latter marked `redis`), closed afterwards
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import text
@@ -33,9 +44,12 @@ from callcenter.bus.memory import MemoryBus
 from callcenter.bus.redis import RedisBus
 from callcenter.db.engine import async_url, create_engine, create_session_factory
 from callcenter.db.migrate import upgrade_database
+from callcenter.db.models import Base
 
 PG_ENV = "CALLCENTER_TEST_PG_URL"
 REDIS_ENV = "CALLCENTER_TEST_REDIS_URL"
+
+T = TypeVar("T")
 
 
 def in_ci() -> bool:
@@ -52,9 +66,32 @@ def require_env(name: str) -> str:
     pytest.skip(f"{name} is not set")
 
 
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a private loop in a helper thread (usable from sync
+    fixtures whether or not an event loop is running in this thread)."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="conftest-run-sync")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+# --- databases --------------------------------------------------------------------------------
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: os.PathLike[str]) -> str:
-    return f"sqlite+aiosqlite:///{os.fspath(tmp_path)}/callcenter.db"
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/callcenter.db"
 
 
 async def _pg_admin(admin_url: str, statement: str) -> None:
@@ -66,15 +103,19 @@ async def _pg_admin(admin_url: str, statement: str) -> None:
         await engine.dispose()
 
 
+def _pg_database_url(admin_url: str, name: str) -> str:
+    return async_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
+def pg_url() -> Iterator[str]:
     admin = require_env(PG_ENV)
     name = f"test_{uuid.uuid4().hex[:16]}"
-    await _pg_admin(admin, f'CREATE DATABASE "{name}"')
+    run_sync(_pg_admin(admin, f'CREATE DATABASE "{name}"'))
     try:
-        yield async_url(admin).set(database=name).render_as_string(hide_password=False)
+        yield _pg_database_url(admin, name)
     finally:
-        await _pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_sync(_pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(
@@ -83,16 +124,57 @@ async def pg_url() -> AsyncIterator[str]:
         pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     ]
 )
-def db_url(request: pytest.FixtureRequest) -> str:
-    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    url: str = request.getfixturevalue(fixture)
-    return url
+def db_backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
 
 
 @pytest.fixture
-async def migrated_db_url(db_url: str) -> str:
-    await upgrade_database(db_url)
-    return db_url
+def db_url(db_backend: str, request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue("sqlite_url" if db_backend == "sqlite" else "pg_url")
+    return url
+
+
+@pytest.fixture(scope="session")
+def _sqlite_migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("db-template") / "template.db"
+    run_sync(upgrade_database(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_migrated_session_db() -> Iterator[str]:
+    admin = require_env(PG_ENV)
+    name = f"test_session_{uuid.uuid4().hex[:12]}"
+    run_sync(_pg_admin(admin, f'CREATE DATABASE "{name}"'))
+    try:
+        url = _pg_database_url(admin, name)
+        run_sync(upgrade_database(url))
+        yield url
+    finally:
+        run_sync(_pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _truncate_all(url: str) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def migrated_db_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if db_backend == "sqlite":
+        template: Path = request.getfixturevalue("_sqlite_migrated_template")
+        path = tmp_path / "callcenter.db"
+        shutil.copyfile(template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("_pg_migrated_session_db")
+    run_sync(_truncate_all(url))
+    return url
 
 
 @pytest.fixture
@@ -102,6 +184,9 @@ async def session_factory(migrated_db_url: str) -> AsyncIterator[async_sessionma
         yield create_session_factory(engine)
     finally:
         await engine.dispose()
+
+
+# --- Redis and the bus ------------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ from urllib.parse import parse_qs
 log = logging.getLogger(__name__)
 
 MAX_HEADER_LINES = 128
-MAX_LINE_BYTES = 8192
-MAX_HEADER_BYTES = 65536
+MAX_HEADER_BYTES = 32768
 MAX_520_LINES = 512
 
 # Commands Asterisk still runs on a dead channel (res_agi.c commands table, dead=1).
@@ -172,8 +171,11 @@ def parse_environment_lines(lines: list[str]) -> AgiEnvironment:
     return AgiEnvironment(MappingProxyType(values))
 
 
-async def _read_line(reader: asyncio.StreamReader, limit: int = MAX_LINE_BYTES) -> str | None:
-    """One line without its ``\\n`` (decoded with replacement), or None at EOF."""
+async def _read_line(reader: asyncio.StreamReader) -> str | None:
+    """One line without its ``\\n`` (decoded with replacement), or None at EOF.
+
+    Line length is bounded by the reader's limit (``MAX_HEADER_BYTES`` for server sockets).
+    """
     try:
         raw = await reader.readuntil(b"\n")
     except asyncio.IncompleteReadError as exc:
@@ -184,8 +186,6 @@ async def _read_line(reader: asyncio.StreamReader, limit: int = MAX_LINE_BYTES) 
         raise AgiProtocolError(f"line longer than the stream limit ({exc.consumed} bytes)") from exc
     except (ConnectionError, OSError) as exc:
         raise AgiConnectionLost(str(exc)) from exc
-    if len(raw) > limit:
-        raise AgiProtocolError(f"line of {len(raw)} bytes exceeds {limit}")
     return raw[:-1].decode("utf-8", errors="replace")
 
 
@@ -198,22 +198,23 @@ async def read_environment(
     """Read the environment block up to its empty line.
 
     Raises ``AgiConnectionLost`` on EOF before the empty line and ``AgiProtocolError`` when the
-    block exceeds ``max_lines`` lines or ``max_bytes`` bytes.
+    block exceeds ``max_lines`` lines or ``max_bytes`` bytes (or the reader's buffer limit).
     """
-    lines: list[str] = []
-    total = 0
-    while True:
-        line = await _read_line(reader)
-        if line is None:
-            raise AgiConnectionLost(f"EOF inside the AGI environment after {len(lines)} lines")
-        if line == "" or line == "\r":
-            return parse_environment_lines(lines)
-        total += len(line) + 1
-        lines.append(line)
-        if len(lines) > max_lines:
-            raise AgiProtocolError(f"AGI environment longer than {max_lines} lines")
-        if total > max_bytes:
-            raise AgiProtocolError(f"AGI environment larger than {max_bytes} bytes")
+    try:
+        raw = await reader.readuntil(b"\n\n")
+    except asyncio.IncompleteReadError as exc:
+        n = exc.partial.count(b"\n")
+        raise AgiConnectionLost(f"EOF inside the AGI environment after {n} lines") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise AgiProtocolError(f"AGI environment larger than {exc.consumed} bytes") from exc
+    except (ConnectionError, OSError) as exc:
+        raise AgiConnectionLost(str(exc)) from exc
+    if len(raw) > max_bytes:
+        raise AgiProtocolError(f"AGI environment larger than {max_bytes} bytes")
+    lines = raw[:-2].decode("utf-8", errors="replace").split("\n")
+    if len(lines) > max_lines:
+        raise AgiProtocolError(f"AGI environment longer than {max_lines} lines")
+    return parse_environment_lines(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +249,7 @@ def format_command(verb: str, *args: str) -> str:
 _REPLY_RE = re.compile(r"^(?P<code>\d{3})(?P<sep>[ -])(?P<rest>.*)$", re.DOTALL)
 _TAIL_RE = re.compile(r"^\((?P<data>.*)\)(?P<tail>(?: [A-Za-z_]+=\S*)*)(?: (?P<note>.*))?$")
 _KV_RE = re.compile(r"([A-Za-z_]+)=(\S*)")
+_NO_EXTRAS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +259,7 @@ class AgiReply:
     code: int
     result: str = ""
     data: str | None = None  # the parenthesised part: "timeout", "dtmf", "hangup", a value
-    extras: Mapping[str, str] = field(default_factory=dict)  # endpos=... and similar
+    extras: Mapping[str, str] = field(default_factory=lambda: _NO_EXTRAS)  # endpos=... etc.
     note: str = ""  # trailing text such as "Gosub complete"
     text: str = ""  # the raw reply line(s)
 
@@ -292,6 +294,16 @@ class AgiReply:
 
 def parse_reply_line(line: str) -> AgiReply:
     """Parse one single-line reply (``200 ...``, ``510 ...``, ``511 ...``, ``520 ...``)."""
+    if line.startswith("200 result="):
+        # Fast path for the common "200 result=N" and "200 result=N endpos=M" replies.
+        body = line[11:]
+        result, sep, tail = body.partition(" ")
+        if not sep:
+            return AgiReply(code=200, result=result, extras=_NO_EXTRAS, text=line)
+        if tail.startswith("endpos=") and " " not in tail:
+            return AgiReply(
+                code=200, result=result, extras=MappingProxyType({"endpos": tail[7:]}), text=line
+            )
     m = _REPLY_RE.match(line)
     if m is None:
         raise AgiProtocolError(f"not an AGI reply: {line[:120]!r}")
@@ -459,8 +471,8 @@ class AgiConnection:
             self._stats.commands_total += 1
             try:
                 reply = await self._read_reply()
-            except asyncio.CancelledError:
-                # The reply may still arrive: the stream can no longer be matched to commands.
+            except (asyncio.CancelledError, AgiProtocolError):
+                # Replies can no longer be matched to commands: nothing more may be sent.
                 self.closed = True
                 raise
             reply_at = time.perf_counter()
@@ -547,10 +559,9 @@ class AgiConnection:
         if self.closed and self._writer.is_closing():
             return
         self.closed = True
+        # No wait_closed(): the transport flushes and closes on its own; nothing to wait for.
         with contextlib.suppress(Exception):
             self._writer.close()
-            async with asyncio.timeout(1.0):
-                await self._writer.wait_closed()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,7 +622,7 @@ class AgiServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._on_client, self._host, self._port, limit=MAX_LINE_BYTES * 2, backlog=self._backlog
+            self._on_client, self._host, self._port, limit=MAX_HEADER_BYTES, backlog=self._backlog
         )
         log.info("FastAGI server listening on %s:%s", self._host, self.port)
 

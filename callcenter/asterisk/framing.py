@@ -14,8 +14,11 @@ Contract (PROTOCOL.md §1.1-1.3):
 * Bounded memory: a frame over ``max_frame_bytes`` or with more than ``max_lines`` lines, or a
   line without a colon, is skipped, counted in `AmiFramer.errors` and logged; parsing resumes at
   the next empty line. A never-ending line never holds more than ``max_frame_bytes`` in memory.
-* Cost: each byte is scanned for a terminator once (no re-scan of the pending partial frame),
-  and a block of complete frames is decoded and split with C-level calls.
+* Cost: each byte is scanned for a terminator once (no re-scan of the pending partial frame:
+  panoramisk's O(n²) bug 16); a block of complete frames is decoded and split with C-level calls.
+  Header lines are looked up whole in a bounded cache of parsed (name, value) pairs, since
+  most repeat verbatim; only new lines are split in Python. When most lines are new, blocks go
+  through one regex instead for a while. Repeated pairs are shared between messages.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from typing import Final
 
 from callcenter.asterisk.errors import AmiFrameError
 from callcenter.asterisk.message import AmiMessage
@@ -40,6 +44,34 @@ DEFAULT_MAX_LINES = 4096
 _HEADER = re.compile(r"^([^:\r\n]++):[ ]?([^\r\n]*+)\r?$", re.MULTILINE)
 
 
+_LINE_CACHE_MAX = 4096  # distinct lines remembered (then forgotten all at once)
+_LINE_CACHE_LINE = 160  # longer lines are parsed but not remembered: bounds the cache's memory
+_WINDOW_LINES = 4096  # lines per look at the cache's miss rate
+_REGEX_BYTES = 256 * 1024  # parsed by regex after a window where over a third of lines were new
+_SEP: Final = ("", "")  # stands for the empty line between frames
+
+
+class _LineCache(dict[str, tuple[str, str]]):
+    """Header line -> (name, value). Malformed lines are counted in `bad`, never stored."""
+
+    bad = 0
+    misses = 0
+
+    def __missing__(self, line: str) -> tuple[str, str]:
+        self.misses += 1
+        name, sep, value = line.partition(":")
+        if not sep or not name or "\n" in line or "\r" in line:
+            if not line:
+                self[line] = _SEP
+                return _SEP
+            self.bad += 1
+            return _SEP
+        pair = (name, value[1:] if value[:1] == " " else value)
+        if len(line) <= _LINE_CACHE_LINE:
+            self[line] = pair
+        return pair
+
+
 class AmiFramer:
     """Incremental AMI frame parser for one TCP session. Not thread-safe; one per connection."""
 
@@ -48,7 +80,10 @@ class AmiFramer:
         "_discarding",
         "_expect_banner",
         "_findall",
+        "_lines",
         "_on_error",
+        "_regex_bytes",
+        "_window_lines",
         "banners",
         "bytes_in",
         "decode_errors",
@@ -75,6 +110,9 @@ class AmiFramer:
         self.max_lines = max_lines
         self._on_error = on_error
         self._findall = _HEADER.findall
+        self._lines = _LineCache()
+        self._regex_bytes = 0
+        self._window_lines = 0
         self._buf = bytearray()
         self._discarding = False
         self._expect_banner = True
@@ -87,6 +125,11 @@ class AmiFramer:
         self.last_error = ""
 
     @property
+    def cached_lines(self) -> int:
+        """Distinct header lines currently remembered (bounded)."""
+        return len(self._lines)
+
+    @property
     def buffered(self) -> int:
         """Bytes held for an incomplete frame."""
         return len(self._buf)
@@ -97,7 +140,7 @@ class AmiFramer:
         self._discarding = False
         self._expect_banner = True
 
-    def feed(self, data: bytes) -> list[AmiMessage]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[AmiMessage]:
         """Take the next bytes of the stream; return the messages completed by them."""
         buf = self._buf
         self.bytes_in += len(data)
@@ -109,46 +152,100 @@ class AmiFramer:
             scan_from = 0
         if self._expect_banner and not self._take_banner():
             return self._check_partial()
-        crlf = buf.rfind(b"\r\n\r\n", scan_from)
-        lf = buf.rfind(b"\n\n", scan_from)
-        end = crlf + 4 if crlf >= 0 else 0
-        if lf >= 0 and lf + 2 > end:
-            end = lf + 2
-        if end == 0:
-            return self._check_partial()
+        end = buf.rfind(b"\r\n\r\n", scan_from) + 4
+        if end == 3:
+            # Bare-LF framing (lenient). Checked only without a CRLF end: a CRLF block that
+            # holds LF frames too is split by the careful path.
+            end = buf.rfind(b"\n\n", scan_from) + 2
+            if end == 1:
+                return self._check_partial()
         block = buf[:end]
         del buf[:end]
-        out: list[AmiMessage] = []
-        self._parse_block(block, out)
-        if len(buf) > self.max_frame_bytes:
-            self._start_discard()
-        return out
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _parse_block(self, block: bytearray, out: list[AmiMessage]) -> None:
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError:
             text = block.decode("utf-8", "replace")
             self.decode_errors += 1
             log.warning("AMI: invalid UTF-8 in received data, replaced with U+FFFD")
-        findall = self._findall
+        out: list[AmiMessage] = []
+        self._parse_block(text, end, out)
+        if len(buf) > self.max_frame_bytes:
+            self._start_discard()
+        return out
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _parse_block(self, text: str, nbytes: int, out: list[AmiMessage]) -> None:
+        if (
+            nbytes > self.max_frame_bytes
+            and max(map(len, text.split("\r\n\r\n"))) > self.max_frame_bytes // 4
+        ):  # a char is at most 4 bytes
+            self._parse_frames(text, True, out)
+            return
+        # Fast path: most header lines repeat verbatim (Privilege, states, the Uniqueid of a
+        # call...), so whole lines are looked up in a bounded cache of parsed pairs; only new
+        # lines are split in Python. The same pair objects are shared by many messages.
+        if self._regex_bytes > 0:
+            # recent traffic was mostly new lines: the regex path is cheaper for those
+            self._regex_bytes -= nbytes
+            self._parse_frames(text, False, out)
+            return
+        cache = self._lines
+        if len(cache) > _LINE_CACHE_MAX:
+            cache.clear()
+        bad = cache.bad
+        lines = text.split("\r\n")
+        pairs = list(map(cache.__getitem__, lines))
+        self._window_lines += len(lines)
+        if self._window_lines >= _WINDOW_LINES:
+            if cache.misses * 3 > self._window_lines:
+                self._regex_bytes = _REGEX_BYTES
+            self._window_lines = cache.misses = 0
+        if cache.bad != bad:
+            self._parse_frames(text, False, out)  # a malformed line somewhere: careful path
+            return
+        # Frames end at the empty lines ('' is a singleton: index() finds it by identity).
         max_lines = self.max_lines
-        big = len(block) > self.max_frame_bytes
-        quarter = self.max_frame_bytes // 4
+        index = lines.index
+        total = len(lines)
+        pos = n = 0
         append = out.append
+        while pos < total:
+            try:
+                end = index("", pos)
+            except ValueError:
+                end = total
+            if end - pos > max_lines:
+                n += self._parse_slow("\r\n".join(lines[pos:end]), out)
+            elif end > pos:
+                append(AmiMessage(tuple(pairs[pos:end])))
+                n += 1
+            pos = end + 1
+        self.frames += n
+
+    def _parse_frames(self, text: str, big: bool, out: list[AmiMessage]) -> None:
+        frames = text.split("\r\n\r\n")
+        findall = self._findall
+        parsed = [findall(f) for f in frames]
+        # One match per well-formed line and never more than one per line, so equal totals
+        # mean every frame is clean (CRLF lines, each "Name: value").
+        lines = text.count("\n") - 2 * (len(frames) - 1) + len(frames) - frames.count("")
+        if sum(map(len, parsed)) == lines and max(map(len, parsed)) <= self.max_lines and not big:
+            msgs = [AmiMessage(tuple(h)) for h in parsed if h]
+            out += msgs
+            self.frames += len(msgs)
+            return
         n = 0
-        for frame in text.split("\r\n\r\n"):
+        quarter = self.max_frame_bytes // 4
+        for frame, headers in zip(frames, parsed, strict=True):
             if not frame:
                 continue
-            headers = findall(frame)
             if (
                 len(headers) == frame.count("\n") + 1
-                and len(headers) <= max_lines
-                and not (big and len(frame) > quarter and self._too_big(frame))
+                and len(headers) <= self.max_lines
+                and not (len(frame) > quarter and self._too_big(frame))
             ):
-                append(AmiMessage(tuple(headers)))
+                out.append(AmiMessage(tuple(headers)))
                 n += 1
             else:
                 n += self._parse_slow(frame, out)

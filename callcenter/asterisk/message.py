@@ -18,7 +18,10 @@ class AmiMessage:
     def kind(self) -> Kind:
         if not self.headers:
             return "unknown"
-        first = self.headers[0][0].lower()
+        first = self.headers[0][0]
+        if first == "Event":  # Asterisk's spelling: skip lower() on the hot path
+            return "event"
+        first = first.lower()
         if first == "event":
             return "event"
         if first == "response":

@@ -95,7 +95,8 @@ class MemoryBus:
 
     @property
     def dropped(self) -> int:
-        """Messages dropped so far because a subscriber was too slow (live subscribers)."""
+        """Messages dropped so far because a subscriber was too slow (all subscribers, past and
+        present)."""
         return self._dropped_by_closed + sum(s.dropped for s in self._subscriptions)
 
     @property

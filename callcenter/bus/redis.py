@@ -5,6 +5,8 @@ message in `publish_failures` and drops it; after `retry_interval` the next publ
 (redis-py reconnects its pool). A subscriber whose connection breaks keeps its iterator alive,
 resubscribes with capped exponential backoff, and goes on yielding what is published after that.
 Pub/sub has no history: messages published while a subscriber is disconnected are lost to it.
+A subscriber that reads too slowly is cut off by Redis (client-output-buffer-limit pubsub) and
+resubscribes the same way, losing what overflowed - like MemoryBus dropping the oldest.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -48,12 +50,14 @@ class RedisSubscription:
         poll_interval: float,
         retry_interval: float,
         max_retry_interval: float,
+        confirm_timeout: float,
     ) -> None:
         self._client = client
         self._logical = channels
         self._names = tuple(prefix + c for c in channels)
         self._prefix = prefix
         self._poll = poll_interval
+        self._confirm_timeout = confirm_timeout
         self._retry_min = retry_interval
         self._retry_max = max_retry_interval
         self._pubsub: PubSub | None = None
@@ -140,16 +144,17 @@ class RedisSubscription:
             # Wait for every confirmation: once Redis has confirmed, a publish made after
             # start() returned is guaranteed to reach us.
             pending = set(self._names)
-            while pending:
-                message = await pubsub.get_message(timeout=self._poll)
-                if message is None:
-                    continue
-                if message["type"] == "subscribe":
-                    pending.discard(_text(message["channel"]))
-                else:
-                    item = self._decode(message)
-                    if item is not None:
-                        self._early.append(item)
+            async with asyncio.timeout(self._confirm_timeout):
+                while pending:
+                    message = await pubsub.get_message(timeout=self._poll)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        pending.discard(_text(message["channel"]))
+                    else:
+                        item = self._decode(message)
+                        if item is not None:
+                            self._early.append(item)
         except BaseException:
             with contextlib.suppress(*_DOWN):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -189,17 +194,24 @@ class RedisBus:
         retry_interval: float = 0.5,
         max_retry_interval: float = 5.0,
         poll_interval: float = 1.0,
+        publish_connections: int = 16,
     ) -> None:
         if retry_interval < 0 or max_retry_interval < retry_interval:
             raise ValueError("need 0 <= retry_interval <= max_retry_interval")
+        if publish_connections < 1:
+            raise ValueError("publish_connections must be at least 1")
         # Publishing retries once at once: after a Redis restart the pooled connection is stale
-        # and the first command on it fails although the server is back.
-        self._client: Redis = Redis.from_url(
+        # and the first command on it fails although the server is back. The pool is bounded:
+        # a burst of publishes waits for a connection (up to socket_timeout), then drops.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=publish_connections,
+            timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 1),
         )
+        self._client: Redis = Redis.from_pool(pool)
         # Subscriptions get no hidden retries: a broken connection must surface so the
         # subscription can resubscribe with backoff while the iterator stays alive.
         self._sub_client: Redis = Redis.from_url(
@@ -212,6 +224,8 @@ class RedisBus:
         self._retry_interval = retry_interval
         self._max_retry_interval = max_retry_interval
         self._poll = poll_interval
+        # a half-open connection never confirms SUBSCRIBE: give up and retry after this long
+        self._confirm_timeout = connect_timeout + socket_timeout
         self._subscriptions: set[RedisSubscription] = set()
         self._down_until = 0.0
         self._failing = False
@@ -263,6 +277,7 @@ class RedisBus:
             poll_interval=self._poll,
             retry_interval=self._retry_interval,
             max_retry_interval=self._max_retry_interval,
+            confirm_timeout=self._confirm_timeout,
         )
         await subscription.start()
         self._subscriptions.add(subscription)

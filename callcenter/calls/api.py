@@ -185,12 +185,18 @@ async def live_calls(request: web.Request) -> web.Response:
 
 
 async def calls_summary(request: web.Request) -> web.Response:
-    """GET /api/v1/calls/summary?since&until: operating statistics (default: today, local)."""
+    """GET /api/v1/calls/summary?since&until: operating statistics for calls started in
+    [since, until); no since = today (local time zone); no until = now."""
     q = parse_query(PeriodQuery, request)
     zone = _zone(request)
     now = request.app[CLOCK]().astimezone(zone)
-    since = _localise(q.since, zone) or datetime.combine(now.date(), time(), tzinfo=zone)
-    until = _localise(q.until, zone) or since + timedelta(days=1)
+    since = _localise(q.since, zone)
+    until = _localise(q.until, zone)
+    if since is None:
+        since = datetime.combine(now.date(), time(), tzinfo=zone)
+        until = until or since + timedelta(days=1)
+    elif until is None:
+        until = max(now, since) + timedelta(seconds=1)
     if until <= since:
         raise ValidationFailed("invalid query", fields={"until": "until must be later than since"})
     summary = await request.app[CALL_REPOSITORY].summary(since, until)

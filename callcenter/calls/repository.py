@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, cast, get_args
 
-from sqlalchemy import ColumnElement, Table, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.calls.model import (
@@ -30,6 +30,7 @@ from callcenter.db.models import (
     CallbackRequestRow,
     CallRow,
     IvrStepRow,
+    check_lengths,
     utcnow,
 )
 
@@ -143,7 +144,7 @@ class CallRepository:
             "result": step.result,
         }
         _check_required(values, ("call_uniqueid", "node", "kind"))
-        _check_lengths(IvrStepRow.__table__, values)
+        check_lengths(IvrStepRow.__table__, values)
         async with self._sessions() as session, session.begin():
             stmt = dialect_insert(session, IvrStepRow.__table__).values(**values)
             await session.execute(
@@ -163,7 +164,7 @@ class CallRepository:
             "updated_at": utcnow(),
         }
         _check_required(values, ("call_uniqueid", "number_raw"))
-        _check_lengths(CallbackRequestRow.__table__, values)
+        check_lengths(CallbackRequestRow.__table__, values)
         async with self._sessions() as session, session.begin():
             stmt = dialect_insert(session, CallbackRequestRow.__table__).values(**values)
             await session.execute(stmt.on_conflict_do_nothing(index_elements=["call_uniqueid"]))
@@ -418,7 +419,7 @@ class CallRepository:
             "adopted": bool(r.adopted),
         }
         _check_required(values, ("uniqueid",))
-        _check_lengths(CallRow.__table__, values)
+        check_lengths(CallRow.__table__, values)
         return values
 
     def _filters(
@@ -476,16 +477,6 @@ def _check_required(values: Mapping[str, Any], names: Sequence[str]) -> None:
     for name in names:
         if not values[name]:
             raise ValueError(f"{name} must not be empty")
-
-
-def _check_lengths(table: Table | Any, values: Mapping[str, Any]) -> None:
-    for column in table.columns:
-        value = values.get(column.name)
-        length = getattr(column.type, "length", None)
-        if isinstance(value, str) and isinstance(length, int) and len(value) > length:
-            raise ValueError(
-                f"{table.name}.{column.name} is {len(value)} characters, at most {length}"
-            )
 
 
 def _check_page(limit: int, offset: int) -> None:

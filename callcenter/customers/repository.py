@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.customers.model import Customer, CustomerChanges, CustomerNumber, CustomerTier
 from callcenter.customers.service import InvalidNumberError, normalise_number, parse_number
-from callcenter.db.models import CUSTOMER_TIERS, CustomerNumberRow, CustomerRow, utcnow
+from callcenter.db.models import (
+    CUSTOMER_TIERS,
+    CustomerNumberRow,
+    CustomerRow,
+    check_lengths,
+    utcnow,
+)
 from callcenter.ivr.model import CustomerInfo
 
 __all__ = [
@@ -20,7 +28,8 @@ __all__ = [
 ]
 
 
-_RAW_NUMBER_MAX = 64
+_RAW_NUMBER_MAX = 80
+_CHANGEABLE = frozenset(CustomerChanges.__annotations__)
 
 
 class CustomerNotFoundError(LookupError):
@@ -64,21 +73,29 @@ class CustomerRepository:
         NumberInUseError when a number belongs to someone else (nothing is saved then)."""
         _check_name(name)
         _check_tier(tier)
+        check_lengths(
+            CustomerRow.__table__,
+            {
+                "company": company,
+                "credit_grade": credit_grade,
+                "preferred_language": preferred_language,
+            },
+        )
         parsed = self._parse_all(numbers)
-        async with self._sessions() as session, session.begin():
-            await _ensure_free(session, [n for _, n in parsed], owner=None)
-            row = CustomerRow(
-                name=name.strip(),
-                tier=tier,
-                company=company,
-                credit_grade=credit_grade,
-                notes=notes,
-                preferred_language=preferred_language,
-                do_not_call=do_not_call,
-                numbers=[CustomerNumberRow(raw=raw, normalised=norm) for raw, norm in parsed],
-            )
-            session.add(row)
-            await session.flush()
+        async with self._numbers_guard(parsed, owner=None), self._sessions() as session:
+            async with session.begin():
+                await _ensure_free(session, [n for _, n in parsed], owner=None)
+                row = CustomerRow(
+                    name=name.strip(),
+                    tier=tier,
+                    company=company,
+                    credit_grade=credit_grade,
+                    notes=notes or "",
+                    preferred_language=preferred_language,
+                    do_not_call=do_not_call,
+                    numbers=[CustomerNumberRow(raw=raw, normalised=norm) for raw, norm in parsed],
+                )
+                session.add(row)
             return _to_customer(row)
 
     async def get(self, customer_id: int) -> Customer | None:
@@ -141,16 +158,22 @@ class CustomerRepository:
 
     async def update(self, customer_id: int, changes: CustomerChanges) -> Customer:
         """Apply `changes`; raises CustomerNotFoundError."""
+        unknown = set(changes) - _CHANGEABLE
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
         if "name" in changes:
             _check_name(changes["name"])
         if "tier" in changes:
             _check_tier(changes["tier"])
+        check_lengths(CustomerRow.__table__, changes)
         async with self._sessions() as session, session.begin():
             row = await _get_row(session, customer_id)
             for key, value in changes.items():
                 setattr(row, key, value)
             if "name" in changes:
                 row.name = changes["name"].strip()
+            if "notes" in changes:
+                row.notes = changes["notes"] or ""
             row.updated_at = utcnow()
             await session.flush()
             return _to_customer(row)
@@ -162,16 +185,17 @@ class CustomerRepository:
     async def attach_numbers(self, customer_id: int, numbers: Iterable[str]) -> Customer:
         """Add numbers to a customer; numbers it already has are ignored (idempotent)."""
         parsed = self._parse_all(numbers)
-        async with self._sessions() as session, session.begin():
-            row = await _get_row(session, customer_id)
-            await _ensure_free(session, [n for _, n in parsed], owner=customer_id)
-            have = {n.normalised for n in row.numbers}
-            for raw, norm in parsed:
-                if norm not in have:
-                    row.numbers.append(CustomerNumberRow(raw=raw, normalised=norm))
-                    have.add(norm)
-            row.updated_at = utcnow()
-        return _to_customer(row)
+        async with self._numbers_guard(parsed, owner=customer_id), self._sessions() as session:
+            async with session.begin():
+                row = await _get_row(session, customer_id)
+                await _ensure_free(session, [n for _, n in parsed], owner=customer_id)
+                have = {n.normalised for n in row.numbers}
+                for raw, norm in parsed:
+                    if norm not in have:
+                        row.numbers.append(CustomerNumberRow(raw=raw, normalised=norm))
+                        have.add(norm)
+                row.updated_at = utcnow()
+            return _to_customer(row)
 
     async def detach_number(self, customer_id: int, number: str) -> Customer:
         normalised = parse_number(number, self._country)
@@ -189,6 +213,18 @@ class CustomerRepository:
                 return False
             await session.delete(row)
             return True
+
+    @asynccontextmanager
+    async def _numbers_guard(
+        self, parsed: Sequence[tuple[str, str]], *, owner: int | None
+    ) -> AsyncIterator[None]:
+        """Turn the unique-index violation of a concurrent writer into NumberInUseError."""
+        try:
+            yield
+        except IntegrityError:
+            async with self._sessions() as session:
+                await _ensure_free(session, [n for _, n in parsed], owner=owner)
+            raise
 
     def _parse_all(self, numbers: Iterable[str]) -> list[tuple[str, str]]:
         if isinstance(numbers, str):

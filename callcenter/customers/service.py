@@ -101,10 +101,11 @@ def _canonical(digits: str, *, international: bool, country: str) -> str:
         if (
             digits.startswith(country)
             and rest.startswith("0")
+            and not rest.startswith("00")
             and country not in _KEEPS_LEADING_ZERO
             and len(rest) >= _MIN_TRUNK_NATIONAL_DIGITS - 1
         ):
-            return country + rest.lstrip("0")
+            return country + rest[1:]
         return digits
     if digits.startswith("0") and len(digits) >= _MIN_TRUNK_NATIONAL_DIGITS:
         national = digits if country in _KEEPS_LEADING_ZERO else digits[1:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -14,22 +15,37 @@ from callcenter.db.engine import create_engine
 
 __all__ = [
     "MIGRATIONS_DIR",
+    "MIGRATIONS_DIR_ENV",
     "alembic_config",
     "current_revision",
     "head_revision",
+    "migrations_dir",
     "upgrade_database",
 ]
 
+MIGRATIONS_DIR_ENV = "CALLCENTER_MIGRATIONS_DIR"
 # migrations/ lives at the repository root, beside the callcenter package.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: $CALLCENTER_MIGRATIONS_DIR, else the source tree's
+    migrations/, else ./migrations (for an installed package run from the project directory)."""
+    override = os.environ.get(MIGRATIONS_DIR_ENV)
+    candidates = [Path(override)] if override else [MIGRATIONS_DIR, Path.cwd() / "migrations"]
+    for candidate in candidates:
+        if (candidate / "env.py").is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(
+        f"migrations directory not found (tried {tried}); set {MIGRATIONS_DIR_ENV}"
+    )
+
+
 def alembic_config() -> Config:
     """An Alembic Config for the project's migrations, independent of the working directory."""
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise FileNotFoundError(f"migrations directory not found: {MIGRATIONS_DIR}")
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["configure_logging"] = False
     return cfg
 

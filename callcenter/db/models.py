@@ -7,6 +7,7 @@ The migrations in migrations/versions must produce exactly this schema (a test c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    FromClause,
     Index,
     Integer,
     MetaData,
@@ -41,6 +43,7 @@ __all__ = [
     "IvrStepRow",
     "QueueRow",
     "UTCDateTime",
+    "check_lengths",
     "utcnow",
 ]
 
@@ -63,6 +66,18 @@ UNIQUEID_LEN = 150
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def check_lengths(table: FromClause, values: Mapping[str, Any]) -> None:
+    """Refuse text longer than its column, with a clear ValueError (PostgreSQL would reject it
+    with a driver error, SQLite would silently keep it)."""
+    for column in table.columns:
+        value = values.get(column.name)
+        length = getattr(column.type, "length", None)
+        if isinstance(value, str) and isinstance(length, int) and len(value) > length:
+            raise ValueError(
+                f"{column.table.name}.{column.name} is {len(value)} characters, at most {length}"
+            )
 
 
 def _in_list(column: str, values: tuple[str, ...]) -> str:
@@ -110,15 +125,15 @@ class CallRow(Base):
     linkedid: Mapped[str] = mapped_column(String(UNIQUEID_LEN), index=True)
     channel: Mapped[str] = mapped_column(String(255))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    caller_number: Mapped[str] = mapped_column(String(64), default="")
+    caller_number: Mapped[str] = mapped_column(String(80), default="")
     # normalise_number(caller_number): lets the log be searched by any way of writing a number
     caller_number_normalised: Mapped[str] = mapped_column(String(32), default="", index=True)
     caller_name: Mapped[str] = mapped_column(String(255), default="")
-    dialed_number: Mapped[str] = mapped_column(String(64), default="")
+    dialed_number: Mapped[str] = mapped_column(String(80), default="")
     direction: Mapped[str] = mapped_column(String(16), default="inbound")
     ivr_path: Mapped[list[str]] = mapped_column(JSON, default=list)
     ivr_choice: Mapped[str | None] = mapped_column(String(64))
-    queue: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(80))
     queue_priority: Mapped[int | None] = mapped_column(Integer)
     queue_joined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     queue_left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -176,10 +191,10 @@ class CallbackRequestRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     call_uniqueid: Mapped[str] = mapped_column(String(UNIQUEID_LEN), unique=True)
-    number_raw: Mapped[str] = mapped_column(String(64))
+    number_raw: Mapped[str] = mapped_column(String(80))
     number: Mapped[str] = mapped_column(String(32), index=True)  # normalised
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    queue: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(80))
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     note: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -190,7 +205,7 @@ class CallbackRequestRow(Base):
 class QueueRow(Base):
     __tablename__ = "queues"
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
     group: Mapped[str] = mapped_column(String(32))
     strategy: Mapped[str] = mapped_column(String(32), default="ringall")
     service_level_seconds: Mapped[int] = mapped_column(Integer, default=60)
@@ -248,7 +263,7 @@ class CustomerNumberRow(Base):
     customer_id: Mapped[int] = mapped_column(
         ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
-    raw: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[str] = mapped_column(String(80))
     normalised: Mapped[str] = mapped_column(String(32), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -10,7 +10,14 @@ from callcenter.agents.repository import AgentInfo, AgentRepository, QueueInfo
 from callcenter.customers.model import CustomerTier
 from callcenter.customers.repository import CustomerRepository
 
-__all__ = ["DEMO_AGENTS", "DEMO_CUSTOMERS", "DEMO_QUEUES", "SeedResult", "seed_demo_data"]
+__all__ = [
+    "DEMO_AGENTS",
+    "DEMO_CUSTOMERS",
+    "DEMO_QUEUES",
+    "DemoCustomer",
+    "SeedResult",
+    "seed_demo_data",
+]
 
 DEMO_QUEUES: tuple[QueueInfo, ...] = (
     QueueInfo("bookings", "bookings", "rrmemory", 60, 0, "订单组 bookings and orders"),
@@ -33,7 +40,7 @@ DEMO_AGENTS: tuple[AgentInfo, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class _DemoCustomer:
+class DemoCustomer:
     name: str
     numbers: tuple[str, ...]
     tier: CustomerTier = "normal"
@@ -45,8 +52,8 @@ class _DemoCustomer:
 
 
 # Numbers deliberately written every way people write them; all normalise to distinct E.164 digits.
-DEMO_CUSTOMERS: tuple[_DemoCustomer, ...] = (
-    _DemoCustomer(
+DEMO_CUSTOMERS: tuple[DemoCustomer, ...] = (
+    DemoCustomer(
         "王建国",
         ("+86 138-0013-8000",),
         "key",
@@ -55,45 +62,43 @@ DEMO_CUSTOMERS: tuple[_DemoCustomer, ...] = (
         "zh",
         "大客户: 专人对接 (王芳)",
     ),
-    _DemoCustomer("李秀英", ("13900139001",), company="杭州美食坊", credit_grade="B"),
-    _DemoCustomer("张敏", ("0086 137 0013 7002", "021-62345678"), "key", "上海远航贸易", "A", "zh"),
-    _DemoCustomer("刘德明", ("86 136 0013 6003",), credit_grade="C"),
-    _DemoCustomer("陈晓燕", ("(0)135 0013 5004",), language="zh"),
-    _DemoCustomer("杨帆", ("+8615000150005",), company="成都天府软件", credit_grade="B"),
-    _DemoCustomer("黄丽", ("151-0015-1006",), do_not_call=True, notes="要求不再回访"),
-    _DemoCustomer("赵志强", ("010-87654321", "18600186007"), "key", "北京京华保险", "A", "zh"),
-    _DemoCustomer("周杰", ("187 0018 7008",)),
-    _DemoCustomer("吴婷婷", ("0755-26612345",), company="深圳前海银行", credit_grade="B"),
-    _DemoCustomer("徐磊", ("13300133010",)),
-    _DemoCustomer("孙丽华", ("+86 177 0017 7011",), credit_grade="D", notes="多次投诉配送延误"),
-    _DemoCustomer("马超", ("0086-158-0015-8012",), "key", "西北能源集团", "A"),
-    _DemoCustomer("朱小红", ("15900159013",), language="zh"),
-    _DemoCustomer("胡军", ("020 3888 1234",), company="广州南方快运"),
-    _DemoCustomer("郭静", ("18800188015",)),
-    _DemoCustomer("何伟", ("+86 (0)571 8765 4321",), company="杭州西湖茶业", credit_grade="C"),
-    _DemoCustomer("高峰", ("13100131017",)),
-    _DemoCustomer("林美玲", ("+86 139 1234 5678",), "key", "厦门海峡航运", "A", "zh"),
-    _DemoCustomer("罗斌", ("176-0017-6019",)),
-    _DemoCustomer(
+    DemoCustomer("李秀英", ("13900139001",), company="杭州美食坊", credit_grade="B"),
+    DemoCustomer("张敏", ("0086 137 0013 7002", "021-62345678"), "key", "上海远航贸易", "A", "zh"),
+    DemoCustomer("刘德明", ("86 136 0013 6003",), credit_grade="C"),
+    DemoCustomer("陈晓燕", ("(0)135 0013 5004",), language="zh"),
+    DemoCustomer("杨帆", ("+8615000150005",), company="成都天府软件", credit_grade="B"),
+    DemoCustomer("黄丽", ("151-0015-1006",), do_not_call=True, notes="要求不再回访"),
+    DemoCustomer("赵志强", ("010-87654321", "18600186007"), "key", "北京京华保险", "A", "zh"),
+    DemoCustomer("周杰", ("187 0018 7008",)),
+    DemoCustomer("吴婷婷", ("0755-26612345",), company="深圳前海银行", credit_grade="B"),
+    DemoCustomer("徐磊", ("13300133010",)),
+    DemoCustomer("孙丽华", ("+86 177 0017 7011",), credit_grade="D", notes="多次投诉配送延误"),
+    DemoCustomer("马超", ("0086-158-0015-8012",), "key", "西北能源集团", "A"),
+    DemoCustomer("朱小红", ("15900159013",), language="zh"),
+    DemoCustomer("胡军", ("020 3888 1234",), company="广州南方快运"),
+    DemoCustomer("郭静", ("18800188015",)),
+    DemoCustomer("何伟", ("+86 (0)571 8765 4321",), company="杭州西湖茶业", credit_grade="C"),
+    DemoCustomer("高峰", ("13100131017",)),
+    DemoCustomer("林美玲", ("+86 139 1234 5678",), "key", "厦门海峡航运", "A", "zh"),
+    DemoCustomer("罗斌", ("176-0017-6019",)),
+    DemoCustomer(
         "John Smith",
         ("+44 20 7946 0020",),
         company="Smith & Partners Ltd",
         credit_grade="B",
         language="en",
     ),
-    _DemoCustomer("Maria Garcia", ("+34 912 345 021",), language="en"),
-    _DemoCustomer(
-        "David Miller", ("+1 (212) 555-0122",), "key", "Miller Logistics Inc.", "A", "en"
-    ),
-    _DemoCustomer("Sophie Martin", ("+33 1 42 68 53 23",), language="en"),
-    _DemoCustomer(
+    DemoCustomer("Maria Garcia", ("+34 912 345 021",), language="en"),
+    DemoCustomer("David Miller", ("+1 (212) 555-0122",), "key", "Miller Logistics Inc.", "A", "en"),
+    DemoCustomer("Sophie Martin", ("+33 1 42 68 53 23",), language="en"),
+    DemoCustomer(
         "Peter Wang", ("13800138024", "+852 2345 6024"), company="Pacific Trade HK", language="en"
     ),
-    _DemoCustomer("Emily Chen 陈美琪", ("+86 135 2468 1025",), language="en"),
-    _DemoCustomer("Thomas Müller", ("+49 30 1234 5026",), credit_grade="B", language="en"),
-    _DemoCustomer("Yuki Tanaka", ("+81 3-1234-5027",), language="en"),
-    _DemoCustomer("欧阳娜娜", ("18900189028",), notes="常问发票问题"),
-    _DemoCustomer("司马光", ("0531-86012345",), "key", "济南泉城实业", "B", "zh"),
+    DemoCustomer("Emily Chen 陈美琪", ("+86 135 2468 1025",), language="en"),
+    DemoCustomer("Thomas Müller", ("+49 30 1234 5026",), credit_grade="B", language="en"),
+    DemoCustomer("Yuki Tanaka", ("+81 3-1234-5027",), language="en"),
+    DemoCustomer("欧阳娜娜", ("18900189028",), notes="常问发票问题"),
+    DemoCustomer("司马光", ("0531-86012345",), "key", "济南泉城实业", "B", "zh"),
 )
 
 

@@ -193,6 +193,7 @@ class _Call:
         default_queue: str,
         operator_queue: str,
         variables: dict[str, str],
+        language: str | None,
     ) -> None:
         self.flow = flow
         self.calendar = calendar
@@ -206,6 +207,8 @@ class _Call:
         self.vars: dict[str, str] = {**flow.variables, **variables}
         self.vars.setdefault("CALLER", caller or "")
         self.vars["LANG"] = self.language
+        if language and (not flow.languages or language in flow.languages):
+            self._use_language(language)
 
     # helpers -----------------------------------------------------------------------------
 
@@ -486,8 +489,13 @@ def run_flow(
     default_queue: str,
     operator_queue: str,
     variables: dict[str, str] | None = None,
+    language: str | None = None,
 ) -> Gen:
-    """Start a call through ``flow``; see the module docstring for the protocol."""
+    """Start a call through ``flow``; see the module docstring for the protocol.
+
+    ``language`` (e.g. from ``?lang=en`` in the AGI URL) preselects the prompt language when the
+    flow offers it; language nodes with ``skip_if_known`` then do not ask.
+    """
     call = _Call(
         flow,
         calendar=calendar,
@@ -495,5 +503,6 @@ def run_flow(
         default_queue=default_queue,
         operator_queue=operator_queue,
         variables=dict(variables or {}),
+        language=language,
     )
     return call.run()

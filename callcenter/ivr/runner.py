@@ -111,6 +111,7 @@ class IvrRunner:
                 "CALLER_NAME": env.calleridname or "",
                 "DNID": env.dnid or "",
             },
+            language=env.query.get("lang"),
         )
         outcome: Outcome | None = None
         last_node = flow.start
@@ -143,14 +144,14 @@ class IvrRunner:
             log.exception("ivr %s: flow %s failed; failing open", uniqueid, flow.name)
             seq += 1
             steps.append(IvrStep(uniqueid, seq, self._clock(), last_node, "error", None, "error"))
-            if not conn.dead:
+            if not conn.dead and not conn.closed:
                 with contextlib.suppress(Exception):
                     await conn.set_variable("IVR_QUEUE", self._default_queue)
         finally:
             engine.close()
             await conn.close()
             await self._flush(uniqueid, steps)
-        if outcome is not None:
+        if outcome is not None and log.isEnabledFor(logging.INFO):
             log.info(
                 "ivr %s: %s via %s -> %s %s",
                 uniqueid,
@@ -168,8 +169,7 @@ class IvrRunner:
             async with asyncio.timeout(self._lookup_timeout * FLUSH_TIMEOUTS):
                 for step in steps:
                     try:
-                        async with asyncio.timeout(self._lookup_timeout):
-                            await self._recorder.record_step(step)
+                        await self._recorder.record_step(step)
                     except Exception as exc:
                         failed += 1
                         if failed == 1:
@@ -200,8 +200,10 @@ class IvrRunner:
                     await conn.set_variable(n, v)
                     return Ack()
                 case Hangup():
-                    if not conn.dead:
-                        await conn.hangup()
+                    # Either way the call is over: a 511 here just means the caller was faster.
+                    with contextlib.suppress(AgiHangup):
+                        if not conn.dead:
+                            await conn.hangup()
                     return Ack()
                 case HoursCheck():
                     return self._clock()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time as _time
-from pathlib import Path, PurePosixPath
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Literal
+from urllib.parse import quote
 
 from callcenter.pbxsim.callers import CallerModel, IvrHangup, KeyPlan
 from callcenter.pbxsim.pbx import (
@@ -28,9 +30,11 @@ from callcenter.pbxsim.pbx import (
     Ids,
     Pbx,
     RealClock,
-    escape_value,
+    escape_ctl,
     null_sink,
 )
+
+log = logging.getLogger(__name__)
 
 AgiStatus = Literal["SUCCESS", "FAILURE", "HANGUP"]
 SAMPLES_PER_SECOND = 8000
@@ -349,6 +353,7 @@ class AgiSession:
         self._notified = False
         self._pending_hangup: IvrHangup | None = caller.ivr_hangup if caller else None
         self._cmd_start = 0.0
+        self._break = False
 
     # ------------------------------------------------------------------ plumbing
     def environment(self) -> bytes:
@@ -551,7 +556,7 @@ class AgiSession:
     async def _handle(self, line: str) -> None:
         argv = parse_args(line)
         command_id = self.pbx.ids.command_id()
-        snap_cmd = [("CommandId", command_id), ("Command", escape_value(line))]
+        snap_cmd = [("CommandId", command_id), ("Command", escape_ctl(line))]
         self.pbx.emit("AGIExecStart", "agi", [*self.ch.snapshot(), *snap_cmd])
         name = find_command(argv)
         self._cmd_start = self.pbx.clock.time()
@@ -563,7 +568,11 @@ class AgiSession:
             reply, code, rc = REPLY_511, 511, R_SUCCESS
         else:
             handler = getattr(self, "cmd_" + name.replace(" ", "_"))
-            outcome = await handler(argv)
+            try:
+                outcome = await handler(argv)
+            except (ValueError, OverflowError, IndexError):
+                log.warning("AGI %s: cannot handle %r", self.ch.name, line, exc_info=True)
+                outcome = None
             if outcome is None:
                 usage = USAGE.get(name)
                 if usage is None:
@@ -648,7 +657,8 @@ class AgiSession:
         return "200 result=0\n", R_SUCCESS
 
     async def cmd_asyncagi_break(self, argv: list[str]) -> Outcome:
-        return "200 result=0\n", R_FAILURE
+        self._break = True
+        return "200 result=0\n", R_SUCCESS
 
     async def cmd_noop(self, argv: list[str]) -> Outcome:
         return "200 result=0\n", R_SUCCESS
@@ -837,7 +847,10 @@ class AgiSession:
             self._playback_status(d is not None)
             return 0
         if name == "wait":
-            secs = float(data or 0)
+            try:
+                secs = float(data or 0)
+            except ValueError:
+                secs = 0.0
             return 0 if await self._advance_to(secs) else -1
         if name == "answer":
             await self.cmd_answer([])
@@ -1011,6 +1024,69 @@ class AgiSession:
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def uri_encode(text: str) -> str:
+    """ast_uri_encode(ast_uri_http): keep letters, digits and -_.!~*'(), %XX everything else."""
+    return quote(text, safe="-_.!~*'()")
+
+
+class AsyncAgiSession(AgiSession):
+    """AGI(agi:async): commands arrive through the AMI `AGI` action (ami_transcripts/09).
+
+    The environment goes out URL-encoded in AsyncAGIStart; each command's reply in AsyncAGIExec
+    (with the client's CommandID as `CommandId`); `ASYNCAGI BREAK` or a hang-up ends it.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("url", AgiUrl("", 0, None, "async"))
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._out: list[str] = []
+
+    def add_command(self, command: str, command_id: str = "") -> None:
+        self._commands.put_nowait((command, command_id))
+
+    async def _send(self, text: str) -> None:
+        self._out.append(text)
+
+    async def run(self) -> AgiCallResult:
+        env = self.environment().decode("utf-8", "replace")
+        env = "".join(
+            line + "\n" for line in env.split("\n")[:-1] if not line.startswith("agi_network")
+        )
+        self.pbx.emit("AsyncAGIStart", "agi", [*self.ch.snapshot(), ("Env", uri_encode(env))])
+        self.result.connected = True
+        while not self._break:
+            get = asyncio.ensure_future(self._commands.get())
+            hang = asyncio.ensure_future(self.ch.hangup_requested.wait())
+            await asyncio.wait({get, hang}, return_when=asyncio.FIRST_COMPLETED)
+            hang.cancel()
+            if not get.done():
+                get.cancel()
+                break
+            line, command_id = get.result()
+            self._out = []
+            self._command_index += 1
+            self.result.commands.append(line)
+            await self._handle(line)
+            reply = "".join(self._out)
+            fields = [*self.ch.snapshot(), ("Result", uri_encode(reply))]
+            if command_id:
+                fields.append(("CommandId", command_id))
+            self.pbx.emit("AsyncAGIExec", "agi", fields)
+            if self._hung:
+                break
+        if not self.ch.gone:
+            self.pbx.emit("AsyncAGIEnd", "agi", self.ch.snapshot())
+        if self._hung:
+            self.result.status = "HANGUP"
+            self.result.hung_up = True
+        elif self._failed:
+            self.result.status = "FAILURE"
+        self._finish()
+        return self.result
+
 
 _VAR_RE = re.compile(r"\$\{([^{}]+)\}")
 

@@ -184,6 +184,9 @@ _POSIX_CLASSES = {
 }
 
 
+_BLANKS = "".join(map(chr, range(1, 33)))  # ast_skip_blanks skips every byte below 33
+
+
 class FilterError(ValueError):
     """A filter Asterisk would refuse; `reply` is the exact Message of the Filter action."""
 
@@ -238,7 +241,7 @@ class EventFilter:
         for raw in text.split("\n"):
             line = raw[:-1] if raw.endswith("\r") else raw
             if line.startswith(self.header):
-                value = line[len(self.header) :].lstrip("".join(map(chr, range(1, 33))))
+                value = line[len(self.header) :].lstrip(_BLANKS)
                 if value and self._match_data(value):
                     return True
         return False
@@ -421,7 +424,7 @@ class _Event:
 _CLOSE = object()  # queued after the Shutdown event: the session ends when it reaches it
 
 
-def _no_challenge_source() -> int:
+def _random_challenge() -> int:
     return random.SystemRandom().randrange(2**31)
 
 
@@ -772,7 +775,7 @@ class AmiServer:
         users: Mapping[str, AmiUser],
         version: str = "9.0.0",
         clock_ns: Callable[[], int] = time.time_ns,
-        challenge_source: Callable[[], int] = _no_challenge_source,
+        challenge_source: Callable[[], int] = _random_challenge,
         boot_time_ns: int | None = None,
         reload_time_ns: int | None = None,
         fully_booted: bool = True,
@@ -863,7 +866,9 @@ class AmiServer:
         return session
 
     def _admit(self, session: AmiSession) -> bool:
-        unauthenticated = sum(1 for s in self._sessions.values() if not s.authenticated)
+        unauthenticated = sum(
+            1 for s in self._sessions.values() if not s.authenticated and not s.closed
+        )
         if unauthenticated >= self.auth_limit:
             return False
         self._sessions[session.id] = session
@@ -1022,7 +1027,8 @@ class AmiServer:
     def _in_use(self, username: str) -> bool:
         name = username.lower()
         return any(
-            s.authenticated and (s.username or "").lower() == name for s in self._sessions.values()
+            s.authenticated and not s.closed and (s.username or "").lower() == name
+            for s in self._sessions.values()
         )
 
     # -- built-in actions ------------------------------------------------------------------

@@ -34,7 +34,13 @@ from pathlib import Path
 from types import TracebackType
 
 from callcenter.asterisk.message import AmiMessage
-from callcenter.pbxsim.agi_client import AgiSession, AgiUrl, Prompts, substitute
+from callcenter.pbxsim.agi_client import (
+    AgiSession,
+    AgiUrl,
+    AsyncAgiSession,
+    Prompts,
+    substitute,
+)
 from callcenter.pbxsim.ami_server import ActionReply, AmiServer, AmiSession, AmiUser, CliResult
 from callcenter.pbxsim.callers import CallerModel
 from callcenter.pbxsim.pbx import (
@@ -207,6 +213,7 @@ class Emulator:
         self.acd.run_dialplan = self._run_from
         self.acd.run_app = self._run_app_only
         self.astdb: dict[tuple[str, str], str] = {}
+        self._async_agi: dict[str, AsyncAgiSession] = {}
         self.summaries: list[CallSummary] = []
         self._recordings: set[asyncio.Task[Path | None]] = set()
         self._calls: set[asyncio.Task[CallSummary]] = set()
@@ -288,6 +295,34 @@ class Emulator:
         summary.agi_status = ch.variables.get("AGISTATUS", "")
         summary.ivr_queue = ch.variables.get("IVR_QUEUE", "")
         self.summaries.append(summary)
+        return summary
+
+    async def internal_call(
+        self, interface: str, exten: str, *, context: str | None = None
+    ) -> CallSummary:
+        """An agent phone (`PJSIP/1001`) dials `exten`; its answered channel runs the dialplan."""
+        agent = self.acd.agents[interface]
+        tech = interface.split("/", 1)[0]
+        ch = self.pbx.new_channel(
+            endpoint=agent.profile.endpoint,
+            context=context or agent.profile.context,
+            exten=exten,
+            state=STATE_UP,
+            tech=tech,
+            caller_num=agent.profile.endpoint,
+            caller_name=agent.profile.name,
+            dnid=exten,
+        )
+        caller = CallerModel(number=agent.profile.endpoint, name=agent.profile.name, did=exten)
+        summary = CallSummary(ch.uniqueid, ch.name, caller, start=self.clock.time())
+        self._callers[ch.name] = caller
+        try:
+            await self._run_dialplan(ch, (ch.context, exten, 1), None)
+        finally:
+            self._callers.pop(ch.name, None)
+        summary.end = self.clock.time()
+        summary.agi_status = ch.variables.get("AGISTATUS", "")
+        summary.outcome = "completed"
         return summary
 
     def place_call(
@@ -413,7 +448,7 @@ class Emulator:
                 self._mark(ch, "abandoned")
             elif outcome == "timeout":
                 self._mark(ch, "timeout")
-            if outcome == "hangup":
+            if outcome in ("hangup", "fail"):
                 return None
             if outcome == "redirect" and ch.redirect_to is not None:
                 ch.redirected.clear()
@@ -428,6 +463,22 @@ class Emulator:
         return here if (res or 0) >= 0 else None
 
     async def _agi(self, ch: Channel, data: str, here: Location) -> Location | None:
+        if data.split(",")[0] == "agi:async":
+            async_session = AsyncAgiSession(
+                pbx=self.pbx,
+                channel=ch,
+                caller=self._callers.get(ch.name),
+                prompts=self.config.prompts,
+                apps=self._run_app_only,
+                db=self.astdb,
+                extension_exists=self.dialplan.exists,
+            )
+            self._async_agi[ch.name] = async_session
+            try:
+                async_result = await async_session.run()
+            finally:
+                self._async_agi.pop(ch.name, None)
+            return None if async_result.status == "HANGUP" else here
         try:
             url = AgiUrl.parse(data)
         except ValueError:
@@ -516,7 +567,6 @@ class Emulator:
         tech, resource = target.split("/", 1)
         endpoint = resource.split("@", 1)[1] if "@" in resource else resource
         agent = self.acd.agents.get(f"{tech}/{endpoint}")
-        external = agent is None
         if agent is not None and not agent.profile.registered:
             self.pbx.set_var(ch, "DIALSTATUS", "CHANUNAVAIL")
             return here
@@ -627,11 +677,38 @@ class Emulator:
             ("Setvar", self._action_setvar, "call"),
         ]
         for name, fn, priv in table:
-            server.register_action(name, simple(fn), privilege=priv)  # type: ignore[arg-type]
+            try:
+                server.register_action(name, simple(fn), privilege=priv)  # type: ignore[arg-type]
+            except ValueError:
+                log.info("pbxsim: AMI action %s already provided by the server", name)
         server.register_action("Originate", originate, privilege="originate")
-        server.register_cli("core show version", self._cli_version)
-        server.register_cli("queue show", self._cli_queue_show)
-        server.register_cli("core show channels", self._cli_channels)
+
+        async def agi(session: AmiSession, msg: AmiMessage) -> ActionReply:
+            return to_action_reply(self._action_agi(headers_dict(msg)))
+
+        server.register_action("AGI", agi, privilege="agi")
+        for cmd, cli in (
+            ("core show version", self._cli_version),
+            ("queue show", self._cli_queue_show),
+            ("core show channels", self._cli_channels),
+        ):
+            try:
+                server.register_cli(cmd, cli)
+            except ValueError:
+                log.info("pbxsim: CLI command %r already provided by the server", cmd)
+
+    def _action_agi(self, a: dict[str, str]) -> Reply:
+        name, command = a.get("Channel", ""), a.get("Command", "")
+        if not name or not command:
+            return [self.acd._resp(a, False, "Both, Channel and Command are *required*")]
+        if name not in self.pbx.channels:
+            return [self.acd._resp(a, False, f"Channel {name} does not exist.")]
+        session = self._async_agi.get(name)
+        if session is None:
+            text = f"Failed to add AGI command to channel {name} queue"
+            return [self.acd._resp(a, False, text)]
+        session.add_command(command, a.get("CommandID", ""))
+        return [self.acd._resp(a, True, "Added AGI command to queue")]
 
     def _action_getvar(self, a: dict[str, str]) -> Reply:
         var = a.get("Variable", "")
@@ -686,9 +763,8 @@ class Emulator:
                 out.append("   Callers: ")
                 for i, e in enumerate(q.entries, 1):
                     w = int(now - e.start)
-                    out.append(
-                        f"      {i}. {e.channel.name} (wait: {w // 60}:{w % 60:02d}, prio: {e.prio})"
-                    )
+                    wait = f"{w // 60}:{w % 60:02d}"
+                    out.append(f"      {i}. {e.channel.name} (wait: {wait}, prio: {e.prio})")
             else:
                 out.append("   No Callers")
         if args and not out:
@@ -699,9 +775,8 @@ class Emulator:
         lines = ["Channel              Location             State   Application(Data)"]
         for ch in self.pbx.channels.values():
             loc = f"{ch.exten}@{ch.context}:{ch.priority}"
-            lines.append(
-                f"{ch.name:<20} {loc:<20} {_STATE_WORD.get(ch.state, 'Unknown'):<7} {ch.application}({ch.app_data})"
-            )
+            state = _STATE_WORD.get(ch.state, "Unknown")
+            lines.append(f"{ch.name:<20} {loc:<20} {state:<7} {ch.application}({ch.app_data})")
         n = len(self.pbx.channels)
         lines.append(f"{n} active channel{'s' if n != 1 else ''}")
         return CliResult("\n".join(lines))
@@ -771,6 +846,8 @@ _CANON = (
     "ChannelId",
     "Variable",
     "Value",
+    "Command",
+    "CommandID",
 )
 
 
@@ -830,6 +907,7 @@ def build_dialplan(cfg: EmulatorConfig) -> Dialplan:
         "from-internal", "_NXXNXXXXXX", [Step("Dial", "PJSIP/${EXTEN}@trunk,60"), Step("Hangup")]
     )
     dp.add("from-internal", "_1XXX", [Step("Dial", "PJSIP/${EXTEN},30"), Step("Hangup")])
+    dp.add("from-internal", "700", [Step("AGI", "agi:async"), Step("Hangup")])
     for qc in cfg.queues:
         dp.add("queues", qc.name, [Step("Queue", f"{qc.name},t,,,300"), Step("Hangup")])
     return dp

@@ -62,6 +62,11 @@ def escape_value(value: str) -> str:
     return escape_c(value)
 
 
+def escape_ctl(value: str) -> str:
+    """Only CR/LF escaped: for raw protocol text (AGI command lines) that is not C-escaped."""
+    return value.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class EventSink(Protocol):
     """What the core needs from the AMI server: `AmiServer.publish`."""
 
@@ -104,7 +109,8 @@ class VirtualClock:
     """Discrete-event clock for deterministic scenarios.
 
     Sleepers wait on futures; when the event loop has been idle for a few iterations, time jumps
-    to the earliest pending wake-up. Socket I/O does not advance time.
+    to the earliest pending wake-up. Socket I/O does not advance time. `freeze()` stops the
+    jumps (only sleepers already due wake up) until `thaw()`.
     """
 
     def __init__(self, *, start: float = 1715681702.0, idle_spins: int = 30) -> None:
@@ -113,23 +119,44 @@ class VirtualClock:
         self._seq = itertools.count()
         self._idle_spins = idle_spins
         self._driver: asyncio.Task[None] | None = None
+        self._frozen = False
+        self._kick: asyncio.Event | None = None
 
     def time(self) -> float:
         return self._now
 
     def set_time(self, value: float) -> None:
-        """Jump forward (never backwards) without waking sleepers in between order."""
+        """Jump forward (never backwards); sleepers now due wake up in order."""
         self._now = max(self._now, value)
+        self._poke()
+
+    def freeze(self, at: float | None = None) -> None:
+        if at is not None:
+            self._now = max(self._now, at)
+        self._frozen = True
+        self._poke()
+
+    def thaw(self) -> None:
+        self._frozen = False
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._kick is not None:
+            self._kick.set()
 
     async def sleep(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._heap, (self._now + max(0.0, seconds), next(self._seq), fut))
+        if self._kick is None:
+            self._kick = asyncio.Event()
+        self._kick.set()
         if self._driver is None or self._driver.done():
             self._driver = loop.create_task(self._drive())
         await fut
 
     async def _drive(self) -> None:
+        assert self._kick is not None
         while self._heap:
             marker = len(self._heap), self._heap[0][1]
             for _ in range(self._idle_spins):
@@ -137,6 +164,10 @@ class VirtualClock:
             while self._heap and self._heap[0][2].done():
                 heapq.heappop(self._heap)
             if not self._heap or (len(self._heap), self._heap[0][1]) != marker:
+                continue
+            if self._frozen and self._heap[0][0] > self._now:
+                self._kick.clear()
+                await self._kick.wait()
                 continue
             wake, _, fut = heapq.heappop(self._heap)
             self._now = max(self._now, wake)

@@ -238,7 +238,7 @@ class Queue:
         ]
 
 
-QueueOutcome = Literal["hangup", "continue", "redirect", "timeout"]
+QueueOutcome = Literal["hangup", "continue", "redirect", "timeout", "fail"]
 DialplanSpawner = Callable[[Channel, tuple[str, str, int]], None]
 Recorder = Callable[[Path, Channel, Channel, float, CallerModel | None, AgentProfile], None]
 
@@ -410,6 +410,8 @@ class Acd:
         """Queue(name,options,URL,announce,timeout). Returns how the caller left."""
         args = [*data.split(","), "", "", "", "", ""][:5]
         qname, options, timeout_s = args[0], args[1], args[4]
+        if not qname:
+            return "fail"  # "Queue requires an argument": the application returns -1
         q = self.queues.get(qname)
         if q is None:
             self.pbx.set_var(ch, "QUEUESTATUS", "UNKNOWN")
@@ -1001,8 +1003,17 @@ class Acd:
         """Dial `chan`. Returns (answered, publish-the-OriginateResponse)."""
         pbx = self.pbx
         tech, resource = chan.split("/", 1)
-        endpoint = resource.split("@", 1)[0]
-        agent = self.agents.get(f"{tech}/{endpoint}")
+        if "@" in resource:
+            # PJSIP/<number>@<trunk endpoint>: the outside world answers most calls
+            endpoint = resource.split("@", 1)[1]
+            agent: Agent | None = Agent(
+                AgentProfile(
+                    f"{tech}/{endpoint}", "", answer_probability=0.85, answer_delay=(3, 12)
+                )
+            )
+        else:
+            endpoint = resource
+            agent = self.agents.get(f"{tech}/{endpoint}")
         cid = a.get("CallerID", "")
         m = re.fullmatch(r'\s*(?:"([^"]*)"|([^<"]*?))\s*<([^>]*)>\s*', cid)
         cid_name, cid_num = (

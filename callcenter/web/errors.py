@@ -36,6 +36,39 @@ class ValidationFailed(ApiError):
     code = "validation_failed"
 
 
+class Unauthorized(ApiError):
+    """No valid session or API token."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class InvalidCredentials(Unauthorized):
+    """Sign-in refused: unknown user, wrong password or disabled account (never says which)."""
+
+    code = "invalid_credentials"
+
+
+class Forbidden(ApiError):
+    """Signed in, but the role (or the token's scopes) does not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(ApiError):
+    """Rate limited; `retry_after` seconds until the next attempt may succeed."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, retry_after: int, fields: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, fields=fields)
+        self.retry_after = max(1, retry_after)
+
+
 class NotFound(ApiError):
     status = 404
     code = "not_found"

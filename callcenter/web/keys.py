@@ -15,6 +15,13 @@ from callcenter.agents.model import AgentState, QueueStats
 from callcenter.calls.model import CallRecord
 from callcenter.calls.repository import CallRepository
 from callcenter.config import Settings
+from callcenter.users.repository import (
+    AuditRepository,
+    SessionRepository,
+    TokenRepository,
+    UserRepository,
+)
+from callcenter.users.service import LoginRateLimiter
 from callcenter.web.hub import WebSocketHub
 
 
@@ -53,3 +60,9 @@ LIVE_CALLS = web.AppKey[LiveCalls]("live_calls")
 LIVE_AGENTS = web.AppKey[LiveAgents]("live_agents")
 # name -> check, run by GET /healthz; registered by each resource's cleanup context
 HEALTH_CHECKS = web.AppKey[dict[str, HealthCheck]]("health_checks")
+# users, sign-in and audit (callcenter.web.auth.install_auth)
+USERS = web.AppKey("users", UserRepository)
+WEB_SESSIONS = web.AppKey("web_sessions", SessionRepository)
+API_TOKENS = web.AppKey("api_tokens", TokenRepository)
+AUDIT = web.AppKey("audit", AuditRepository)
+LOGIN_LIMITER = web.AppKey("login_limiter", LoginRateLimiter)

@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from callcenter.calls import api as calls_api
+from callcenter.console import api as console_api
 from callcenter.web.keys import HUB
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -40,3 +41,4 @@ def setup_routes(app: web.Application) -> None:
             web.static("/static", STATIC_DIR, name="static", append_version=False),
         ]
     )
+    app.add_routes(console_api.router.routes())

@@ -261,8 +261,8 @@ class Recorder:
         out = [m for k, m in self.log if k == "event" and isinstance(m, AmiMessage)]
         return [m for m in out if name is None or m.name == name]
 
-    async def wait_for(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, pred: Callable[[], bool], limit: float = 5.0) -> None:
+        async with asyncio.timeout(limit):
             while not pred():
                 self.changed.clear()
                 await self.changed.wait()
@@ -305,9 +305,12 @@ async def running(client: AmiClient, *, wait: bool = True) -> AsyncIterator[AmiC
         await client.close()
 
 
-async def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
+async def wait_until(pred: Callable[[], bool], limit: float = 5.0) -> None:
+    """Poll a condition the fake server changes (it has no event to wait on)."""
+    async with asyncio.timeout(limit):
+        while True:
+            if pred():
+                return
             await asyncio.sleep(0.005)
 
 
@@ -352,7 +355,11 @@ async def test_events_between_lists_keep_stream_order(fake: FakeAsterisk) -> Non
         await rec.wait_for(lambda: "resync" in rec.kinds())
         await fake.push(event("Hangup", Seq="after"))
         await rec.wait_for(lambda: len(rec.events("Hangup")) == 1)
-    seqs = [m.get("Seq") if k == "event" else k for k, m in rec.log if k in ("event", "resync")]
+    seqs = [
+        m.get("Seq") if isinstance(m, AmiMessage) else k
+        for k, m in rec.log
+        if k in ("event", "resync")
+    ]
     assert seqs == ["", "between", "resync", "after"]  # "" = FullyBooted
 
 
@@ -368,6 +375,18 @@ async def test_bad_secret_raises_login_error_and_never_reconnects(fake: FakeAste
     with pytest.raises(AmiNotConnected):
         await client.send_action("Ping")
     await client.close()
+
+
+async def test_bad_secret_in_background_start_is_reported_and_stops(fake: FakeAsterisk) -> None:
+    fake.login_fail_delay = 0.05
+    rec = Recorder()
+    client = make_client(fake, rec, secret="wrong-secret")
+    async with running(client, wait=False):
+        await rec.wait_for(lambda: "disconnected" in rec.kinds())
+        assert isinstance(rec.log[-1][1], AmiLoginError)
+        await asyncio.sleep(0.3)
+        assert fake.connections == 1 and client.state == "stopped"
+        assert isinstance(client.failure, AmiLoginError)
 
 
 async def test_login_refused_after_established_session_stops_client(fake: FakeAsterisk) -> None:
@@ -424,7 +443,7 @@ async def test_unreachable_without_wait_retries_until_asterisk_appears() -> None
         await fake.stop()
 
 
-# -- failures of the link ---------------------------------------------------------------------------
+# -- failures of the link ----------------------------------------------------------------------
 
 
 async def test_drop_mid_frame_reconnects_resyncs_and_keeps_order(fake: FakeAsterisk) -> None:
@@ -464,13 +483,13 @@ async def test_ping_watchdog_reconnects_a_silent_link(fake: FakeAsterisk) -> Non
     try:
         await wait_until(lambda: fake.connections == 1)
         # the silent peer never answers Login: the login times out (action_timeout) -> retry
-        await rec.wait_for(lambda: "resync" in rec.kinds(), timeout=6)
+        await rec.wait_for(lambda: "resync" in rec.kinds(), limit=6)
         assert fake.connections == 2
         # now make the established session go silent: only the watchdog can notice
         fake.current.silent = True
         fake.silent_next = False
-        await rec.wait_for(lambda: "disconnected" in rec.kinds(), timeout=3)
-        await rec.wait_for(lambda: rec.kinds().count("resync") == 2, timeout=3)
+        await rec.wait_for(lambda: "disconnected" in rec.kinds(), limit=3)
+        await rec.wait_for(lambda: rec.kinds().count("resync") == 2, limit=3)
         assert fake.connections == 3
         assert client.stats().ping_timeouts == 1
         assert "Ping" in fake.names()
@@ -553,6 +572,39 @@ async def test_action_while_disconnected_raises_immediately(fake: FakeAsterisk) 
                 await client.send_action("Ping")
         assert info.value.code == "ami_not_connected"
         assert not client.connected and client.state == "reconnecting"
+
+
+async def test_uncorrelatable_reply_fails_the_action_not_the_link(fake: FakeAsterisk) -> None:
+    async def queued(f: FakeAsterisk, conn: Conn, fields: dict[str, str], h: Headers) -> None:
+        await f.reply(conn, fields, ("Message", "Originate successfully queued"))
+
+    fake.handlers["Originate"] = queued
+    rec = Recorder()
+    async with running(make_client(fake, rec)) as client:
+        # without Async, panoramisk 1.4's reply matching raises KeyError('async') inside
+        # data_received, which would drop its connection (PROTOCOL.md §6.3)
+        with pytest.raises(AmiError, match="correlate"):
+            await client.send_list_action("Originate", {"Channel": "PJSIP/1", "Exten": "1"})
+        assert (await client.send_action("Ping")).get("Ping") == "Pong"
+        assert fake.connections == 1
+
+
+async def test_close_from_a_callback_does_not_deadlock(fake: FakeAsterisk) -> None:
+    rec = Recorder()
+    closed = asyncio.Event()
+    client: AmiClient | None = None
+
+    async def on_message(msg: AmiMessage) -> None:
+        if msg.name == "Bye" and client is not None:
+            await client.close()
+            closed.set()
+
+    client = make_client(fake, rec, on_message=on_message)
+    await client.start()
+    await fake.push(event("Bye"))
+    async with asyncio.timeout(2):
+        await closed.wait()
+    assert client.state == "stopped"
 
 
 async def test_pending_action_fails_when_link_drops(fake: FakeAsterisk) -> None:
@@ -671,7 +723,7 @@ async def test_close_fails_pending_action(fake: FakeAsterisk) -> None:
     await client.close()  # idempotent
 
 
-# -- pure helpers -----------------------------------------------------------------------------------
+# -- pure helpers ------------------------------------------------------------------------------
 
 
 def test_backoff_grows_exponentially_with_jitter_and_caps() -> None:

@@ -200,3 +200,17 @@ async def test_prefixes_keep_installations_apart(redis_url: str, redis_prefix: s
     finally:
         await ours.close()
         await theirs.close()
+
+
+async def test_a_burst_of_publishes_shares_a_bounded_pool(
+    redis_url: str, redis_prefix: str
+) -> None:
+    bus = RedisBus(url=redis_url, prefix=redis_prefix, publish_connections=2)
+    try:
+        async with bus.subscribe(keys.CALLS) as messages:
+            await asyncio.gather(*(bus.publish(keys.CALLS, {"n": i}) for i in range(200)))
+            assert bus.published == 200 and bus.publish_failures == 0
+            got = [await next_item(messages) for _ in range(200)]
+        assert sorted(p["n"] for _, p in got) == list(range(200))
+    finally:
+        await bus.close()

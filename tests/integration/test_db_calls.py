@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.calls.model import CallbackRequest, CallRecord, IvrStep, Transfer
@@ -312,3 +314,30 @@ async def test_summary(repo: CallRepository) -> None:
     assert empty["avg_wait_seconds"] is None and empty["ivr_choices"] == {}
     with pytest.raises(ValueError):
         await repo.summary(since, since)
+
+
+async def test_concurrent_writers_all_land(repo: CallRepository) -> None:
+    # the tracker, the IVR runner and a reconcile may all write at once (SQLite: WAL + timeout)
+    records = [full_record(f"1764291700.{i}") for i in range(20)]
+    steps = [IvrStep(r.uniqueid, n, T0, "menu_main", "menu", "1") for r in records for n in (1, 2)]
+    await asyncio.gather(
+        *(repo.save_call(r) for r in records),
+        *(repo.save_call(r) for r in records),
+        *(repo.record_step(s) for s in steps),
+    )
+    assert await repo.count_calls() == 20
+    assert [len(await repo.get_steps(r.uniqueid)) for r in records] == [2] * 20
+
+
+async def test_timestamps_are_stored_in_utc(
+    repo: CallRepository, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    await repo.save_call(full_record())  # started 09:00:00.123456 +08:00
+    async with session_factory() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            query = "SELECT started_at FROM calls"
+        else:
+            utc = "started_at AT TIME ZONE 'UTC'"
+            query = f"SELECT to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US') FROM calls"
+        stored = (await session.execute(text(query))).scalar_one()
+    assert str(stored) == "2026-11-28 01:00:00.123456"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC
 
 import pytest
@@ -72,6 +73,20 @@ async def test_a_number_belongs_to_one_customer(customers: CustomerRepository) -
         await customers.attach_numbers(second.id, ["0086 139 0013 9001"])
 
 
+async def test_racing_for_one_number_gives_a_clear_error(customers: CustomerRepository) -> None:
+    a = await customers.create(name="周杰", numbers=["18700187008"])
+    b = await customers.create(name="徐磊", numbers=["13300133010"])
+    results = await asyncio.gather(
+        customers.attach_numbers(a.id, ["+86 159 0015 9013"]),
+        customers.attach_numbers(b.id, ["15900159013"]),
+        return_exceptions=True,
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], NumberInUseError)
+    owner = await customers.find_by_number("15900159013")
+    assert owner is not None and owner.id in {a.id, b.id}
+
+
 async def test_attach_and_detach_numbers(customers: CustomerRepository) -> None:
     c = await customers.create(name="John Smith", numbers=["+44 20 7946 0020"])
     c = await customers.attach_numbers(c.id, ["13600136003", "+86 136 0013 6003"])
@@ -105,6 +120,8 @@ async def test_update_and_mark_key_customer(customers: CustomerRepository) -> No
         await customers.update(c.id, {"tier": "vip"})  # type: ignore[typeddict-item]
     with pytest.raises(ValueError):
         await customers.update(c.id, {"name": "   "})
+    with pytest.raises(ValueError, match="cannot change id"):
+        await customers.update(c.id, {"id": 7})  # type: ignore[typeddict-unknown-key]
     with pytest.raises(CustomerNotFoundError):
         await customers.mark_key_customer(424242)
 
@@ -134,9 +151,16 @@ async def test_bad_input_is_refused(customers: CustomerRepository) -> None:
         await customers.create(name="x", numbers="13800138000")
     with pytest.raises(ValueError):
         await customers.create(name="x", tier="gold")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="credit_grade"):
+        await customers.create(name="x", credit_grade="AAAAAAAAA")
+    with pytest.raises(InvalidNumberError):
+        await customers.create(name="x", numbers=["1" * 81])
     with pytest.raises(ValueError):
         await customers.list_customers(limit=0)
     assert await customers.count() == 0
+    c = await customers.create(name="x")
+    with pytest.raises(ValueError, match="preferred_language"):
+        await customers.update(c.id, {"preferred_language": "x" * 17})
 
 
 async def test_lookup_adapter_serves_the_ivr(customers: CustomerRepository) -> None:

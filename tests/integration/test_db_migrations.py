@@ -7,13 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from callcenter.db.engine import create_engine
-from callcenter.db.migrate import current_revision, head_revision, upgrade_database
+from callcenter.db.migrate import (
+    MIGRATIONS_DIR_ENV,
+    current_revision,
+    head_revision,
+    migrations_dir,
+    upgrade_database,
+)
 from callcenter.db.models import Base
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,31 +71,41 @@ async def test_an_empty_database_differs_from_the_models(sqlite_url: str) -> Non
     assert len(diff) >= len(TABLES)
 
 
-def test_alembic_command_line_uses_the_configured_url(tmp_path: Path) -> None:
-    db = tmp_path / "nested" / "cli.db"
+def test_alembic_command_line_uses_the_configured_url(db_url: str) -> None:
     env = {
         **os.environ,
-        "CALLCENTER_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "CALLCENTER_DATABASE_URL": db_url,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+
+    def alembic(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "alembic", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    upgraded = alembic("upgrade", "head")
+    assert upgraded.returncode == 0, upgraded.stderr
+    current = alembic("current")
+    assert current.returncode == 0, current.stderr
+    assert f"{head_revision()} (head)" in current.stdout
+
+
+async def test_sqlite_database_file_is_created_by_upgrade(tmp_path: Path) -> None:
+    db = tmp_path / "nested" / "data" / "callcenter.db"
+    await upgrade_database(f"sqlite+aiosqlite:///{db}")
     assert db.is_file()
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "current"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert head_revision() in result.stdout
+
+
+def test_migrations_dir_can_be_overridden(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert migrations_dir() == REPO / "migrations"
+    monkeypatch.setenv(MIGRATIONS_DIR_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=MIGRATIONS_DIR_ENV):
+        migrations_dir()
+    monkeypatch.setenv(MIGRATIONS_DIR_ENV, str(REPO / "migrations"))
+    assert migrations_dir() == REPO / "migrations"

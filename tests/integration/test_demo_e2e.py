@@ -76,3 +76,26 @@ def test_demo_five_calls_json_matches_the_database(tmp_path: Path) -> None:
         with wave.open(str(recordings / Path(name).name)) as wav:
             assert wav.getnchannels() == 2
             assert wav.getframerate() == 8000
+
+    # a second run on the same database reports only its own calls and overwrites none
+    again = _demo(tmp_path, env, 2)
+    assert again["calls"] == 2
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 7
+
+
+def _demo(cwd: Path, env: dict[str, str], calls: int) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "callcenter", "demo", "--calls", str(calls), "--exit", "--json"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stdout  # exactly one JSON object on stdout
+    out: dict[str, object] = json.loads(lines[0])
+    return out

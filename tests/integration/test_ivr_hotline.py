@@ -315,3 +315,50 @@ async def test_slow_recorder_does_not_hold_the_caller() -> None:
         await caller.call(server.port)
         await settle(server)
     assert caller.closed_by_server and caller.variables["IVR_QUEUE"] == "general"
+
+
+async def test_language_from_the_agi_url_query() -> None:
+    caller = Caller(keys=["2"])
+    async with hotline() as (server, _):
+        await caller.call(server.port, script="hotline?lang=en")
+        await settle(server)
+    assert caller.commands[0] == 'STREAM FILE en/hotline/welcome ""'
+    assert caller.variables["IVR_QUEUE"] == "complaints"
+
+
+async def test_caller_gone_before_our_hangup_still_counts_as_callback() -> None:
+    recorder = Recorder()
+    caller = Caller(keys=["1", "9", "1"])
+    async with hotline(recorder=recorder) as (server, _):
+        original = caller.reply
+
+        def reply(line: str) -> str:
+            if line.startswith("STREAM FILE zh/hotline/callback-done"):
+                caller.dead = True
+                return "200 result=-1 endpos=100\nHANGUP\n"
+            return original(line)
+
+        caller.reply = reply  # type: ignore[method-assign]
+        await caller.call(server.port)
+        await settle(server)
+    assert [c.number for c in recorder.callbacks] == ["13800138000"]
+    # The HANGUP line is still unread when we send HANGUP; Asterisk answers 511, which is fine.
+    assert caller.commands[-1] == "HANGUP"
+    assert recorder.steps[-1].result == "requested"
+
+
+async def test_garbage_from_asterisk_ends_the_session_without_more_commands() -> None:
+    caller = Caller(keys=["1"])
+    async with hotline() as (server, runner):
+        original = caller.reply
+
+        def reply(line: str) -> str:
+            if line.startswith("STREAM FILE zh/hotline/welcome"):
+                return "garbage\n"
+            return original(line)
+
+        caller.reply = reply  # type: ignore[method-assign]
+        await caller.call(server.port)
+        await settle(server)
+    assert caller.commands[-1] == 'STREAM FILE zh/hotline/welcome ""'
+    assert caller.closed_by_server and runner.calls_failed == 1

@@ -9,13 +9,14 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from callcenter.bus.base import Bus
 from callcenter.bus.memory import MemoryBus
 from callcenter.web.hub import WebSocketHub
 
 HUB = web.AppKey("hub", WebSocketHub)
 
 
-def _app(bus: MemoryBus, *, outbox_size: int = 16) -> web.Application:
+def _app(bus: Bus, *, outbox_size: int = 16) -> web.Application:
     app = web.Application()
     hub = WebSocketHub(bus=bus, channels=("calls", "agents"), outbox_size=outbox_size)
     app[HUB] = hub
@@ -38,13 +39,15 @@ def _app(bus: MemoryBus, *, outbox_size: int = 16) -> web.Application:
 
 
 async def _until(predicate: Any) -> None:
-    async with asyncio.timeout(5):
-        while not predicate():
-            await asyncio.sleep(0.01)
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
 
 
-async def test_published_message_reaches_the_browser(aiohttp_client: Any) -> None:
-    bus = MemoryBus()
+async def test_published_message_reaches_the_browser(aiohttp_client: Any, bus: Bus) -> None:
+    # `bus`: the in-process and the Redis bus (tests/conftest.py)
     app = _app(bus)
     client = await aiohttp_client(app)
     ws = await client.ws_connect("/ws")
@@ -61,8 +64,7 @@ async def test_published_message_reaches_the_browser(aiohttp_client: Any) -> Non
     await _until(lambda: app[HUB].client_count == 0)
 
 
-async def test_shutdown_closes_clients_with_going_away(aiohttp_client: Any) -> None:
-    bus = MemoryBus()
+async def test_shutdown_closes_clients_with_going_away(aiohttp_client: Any, bus: Bus) -> None:
     app = _app(bus)
     client = await aiohttp_client(app)
     ws = await client.ws_connect("/ws")

@@ -423,10 +423,17 @@ async def test_silent_client_is_dropped_after_header_timeout() -> None:
         await wait_idle(server)
 
 
-async def test_oversized_header_is_rejected() -> None:
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"".join(b"agi_v%d: %s\n" % (i, b"x" * 100) for i in range(400)),  # 40 KB, no end
+        b"".join(b"agi_v%d: x\n" % i for i in range(500)) + b"\n",  # too many lines
+    ],
+)
+async def test_oversized_header_is_rejected(data: bytes) -> None:
     async with serving({"ivr": _never}) as server:
         client = await FakeAsterisk.connect(server.port)
-        await client.send(b"".join(b"agi_v%d: x\n" % i for i in range(500)))
+        await client.send(data)
         await client.expect_eof()
         await client.close()
         await wait_idle(server)

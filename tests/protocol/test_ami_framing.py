@@ -40,7 +40,7 @@ def expected_from_annotated(path: Path) -> tuple[list[tuple[str, str]], list[str
 def feed_all(framer: AmiFramer, data: bytes, cuts: list[int]) -> list[AmiMessage]:
     out: list[AmiMessage] = []
     prev = 0
-    for cut in sorted(set(cuts)) + [len(data)]:
+    for cut in [*sorted(set(cuts)), len(data)]:
         out += framer.feed(data[prev:cut])
         prev = cut
     return out
@@ -304,3 +304,44 @@ def test_invalid_limits_rejected() -> None:
         AmiFramer(max_frame_bytes=1)
     with pytest.raises(ValueError):
         AmiFramer(max_lines=0)
+
+
+def unique_stream(n: int) -> bytes:
+    return b"".join(
+        b"Event: VarSet\r\nUniqueid: 1.%d\r\nVariable: V%d\r\nValue: %d: x\r\n\r\n" % (i, i, i)
+        for i in range(n)
+    )
+
+
+def test_line_cache_is_bounded_and_results_do_not_depend_on_it() -> None:
+    repeated = b"".join(RAW_FILES[3].read_bytes() for _ in range(3))  # 04 three times
+    data = unique_stream(3000) + repeated + unique_stream(6000) + GOOD + repeated
+    expected = AmiFramer().feed(data)
+    framer = AmiFramer()
+    got: list[AmiMessage] = []
+    for i in range(0, len(data), 4096):
+        got += framer.feed(data[i : i + 4096])
+        assert framer.cached_lines <= 4096 + 4096
+    assert got == expected
+    assert len(got) == 9000 + 57 * 6 + 1
+    assert got[1].headers == (
+        ("Event", "VarSet"),
+        ("Uniqueid", "1.1"),
+        ("Variable", "V1"),
+        ("Value", "1: x"),
+    )
+    assert framer.errors == 0
+
+
+def test_cached_and_uncached_paths_agree_on_odd_lines() -> None:
+    odd = b"Event: Odd\r\nKey:value\r\nSpaces:   x\r\nEmpty:\r\nColon: a: b\r\n\r\n"
+    framer = AmiFramer()
+    first = framer.feed(odd)
+    second = framer.feed(odd)  # every line now comes from the cache
+    assert first == second
+    assert first[0].headers[1:] == (
+        ("Key", "value"),
+        ("Spaces", "  x"),
+        ("Empty", ""),
+        ("Colon", "a: b"),
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -139,7 +139,9 @@ async def run_section(sc: Scenario, items: Sequence[tuple[str, bytes]]) -> bytes
         dnid=sc.dnid,
     )
     pbx.channels[ch.name] = ch
-    caller = CallerModel(number=sc.callerid, name=sc.name, keys=sc.caller_keys, ivr_hangup=sc.hangup)
+    caller = CallerModel(
+        number=sc.callerid, name=sc.name, keys=sc.caller_keys, ivr_hangup=sc.hangup
+    )
 
     async def apps(channel: Channel, app: str, data: str) -> int | None:
         if app.lower() == "queue":  # EXEC Queue ... tc: the agent hangs up first -> CONTINUE
@@ -207,22 +209,20 @@ async def test_01_ivr_menu_happy_path() -> None:
 
 
 async def test_02_caller_hangup_during_playback() -> None:
-    base = dict(
+    base = Scenario(
         channel="PJSIP/trunk-00000002",
         uniqueid="1715681900.16",
         callerid="15557770000",
         name="",
         threadid=139780002121472,
-        **TRUNK,
+        **TRUNK,  # type: ignore[arg-type]
     )
     await check(
         AGI_DIR / "02_caller_hangup_during_playback.txt",
         [
-            Scenario(**base, hangup=IvrHangup(command=1, after=1.4)),  # type: ignore[arg-type]
-            Scenario(**base, hangup=IvrHangup(command=0)),  # type: ignore[arg-type]
-            Scenario(  # type: ignore[arg-type]
-                **base, hangup=IvrHangup(command=0, after=1.0), exit_on_hangup=True
-            ),
+            replace(base, hangup=IvrHangup(command=1, after=1.4)),
+            replace(base, hangup=IvrHangup(command=0)),
+            replace(base, hangup=IvrHangup(command=0, after=1.0), exit_on_hangup=True),
         ],
     )
 
@@ -323,7 +323,12 @@ async def test_06_env_variants() -> None:
 
 def test_url_parsing() -> None:
     u = AgiUrl.parse("agi://127.0.0.1:4573/ivr?lang=fr&mode=night,sales,,3")
-    assert (u.host, u.port, u.script, u.args) == ("127.0.0.1", 4573, "ivr?lang=fr&mode=night", ("sales", "", "3"))
+    assert (u.host, u.port, u.script, u.args) == (
+        "127.0.0.1",
+        4573,
+        "ivr?lang=fr&mode=night",
+        ("sales", "", "3"),
+    )
     assert u.request == "agi://127.0.0.1:4573/ivr?lang=fr&mode=night"
     bare = AgiUrl.parse("agi://127.0.0.1")
     assert (bare.port, bare.script) == (4573, None)

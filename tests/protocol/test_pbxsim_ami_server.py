@@ -13,6 +13,8 @@ import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callcenter.asterisk.message import AmiMessage
 from callcenter.pbxsim.ami_server import (
@@ -784,3 +786,42 @@ def test_parse_filter_and_cli_args() -> None:
     g = parse_filter("eventfilter", "Channel: [[:alpha:]]+/[[:digit:]]+")
     assert g.matches("X", "Event: X\r\nChannel: PJSIP/1001\r\n\r\n")
     assert parse_cli_args('  a\t"b c"  d\\"e ') == ["a", "b c", 'd"e']
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=4000).map(
+        lambda b: b.replace(b"x", b"\r\n").replace(b"y", b"\n").replace(b"z", b"Action: Ping")
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=20),
+)
+def test_framer_result_does_not_depend_on_how_bytes_arrive(data: bytes, cuts: list[int]) -> None:
+    whole = RequestFramer()
+    whole.feed(data)
+    expected = []
+    while (request := whole.next_request()) is not None:
+        expected.append(request)
+    chunked = RequestFramer()
+    got = []
+    last = 0
+    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
+        chunked.feed(data[last:cut])
+        last = cut
+        while (request := chunked.next_request()) is not None:
+            got.append(request)
+        assert chunked.pending_bytes < 1024 + len(data)  # never more than what was fed
+        assert all(len(h) <= 128 for h in (r.headers for r in got))
+    assert got == expected
+
+
+async def test_garbage_without_line_ends_is_discarded_not_buffered(make_server: Factory) -> None:
+    port = await start(make_server())
+    client = await Client.connect(port)
+    await client.expect(BANNER)
+    garbage = bytes(b for b in range(256) if b not in (0x0A, 0x0D)) * 800  # ~200 KB, no LF
+    await client.send(garbage + b"\r\n\r\nAction: Logoff\r\n\r\n")
+    await client.expect(
+        b"Response: Error\r\nMessage: Failed to parse message: line too long\r\n\r\n"
+    )
+    await client.expect(b"Response: Goodbye\r\nMessage: Thanks for all the fish.\r\n\r\n")
+    await client.expect_eof()

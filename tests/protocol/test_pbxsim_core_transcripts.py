@@ -16,8 +16,8 @@ import pytest
 
 from callcenter.pbxsim.callers import CallerModel, KeyPlan
 from callcenter.pbxsim.emulator import Emulator, EmulatorConfig
-from callcenter.pbxsim.pbx import Ids, VirtualClock
-from callcenter.pbxsim.queues import AgentProfile, QueueConfig
+from callcenter.pbxsim.pbx import STATE_UP, Ids, VirtualClock
+from callcenter.pbxsim.queues import AgentProfile, QueueConfig, QueueEntry
 
 AMI_DIR = Path("/work/shared/asterisk/ami_transcripts")
 pytestmark = pytest.mark.skipif(not AMI_DIR.is_dir(), reason="transcripts not available")
@@ -119,7 +119,7 @@ def make_emulator(
     ids = Ids(
         uniqueid_numbers=iter(uniqueids),
         channel_numbers=iter(channels),
-        uuid_factory=lambda: next(bridges),
+        uuid_factory=lambda: next(bridges, "00000000-0000-4000-8000-000000000000"),
         call_id_factory=lambda name: (call_ids or {}).get(name.rsplit("-", 1)[0], "x@y"),
     )
     cfg = EmulatorConfig(
@@ -148,7 +148,10 @@ async def test_04_inbound_ivr_queue_agent_call(agi_port: int) -> None:
         channels=[0, 1],
         agents=[alice],
         queue=QueueConfig("support", member_delay=1.0),
-        call_ids={"PJSIP/trunk": "a84b4c76e66710@198.51.100.7", "PJSIP/1001": "5f0c1e4a-7d2b-4c8e-9a1f-3b6d8e2c4f10"},
+        call_ids={
+            "PJSIP/trunk": "a84b4c76e66710@198.51.100.7",
+            "PJSIP/1001": "5f0c1e4a-7d2b-4c8e-9a1f-3b6d8e2c4f10",
+        },
         bridge_ids=["a6d1b5f2-3c0e-4c1a-9b0c-7e5d2f9c1a44"],
     )
     emu.acd.add_member(
@@ -195,7 +198,7 @@ async def test_05_queue_abandon(agi_port: int) -> None:
     async with emu:
         tap = await AmiTap.connect(emu.ami_address[1])
         caller = CallerModel(
-            number="15559876543", name="Mary Jones", keys=[KeyPlan("2", delay=24.0)], patience=22.0
+            number="15559876543", name="Mary Jones", keys=[KeyPlan("2", delay=26.0)], patience=22.0
         )
         summary = await emu.inbound_call(caller)
         got = await tap.until(b"Event: Cdr")
@@ -226,7 +229,7 @@ async def test_05_variant_ring_no_answer(agi_port: int) -> None:
     async with emu:
         tap = await AmiTap.connect(emu.ami_address[1])
         caller = CallerModel(
-            number="15559876543", name="Mary Jones", keys=[KeyPlan("2", delay=24.0)], patience=40.0
+            number="15559876543", name="Mary Jones", keys=[KeyPlan("2", delay=26.0)], patience=40.0
         )
         summary = await emu.inbound_call(caller)
         got = await tap.until(b"Event: Cdr")
@@ -245,27 +248,33 @@ def split_sections(raw_app: bytes, raw_ast: bytes) -> tuple[list[bytes], list[by
 
 async def test_06_originate_async_success(agi_port: int) -> None:
     alice = AgentProfile("PJSIP/1001", "Alice Agent", answer_delay=(3, 3), forced="answer")
-    bob = AgentProfile("PJSIP/1002", "Bob Agent", answer_delay=(3, 3), forced="answer")
+    bob = AgentProfile("PJSIP/1002", "Bob Agent", answer_delay=(0, 0), forced="answer")
     emu = make_emulator(
         start=1715683000.0,
         agi_port=agi_port,
-        uniqueids=[31],
-        channels=[7, 8, 9],
+        uniqueids=[30, 31],
+        channels=[7, 9, 8],  # the first call's trunk leg (elided in the transcript) takes 9
         agents=[alice, bob],
         queue=QueueConfig("support"),
     )
+    clock = emu.clock
+    assert isinstance(clock, VirtualClock)
     app_raw = messages((AMI_DIR / "raw/06_originate_async_success.app.raw").read_bytes())
     want = messages((AMI_DIR / "raw/06_originate_async_success.ast.raw").read_bytes())
     async with emu:
         tap = await AmiTap.connect(emu.ami_address[1])
         await tap.send(app_raw[0])
         got = await tap.until(b"Event: OriginateResponse")
+        clock.freeze(at=1715683010.0)
         assert got == want[: len(got)]
         await tap.send(app_raw[1])
-        resp = await tap.next()
-        assert resp == want[len(got)]
+        resp = await tap.until(b"Response: ")  # the first call's Dial events may come first
+        assert resp[-1] == want[len(got)]
         tail = await tap.until(b"Event: OriginateResponse")
+        while b"ActionID: orig-0002" not in tail[-1]:
+            tail += await tap.until(b"Event: OriginateResponse")
         assert tail[-1] == want[-1]
+        clock.thaw()
         tap.close()
 
 
@@ -274,13 +283,13 @@ async def test_07_originate_failures(agi_port: int) -> None:
         AgentProfile("PJSIP/1002", "Bob Agent", forced="busy"),
         AgentProfile("PJSIP/1003", "Carol Agent", forced="noanswer"),
         AgentProfile("PJSIP/1004", "Dan Agent", answer_delay=(4, 4), forced="reject"),
-        AgentProfile("PJSIP/1001", "Alice Agent", forced="answer"),
+        AgentProfile("PJSIP/1001", "Alice Agent", answer_delay=(5, 5), forced="answer"),
     ]
     emu = make_emulator(
         start=1715683100.0,
         agi_port=agi_port,
-        uniqueids=[40, 44, 45, 46],
-        channels=[9, 10, 11, 12, 13],
+        uniqueids=[40, 44, 45, 46, 47],
+        channels=[9, 10, 11, 12, 13, 14],
         agents=agents,
         queue=QueueConfig("support"),
     )
@@ -300,18 +309,23 @@ async def test_07_originate_failures(agi_port: int) -> None:
         for i in range(4, 8):
             await tap.send(app[i])
             got.append(await tap.next())
-        # F: synchronous originate, busy then answered (events come after the responses)
+        assert got == want[:27]
+        # F: synchronous originates: the response is the outcome, events only after it
         await tap.send(app[8])
-        got += await tap.until(b"Response: ")
+        first = await tap.next()
+        assert first == want[27]
         await tap.send(app[9])
-        resp = await tap.until(b"Response: ")
-        got.append(resp[-1])
+        rest = await tap.until(b"Response: ")
+        assert rest[-1] == want[28]
+        events = [m.split(b"\r\n")[0] for m in rest[:-1]]
+        assert events == [
+            b"Event: Newchannel",
+            b"Event: DialBegin",
+            b"Event: DialEnd",
+            b"Event: Hangup",
+        ]
+        assert not any(m.startswith(b"Event: OriginateResponse") for m in rest)
         tap.close()
-    assert [m for m in got if not m.startswith(b"Event: ")] == [
-        m for m in want if not m.startswith(b"Event: ")
-    ]
-    events = [m for m in got if m.startswith(b"Event: ")]
-    assert events[: len(want) - 10] == [m for m in want if m.startswith(b"Event: ")]
 
 
 async def test_08_queue_actions(agi_port: int) -> None:
@@ -321,7 +335,7 @@ async def test_08_queue_actions(agi_port: int) -> None:
         AgentProfile("PJSIP/1003", "Carol Agent"),
     ]
     emu = make_emulator(
-        start=1715683500.0,
+        start=1715682600.0,
         agi_port=agi_port,
         uniqueids=[50],
         channels=[6],
@@ -344,30 +358,59 @@ async def test_08_queue_actions(agi_port: int) -> None:
         paused=True,
         paused_reason="lunch",
     )
+    # a caller that has waited 41 s in the queue, 63 s after its channel was created
+    ch = emu.pbx.new_channel(
+        endpoint="trunk",
+        context="from-trunk",
+        exten="5551000",
+        state=STATE_UP,
+        caller_num="15552223333",
+    )
+    ch.priority, ch.application, ch.app_data = 4, "Queue", "support,t,,,300"
+    q.entries.append(QueueEntry(ch, 0, 1715682622.0))
     app = messages((AMI_DIR / "raw/08_lists_command_queue_actions.app.raw").read_bytes())
     want = messages((AMI_DIR / "raw/08_lists_command_queue_actions.ast.raw").read_bytes())
     clock = emu.clock
     assert isinstance(clock, VirtualClock)
+    clock.freeze(at=1715682663.0)
+    got: list[bytes] = []
     async with emu:
-        # a caller waiting in the queue for 41 s (63 s since the channel was created)
-        clock.set_time(1715682600.0)
-        caller = CallerModel(number="15552223333", keys=[KeyPlan("2", delay=24.0)])
-        emu.config.prompts.durations["custom/welcome"] = 0.0
-        emu.config.prompts.durations["custom/main-menu"] = 22.0
-        task = emu.place_call(caller)
-        while not q.entries:
-            await asyncio.sleep(0.01)
-        clock.set_time(1715682663.0)
         tap = await AmiTap.connect(emu.ami_address[1])
-        got: list[bytes] = []
         for i, stop in enumerate(
-            [b"Event: QueueStatusComplete", b"Event: QueueSummaryComplete", b"Event: CoreShowChannelsComplete"]
+            (
+                b"Event: QueueStatusComplete",
+                b"Event: QueueSummaryComplete",
+                b"Event: CoreShowChannelsComplete",
+            )
         ):
             await tap.send(app[i])
             got += await tap.until(stop)
-        assert got == want[: len(got)]
-        task.cancel()
+        # the Command section describes the queue at 1715682600, without the caller
+        q.entries.clear()
+        emu.pbx.channels.clear()
+        clock._now = 1715682600.0
+        for i in (3, 4, 5):
+            await tap.send(app[i])
+            got.append(await tap.next())
+        clock._now = 1715683500.0
+        for i, n in ((6, 2), (7, 1), (8, 1)):
+            await tap.send(app[i])
+            for _ in range(n):
+                got.append(await tap.next())
+        clock._now = 1715683560.0
+        for i, n in ((9, 2), (10, 2), (11, 1), (12, 2), (13, 1)):
+            await tap.send(app[i])
+            for _ in range(n):
+                got.append(await tap.next())
+        bob = emu.acd.agents["PJSIP/1002"]
+        bob.profile.registered = True
+        emu.acd.set_registered("PJSIP/1002", False)
+        got.append(await tap.next())
+        clock.thaw()
         tap.close()
+    assert [m.split(b"\r\n")[0] for m in got] == [m.split(b"\r\n")[0] for m in want]
+    for g, w in zip(got, want, strict=True):
+        assert g == w
 
 
 def test_counter_iterators() -> None:
@@ -375,3 +418,43 @@ def test_counter_iterators() -> None:
     assert ids.uniqueid(1.9) == "1.5"
     assert ids.uniqueid(2.0) == "2.1"
     assert ids.channel_suffix() == "0000000a"
+
+
+async def test_09_async_agi(agi_port: int) -> None:
+    alice = AgentProfile("PJSIP/1001", "Alice Agent")
+    bob = AgentProfile("PJSIP/1002", "Bob Agent")
+    emu = make_emulator(
+        start=1715684000.0,
+        agi_port=agi_port,
+        uniqueids=[60, 61],
+        channels=[13, 14],
+        agents=[alice, bob],
+        queue=QueueConfig("support"),
+    )
+    emu.pbx.ids.thread_ids = iter([140245853312576])
+    for _ in range(7):  # CommandIds continue glibc's random() sequence
+        emu.pbx.ids.command_ids.next()
+    emu.config.prompts.durations["hello-world"] = 1.72
+    app = messages((AMI_DIR / "raw/09_async_agi.app.raw").read_bytes())
+    want = messages((AMI_DIR / "raw/09_async_agi.ast.raw").read_bytes())
+    async with emu:
+        tap = await AmiTap.connect(emu.ami_address[1])
+        call = asyncio.ensure_future(emu.internal_call("PJSIP/1001", "700"))
+        got = await tap.until(b"Event: AsyncAGIStart")
+        got = got[next(i for i, m in enumerate(got) if m.startswith(b"Event: Newexten")) :]
+        # the transcript's channel had IVR_CHOICE=2 from earlier dialplan steps
+        emu.pbx.channels["PJSIP/1001-0000000d"].variables["IVR_CHOICE"] = "2"
+        for i in range(3):
+            await tap.send(app[i])
+            got += await tap.until(b"Event: AsyncAGIExec")
+        got += await tap.until(b"Event: VarSet")
+        n = len(got)
+        assert got == want[:n]
+        summary = await call
+        assert summary.agi_status == "SUCCESS"
+        emu.pbx.new_channel(endpoint="1002", context="from-internal", exten="s", state=STATE_UP)
+        for i in range(3, 6):
+            await tap.send(app[i])
+            resp = await tap.until(b"Response: ")
+            assert resp[-1] == want[n + i - 3]
+        tap.close()

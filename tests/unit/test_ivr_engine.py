@@ -723,3 +723,39 @@ def test_hotline_callback_from_main_menu() -> None:
     fake = Fake(keys=["1", "9", "1"])
     out = fake.run(hotline(), caller="13912345678")
     assert out.kind == "callback"
+
+
+def test_preselected_language_skips_the_question() -> None:
+    fake = Fake()
+    gen = run_flow(
+        flow_of(LOOKUP),
+        calendar=CAL,
+        caller=None,
+        default_queue="general",
+        operator_queue="operator",
+        language="en",
+    )
+    reply: Reply = None
+    with pytest.raises(StopIteration):
+        cmd = next(gen)
+        while True:
+            reply = fake.answer(cmd)
+            cmd = gen.send(reply)
+    assert [p.file for p in fake.of(Play)] == ["en/hotline/welcome"]
+
+
+def test_preselected_language_not_offered_is_ignored() -> None:
+    fake = Fake(keys=[""])
+    gen = run_flow(
+        flow_of(LOOKUP),
+        calendar=CAL,
+        caller=None,
+        default_queue="general",
+        operator_queue="operator",
+        language="fr",
+    )
+    with pytest.raises(StopIteration):
+        cmd = next(gen)
+        while True:
+            cmd = gen.send(fake.answer(cmd))
+    assert fake.of(Play)[0].file == "p/choose"

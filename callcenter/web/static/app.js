@@ -60,8 +60,14 @@
   }
   function callResult(c) {
     if (c.abandoned) return [T.resultAbandoned, "abandoned"];
+    if (!c.ended_at) return [T.resultInProgress, "waiting"];
     if (c.answered_at) return [T.resultAnswered, "answered"];
     return [T.resultOther, ""];
+  }
+  function ivrKeys(c) {
+    // the keys pressed: the tracked choice, else the keys in the IVR path
+    const keys = (c.ivr_path || []).filter((step) => /^[0-9*#]$/.test(step));
+    return keys.length ? keys.join(" › ") : pick(c, "ivr_choice");
   }
   function caller(c) {
     const num = pick(c, "caller_number");
@@ -112,7 +118,7 @@
       (data.items || []).map((c) => {
         const [result, cls] = callResult(c);
         return [
-          cell(fmtTime(c.started_at)), cell(caller(c)), cell(c.ivr_choice), cell(c.queue), cell(c.agent),
+          cell(fmtTime(c.started_at)), cell(caller(c)), cell(ivrKeys(c)), cell(c.queue), cell(c.agent),
           cell(fmtSecs(c.wait_seconds)), cell(fmtSecs(c.talk_seconds)), cell(result, cls),
           cell(c.recording_file ? c.recording_file.split("/").pop() : ""),
         ];

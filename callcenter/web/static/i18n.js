@@ -37,6 +37,7 @@ window.CALLCENTER_STRINGS = {
     resultAnswered: "answered",
     resultAbandoned: "abandoned",
     resultOther: "ended",
+    resultInProgress: "in progress",
     yes: "yes",
     no: "no",
     sumCalls: "calls",

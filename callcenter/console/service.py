@@ -1,0 +1,709 @@
+"""Screen-pop routing and agent state control for the agent console.
+
+`ScreenPopService` follows the bus channel `agents` (payloads in callcenter.calls.notifier and
+callcenter.agents.notifier). Each pop (agent.ringing / answered / no_answer / finished) is
+enriched (customer card, history, IVR digits: bounded wait, fail open), numbered per agent
+interface and delivered ONLY to the connections registered for that interface - every open
+tab of the signed-in user(s) whose users.agent_interface equals the payload's interface.
+A bounded buffer of recent pops per interface lets a reconnecting browser ask for what it
+missed (`last_seq`); `epoch` changes on every start, so a client never mixes the sequence
+numbers of two server runs.
+
+`AgentStateController` turns the state an agent chooses into queue membership in Asterisk
+(QueuePause with reason, QueueAdd, QueueRemove) and refuses to end a wrap-up while a call the
+agent answered has no disposition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from callcenter.bus.base import Bus, Payload
+from callcenter.bus.keys import AGENTS
+from callcenter.calls.model import CallRecord, IvrStep
+from callcenter.console.model import (
+    POP_TYPES,
+    WRAP_UP_REASON,
+    ConsoleState,
+    CustomerCard,
+    Enrichment,
+    HistoryItem,
+    IvrDigit,
+    Pop,
+)
+from callcenter.customers.model import Customer
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AgentStateController",
+    "Connection",
+    "DispositionRequired",
+    "PopBuffer",
+    "PopEnricher",
+    "ScreenPopService",
+    "build_pop_data",
+    "encode_frame",
+]
+
+
+# ------------------------------------------------------------------------------ ports
+
+
+class CustomerDirectory(Protocol):
+    async def find_by_number(self, number: str) -> Customer | None: ...
+
+
+class CallHistory(Protocol):
+    async def list_calls(
+        self, *, caller: str | None = None, limit: int = 50
+    ) -> list[CallRecord]: ...
+
+    async def get_steps(self, uniqueid: str) -> list[IvrStep]: ...
+
+
+class TicketHistory(Protocol):
+    """Bookings/complaints/callbacks of a customer, newest first (the archive's timeline)."""
+
+    async def __call__(self, customer_id: int, limit: int) -> Sequence[HistoryItem]: ...
+
+
+class FrameSink(Protocol):
+    """One open WebSocket (aiohttp's WebSocketResponse fits)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_str(self, data: str, compress: int | None = None) -> None: ...
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool: ...
+
+
+class QueueControl(Protocol):
+    """The AMI actions the console needs (callcenter.asterisk.ami.AmiClient fits)."""
+
+    async def queue_pause(
+        self, interface: str, queue: str | None, paused: bool, reason: str | None = None
+    ) -> Any: ...
+
+    async def queue_add(
+        self,
+        interface: str,
+        queue: str,
+        *,
+        member_name: str | None = None,
+        penalty: int | None = None,
+        paused: bool | None = None,
+        state_interface: str | None = None,
+    ) -> Any: ...
+
+    async def queue_remove(self, interface: str, queue: str) -> Any: ...
+
+
+DispositionCheck = Callable[[str, int], Awaitable[bool]]  # (call uniqueid, user id) -> has one?
+
+
+# ------------------------------------------------------------------------------ frames
+
+
+def encode_frame(frame: Mapping[str, Any]) -> str:
+    return json.dumps(frame, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def pop_frame(pop: Pop) -> dict[str, Any]:
+    return {"type": "pop", "seq": pop.seq, "pop": pop.data}
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+def _customer_card(c: Customer) -> CustomerCard:
+    return CustomerCard(
+        id=c.id,
+        name=c.name,
+        tier=c.tier,
+        key_customer=c.is_key_customer,
+        company=c.company,
+        credit_grade=c.credit_grade,
+        notes=c.notes,
+        preferred_language=c.preferred_language,
+        do_not_call=c.do_not_call,
+        provisional=bool(getattr(c, "provisional", False)),
+        numbers=tuple(n.raw for n in c.numbers),
+    )
+
+
+def _seconds_between(start: str | None, end: datetime) -> float | None:
+    if not start:
+        return None
+    try:
+        began = datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    if began.tzinfo is None or end.tzinfo is None:
+        return None
+    return max(0.0, round((end - began).total_seconds(), 1))
+
+
+def build_pop_data(payload: Payload, enrichment: Enrichment, now: datetime) -> dict[str, Any]:
+    """The JSON a browser gets for one pop: the bus payload's facts plus the enrichment."""
+    kind = POP_TYPES[str(payload["type"])]
+    call = payload.get("call") if isinstance(payload.get("call"), dict) else {}
+    assert isinstance(call, dict)
+    waited = payload.get("hold_seconds")
+    if waited is None:  # still ringing: time in the queue so far
+        waited = _seconds_between(call.get("queue_joined_at"), now)
+    variables = call.get("variables") if isinstance(call.get("variables"), dict) else {}
+    card = enrichment.customer
+    return {
+        "kind": kind,
+        "interface": payload.get("interface"),
+        "member_name": payload.get("member_name"),
+        "queue": payload.get("queue"),
+        "uniqueid": payload.get("uniqueid"),
+        "linkedid": payload.get("linkedid"),
+        "caller_number": payload.get("caller_number") or "",
+        "caller_name": payload.get("caller_name") or "",
+        "dialed_number": payload.get("dialed_number") or "",
+        "ivr_path": list(payload.get("ivr_path") or []),
+        "ivr_choice": payload.get("ivr_choice"),
+        "digits": [asdict(d) for d in enrichment.digits],
+        "variables": dict(variables or {}),
+        "waited_seconds": waited,
+        "ring_seconds": payload.get("ring_seconds"),
+        "talk_seconds": payload.get("talk_seconds"),
+        "reason": payload.get("reason"),
+        "call_started_at": call.get("started_at"),
+        "customer": asdict(card) if card is not None else None,
+        "key_customer": bool(card and card.key_customer),
+        "history": [asdict(h) for h in enrichment.history],
+        "complete": enrichment.complete,
+        "at": now.isoformat(),
+    }
+
+
+def _digits(steps: Iterable[IvrStep]) -> tuple[IvrDigit, ...]:
+    return tuple(
+        IvrDigit(node=s.node, kind=s.kind, input=s.input, result=s.result)
+        for s in sorted(steps, key=lambda s: s.seq)
+        if s.input
+    )
+
+
+def _call_history_item(r: CallRecord) -> HistoryItem:
+    if r.abandoned:
+        outcome = "abandoned"
+    elif r.answered_at is not None:
+        outcome = f"answered by {r.agent or r.agent_interface or '?'}"
+    else:
+        outcome = "not answered" if r.ended_at is not None else "in progress"
+    parts = [p for p in (r.queue, r.ivr_choice and f"IVR {r.ivr_choice}", outcome) if p]
+    return HistoryItem(
+        kind="call",
+        at=r.started_at.isoformat(),
+        summary=" · ".join(str(p) for p in parts),
+        ref=r.uniqueid,
+    )
+
+
+class PopEnricher:
+    """Looks up the caller in the archive and the call log. Each lookup has `timeout` seconds;
+    a slow or failing one is skipped (the pop still goes out, `complete` False)."""
+
+    def __init__(
+        self,
+        *,
+        customers: CustomerDirectory | None,
+        calls: CallHistory | None,
+        tickets: TicketHistory | None = None,
+        timeout: float = 0.3,
+        history_limit: int = 5,
+    ) -> None:
+        self._customers = customers
+        self._calls = calls
+        self._tickets = tickets
+        self._timeout = timeout
+        self._limit = history_limit
+
+    async def enrich(self, payload: Payload) -> Enrichment:
+        number = str(payload.get("caller_number") or "")
+        uniqueid = str(payload.get("uniqueid") or "")
+        customer_f = self._bounded(self._find(number))
+        calls_f = self._bounded(self._history(number, uniqueid))
+        steps_f = self._bounded(self._steps(uniqueid))
+        customer, calls, steps = await asyncio.gather(customer_f, calls_f, steps_f)
+        complete = customer is not _FAILED and calls is not _FAILED and steps is not _FAILED
+        card = customer if isinstance(customer, CustomerCard) else None
+        history = list(calls) if isinstance(calls, tuple) else []
+        if card is not None and self._tickets is not None:
+            tickets = await self._bounded(self._tickets(card.id, self._limit))
+            if tickets is _FAILED:
+                complete = False
+            elif isinstance(tickets, Sequence):
+                history.extend(tickets)
+        history.sort(key=lambda h: h.at or "", reverse=True)
+        return Enrichment(
+            customer=card,
+            history=tuple(history[: self._limit * 2]),
+            digits=steps if isinstance(steps, tuple) else (),
+            complete=complete,
+        )
+
+    async def _bounded(self, coro: Awaitable[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await coro
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            log.warning("screen-pop lookup took over %.2fs; popping without it", self._timeout)
+            return _FAILED
+        except Exception:
+            log.exception("screen-pop lookup failed; popping without it")
+            return _FAILED
+
+    async def _find(self, number: str) -> CustomerCard | None:
+        if self._customers is None or not number:
+            return None
+        found = await self._customers.find_by_number(number)
+        return _customer_card(found) if found is not None else None
+
+    async def _history(self, number: str, uniqueid: str) -> tuple[HistoryItem, ...]:
+        if self._calls is None or not number:
+            return ()
+        records = await self._calls.list_calls(caller=number, limit=self._limit + 1)
+        return tuple(_call_history_item(r) for r in records if r.uniqueid != uniqueid)[
+            : self._limit
+        ]
+
+    async def _steps(self, uniqueid: str) -> tuple[IvrDigit, ...]:
+        if self._calls is None or not uniqueid:
+            return ()
+        return _digits(await self._calls.get_steps(uniqueid))
+
+
+_FAILED = object()
+
+
+@dataclass(slots=True)
+class PopBuffer:
+    """The last `size` pops of one interface, numbered from 1."""
+
+    size: int
+    last_seq: int = 0
+    pops: deque[Pop] = field(default_factory=deque)
+
+    def add(self, kind: Any, interface: str, uniqueid: str, data: dict[str, Any]) -> Pop:
+        self.last_seq += 1
+        pop = Pop(seq=self.last_seq, kind=kind, interface=interface, uniqueid=uniqueid, data=data)
+        self.pops.append(pop)
+        while len(self.pops) > self.size:
+            self.pops.popleft()
+        return pop
+
+    def since(self, seq: int) -> tuple[list[Pop], bool]:
+        """Pops after `seq`, and whether some were already dropped (a gap)."""
+        missed = [p for p in self.pops if p.seq > seq]
+        first = self.pops[0].seq if self.pops else self.last_seq + 1
+        gap = seq + 1 < first and seq < self.last_seq
+        return missed, gap
+
+
+# ------------------------------------------------------------------------------ delivery
+
+
+class Connection:
+    """One open console tab. Frames queue in a bounded outbox; one writer task exists only
+    while there is something to send (an idle tab costs no task)."""
+
+    __slots__ = ("_outbox", "_service", "_sink", "_writer", "dropped", "interface", "user_id")
+
+    def __init__(
+        self, service: ScreenPopService, sink: FrameSink, interface: str, user_id: int
+    ) -> None:
+        self._service = service
+        self._sink = sink
+        self._outbox: deque[str] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self.interface = interface
+        self.user_id = user_id
+        self.dropped = False
+
+    def push(self, text: str) -> None:
+        if self.dropped:
+            return
+        if len(self._outbox) >= self._service.outbox_size:
+            self.dropped = True
+            self._outbox.clear()
+            log.warning("console tab of %s too slow, disconnecting it", self.interface)
+            self._service.spawn(self._sink.close(code=1013, message=b"too slow"))
+            return
+        self._outbox.append(text)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._outbox:
+                text = self._outbox.popleft()
+                if self._sink.closed:
+                    return
+                try:
+                    await self._sink.send_str(text)
+                except (ConnectionError, RuntimeError):
+                    return
+        finally:
+            self._writer = None
+
+    async def stop(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+
+class ScreenPopService:
+    """See the module docstring. `run()` follows the bus; `attach()`/`detach()` per tab."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        enricher: PopEnricher,
+        clock: Callable[[], datetime],
+        buffer_size: int = 50,
+        outbox_size: int = 64,
+        max_interfaces: int = 10_000,
+        on_pop: Callable[[str, Pop], Awaitable[None]] | None = None,
+    ) -> None:
+        self._bus = bus
+        self._enricher = enricher
+        self._clock = clock
+        self._buffer_size = buffer_size
+        self.outbox_size = max(outbox_size, buffer_size + 2)  # a full replay fits
+        self._max_interfaces = max_interfaces
+        self._on_pop = on_pop
+        self.epoch = secrets.token_hex(6)
+        self._buffers: OrderedDict[str, PopBuffer] = OrderedDict()
+        self._connections: dict[str, set[Connection]] = {}
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._enriched: OrderedDict[str, asyncio.Task[Enrichment]] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._subscribed = asyncio.Event()
+        self._closing = False
+        self.delivered = 0
+
+    # -------------------------------------------------------------- bus side
+    async def wait_subscribed(self) -> None:
+        await self._subscribed.wait()
+
+    async def run(self) -> None:
+        """Follow the `agents` channel until cancelled; a broken bus is retried."""
+        backoff = 0.5
+        while not self._closing:
+            try:
+                async with self._bus.subscribe(AGENTS) as messages:
+                    self._subscribed.set()
+                    backoff = 0.5
+                    async for _channel, payload in messages:
+                        self.feed(payload)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("screen-pop: bus subscription failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def feed(self, payload: Payload) -> None:
+        """One `agents` payload. Pops of one interface are delivered in arrival order, each
+        after its own enrichment (enrichments of different calls run concurrently)."""
+        kind = payload.get("type")
+        if kind == "agent.state":
+            agent = payload.get("agent")
+            if isinstance(agent, dict) and isinstance(agent.get("interface"), str):
+                self._send_state(agent["interface"], agent)
+            return
+        if kind not in POP_TYPES:
+            return
+        interface = payload.get("interface")
+        if not isinstance(interface, str) or not interface:
+            return
+        enrichment = self._enrichment(payload)
+        previous = self._tails.get(interface)
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(interface, payload, enrichment, previous)
+        )
+        self._tails[interface] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._drop_tail(interface, t))
+
+    def _drop_tail(self, interface: str, task: asyncio.Task[None]) -> None:
+        if self._tails.get(interface) is task:
+            del self._tails[interface]
+
+    def _enrichment(self, payload: Payload) -> asyncio.Task[Enrichment]:
+        # ring, answer and finish of one call share one lookup
+        key = f"{payload.get('uniqueid')}|{payload.get('caller_number')}"
+        task = self._enriched.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._enricher.enrich(payload))
+            self._enriched[key] = task
+            while len(self._enriched) > 1000:
+                self._enriched.popitem(last=False)
+        else:
+            self._enriched.move_to_end(key)
+        return task
+
+    async def _deliver(
+        self,
+        interface: str,
+        payload: Payload,
+        enrichment: asyncio.Task[Enrichment],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        try:
+            enriched = await asyncio.shield(enrichment)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("screen-pop enrichment failed")
+            enriched = Enrichment(complete=False)
+        if previous is not None and not previous.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(previous)
+        data = build_pop_data(payload, enriched, self._clock())
+        pop = self._buffer(interface).add(
+            data["kind"], interface, str(payload.get("uniqueid") or ""), data
+        )
+        text = encode_frame(pop_frame(pop))
+        for conn in tuple(self._connections.get(interface, ())):
+            conn.push(text)
+            self.delivered += 1
+        if self._on_pop is not None:
+            try:
+                await self._on_pop(interface, pop)
+            except Exception:
+                log.exception("screen-pop hook failed")
+
+    def _buffer(self, interface: str) -> PopBuffer:
+        buf = self._buffers.get(interface)
+        if buf is None:
+            buf = self._buffers[interface] = PopBuffer(size=self._buffer_size)
+            while len(self._buffers) > self._max_interfaces:
+                self._buffers.popitem(last=False)
+        else:
+            self._buffers.move_to_end(interface)
+        return buf
+
+    def _send_state(self, interface: str, agent: Mapping[str, Any]) -> None:
+        conns = self._connections.get(interface)
+        if not conns:
+            return
+        text = encode_frame({"type": "state", "agent": agent})
+        for conn in tuple(conns):
+            conn.push(text)
+
+    # -------------------------------------------------------------- browser side
+    def attach(
+        self,
+        sink: FrameSink,
+        *,
+        interface: str,
+        user_id: int,
+        last_seq: int | None = None,
+        epoch: str | None = None,
+        state: Mapping[str, Any] | None = None,
+    ) -> Connection:
+        """Register one tab and queue its first frames: `hello` (epoch, current seq, agent
+        state), then every buffered pop after `last_seq` (all of them when `epoch` is not ours:
+        the server restarted since that tab last saw a pop)."""
+        conn = Connection(self, sink, interface, user_id)
+        buf = self._buffers.get(interface)
+        current = buf.last_seq if buf is not None else 0
+        missed: list[Pop] = []
+        gap = False
+        if buf is not None and last_seq is None:
+            missed = list(buf.pops)[-1:]  # a new tab shows the latest pop
+        elif buf is not None and last_seq is not None:
+            restarted = epoch != self.epoch or not 0 <= last_seq <= current
+            missed, gap = buf.since(0 if restarted else last_seq)
+        conn.push(
+            encode_frame(
+                {
+                    "type": "hello",
+                    "epoch": self.epoch,
+                    "seq": current,
+                    "interface": interface,
+                    "replayed": len(missed),
+                    "gap": gap,
+                    "state": dict(state) if state is not None else None,
+                }
+            )
+        )
+        for pop in missed:
+            conn.push(encode_frame({**pop_frame(pop), "replay": True}))
+        self._connections.setdefault(interface, set()).add(conn)
+        return conn
+
+    async def detach(self, conn: Connection) -> None:
+        conns = self._connections.get(conn.interface)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._connections[conn.interface]
+        await conn.stop()
+
+    def recent(self, interface: str) -> list[Pop]:
+        buf = self._buffers.get(interface)
+        return list(buf.pops) if buf is not None else []
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(c) for c in self._connections.values())
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait until every pop received so far went out (tests, benches)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Refuse new tabs, close every open one with 1001 (going away). Idempotent."""
+        self._closing = True
+        conns = [c for group in self._connections.values() for c in group]
+        await asyncio.gather(
+            *(c._sink.close(code=1001, message=b"server shutdown") for c in conns),
+            return_exceptions=True,
+        )
+        for c in conns:
+            await c.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._enriched.values():
+            task.cancel()
+        await asyncio.gather(*self._enriched.values(), return_exceptions=True)
+
+
+# ------------------------------------------------------------------------------ state control
+
+
+class DispositionRequired(Exception):
+    """Leaving wrap-up before every answered call has a disposition."""
+
+    def __init__(self, uniqueids: Sequence[str]) -> None:
+        super().__init__("a disposition is required for " + ", ".join(uniqueids))
+        self.uniqueids = list(uniqueids)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """What the controller needs to know of the agent's current membership."""
+
+    queues: tuple[str, ...]
+    name: str | None = None
+
+
+class AgentStateController:
+    """Applies a chosen state through AMI and keeps the calls awaiting a disposition."""
+
+    def __init__(
+        self,
+        *,
+        ami: Callable[[], QueueControl | None],
+        has_disposition: DispositionCheck,
+        default_queues: Sequence[str],
+        max_pending: int = 20,
+    ) -> None:
+        self._ami = ami
+        self._has_disposition = has_disposition
+        self._default_queues = tuple(default_queues)
+        self._max_pending = max_pending
+        self._pending: dict[str, list[str]] = {}  # interface -> answered call uniqueids
+        self._left: dict[str, tuple[str, ...]] = {}  # interface -> queues before logging out
+
+    def pending(self, interface: str) -> list[str]:
+        return list(self._pending.get(interface, ()))
+
+    async def on_pop(self, interface: str, pop: Pop) -> None:
+        """Screen-pop hook: an answered call needs a disposition; when it ends the agent is
+        paused in wrap-up (Asterisk's own wrapuptime would end by itself, ours waits for the
+        disposition)."""
+        if pop.kind == "answered" and pop.uniqueid:
+            calls = self._pending.setdefault(interface, [])
+            if pop.uniqueid not in calls:
+                calls.append(pop.uniqueid)
+                del calls[: -self._max_pending]
+        elif pop.kind == "finished" and pop.uniqueid in self._pending.get(interface, ()):
+            ami = self._ami()
+            if ami is not None:
+                try:
+                    await ami.queue_pause(interface, None, True, WRAP_UP_REASON)
+                except Exception as exc:  # the agent can still pause by hand
+                    log.warning("wrap-up pause for %s failed: %s", interface, exc)
+
+    async def outstanding(self, interface: str, user_id: int) -> list[str]:
+        """Answered calls of this agent still without this user's disposition."""
+        calls = self._pending.get(interface, [])
+        missing = [u for u in calls if not await self._has_disposition(u, user_id)]
+        if not missing:
+            self._pending.pop(interface, None)
+        else:
+            self._pending[interface] = missing
+        return missing
+
+    async def set_state(
+        self,
+        *,
+        interface: str,
+        user_id: int,
+        state: ConsoleState,
+        reason: str | None,
+        member: MemberView,
+    ) -> None:
+        """Raises DispositionRequired, LookupError (AMI not connected) or the AMI error."""
+        if state != "wrap_up":
+            missing = await self.outstanding(interface, user_id)
+            if missing:
+                raise DispositionRequired(missing)
+        ami = self._ami()
+        if ami is None:
+            raise LookupError("not connected to Asterisk")
+        if state == "logged_out":
+            for queue in member.queues:
+                await ami.queue_remove(interface, queue)
+            if member.queues:
+                self._left[interface] = member.queues
+            return
+        if not member.queues:
+            queues = self._left.pop(interface, None) or self._default_queues
+            for queue in queues:
+                await ami.queue_add(
+                    interface, queue, member_name=member.name, paused=state != "available"
+                )
+        if state == "available":
+            await ami.queue_pause(interface, None, False)
+        elif state == "paused":
+            await ami.queue_pause(interface, None, True, reason)
+        else:
+            await ami.queue_pause(interface, None, True, WRAP_UP_REASON)

@@ -1,0 +1,153 @@
+"""Who is asking: the auth middleware, session cookies, and the wiring of the users stores.
+
+`auth_middleware` puts a `Principal` (or None) into `request["principal"]` from, in order:
+- `Authorization: Bearer <api token>` (an invalid token is anonymous, never a fallback to the
+  cookie), or
+- the session cookie `cc_session` (HttpOnly, SameSite=Lax, Secure per
+  `Settings.session_cookie_secure`, default: when the request came over https).
+The role/scope/CSRF checks themselves are in `callcenter.web.api.authorize`, per route.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from callcenter.config import Settings
+from callcenter.users.model import Principal
+from callcenter.users.repository import (
+    AuditRepository,
+    NewSession,
+    SessionRepository,
+    TokenRepository,
+    UserRepository,
+    utc_now,
+)
+from callcenter.users.service import LoginRateLimiter, Passwords
+from callcenter.web.api import PRINCIPAL
+from callcenter.web.errors import TooManyRequests
+from callcenter.web.keys import (
+    API_TOKENS,
+    AUDIT,
+    LOGIN_LIMITER,
+    SETTINGS,
+    USERS,
+    WEB_SESSIONS,
+)
+from callcenter.web.middlewares import error_body
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "cc_session"
+LOGIN_CSRF_COOKIE = "cc_login_csrf"
+# no principal lookup for these (static assets, health probes)
+_SKIP_PREFIXES = ("/static/", "/healthz")
+
+
+def install_auth(
+    app: web.Application,
+    *,
+    session_factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    clock: Callable[[], datetime] = utc_now,
+    passwords: Passwords | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """Put the users, sessions, tokens, audit stores and the login limiter into `app`."""
+    app[USERS] = UserRepository(session_factory=session_factory, passwords=passwords, clock=clock)
+    app[WEB_SESSIONS] = SessionRepository(
+        session_factory=session_factory,
+        max_age=timedelta(hours=settings.session_max_age_hours),
+        idle_timeout=timedelta(minutes=settings.session_idle_minutes),
+        clock=clock,
+    )
+    app[API_TOKENS] = TokenRepository(session_factory=session_factory, clock=clock)
+    app[AUDIT] = AuditRepository(session_factory=session_factory, clock=clock)
+    app[LOGIN_LIMITER] = LoginRateLimiter(
+        clock=monotonic,
+        max_failures=settings.login_max_failures,
+        window_seconds=settings.login_window_seconds,
+    )
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, "" for any other Authorization value,
+    None without the header."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return value.strip()
+
+
+async def resolve_principal(request: web.Request) -> Principal | None:
+    app = request.app
+    if USERS not in app:  # the database context did not start
+        return None
+    token = bearer_token(request)
+    if token is not None:
+        return await app[API_TOKENS].resolve(token) if token else None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return await app[WEB_SESSIONS].resolve(cookie)
+    return None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[PRINCIPAL] = None
+    if not request.path.startswith(_SKIP_PREFIXES):
+        request[PRINCIPAL] = await resolve_principal(request)
+    try:
+        return await handler(request)
+    except TooManyRequests as exc:
+        return web.json_response(
+            error_body(exc.code, exc.message, exc.fields),
+            status=exc.status,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+
+def cookie_secure(request: web.Request) -> bool:
+    configured = request.app[SETTINGS].session_cookie_secure
+    return request.secure if configured is None else configured
+
+
+def set_session_cookie(response: web.StreamResponse, request: web.Request, new: NewSession) -> None:
+    max_age = int(request.app[SETTINGS].session_max_age_hours * 3600)
+    response.set_cookie(
+        SESSION_COOKIE,
+        new.cookie,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        secure=cookie_secure(request),
+        samesite="Lax",
+    )
+
+
+def clear_session_cookie(response: web.StreamResponse, request: web.Request) -> None:
+    response.del_cookie(
+        SESSION_COOKIE, path="/", secure=cookie_secure(request), httponly=True, samesite="Lax"
+    )
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def check_login_allowed(request: web.Request, username: str) -> None:
+    """429 with Retry-After when this username+IP (or this IP) failed too often."""
+    wait = request.app[LOGIN_LIMITER].retry_after(username, client_ip(request))
+    if wait > 0:
+        raise TooManyRequests(
+            "too many failed sign-ins; try again later", retry_after=int(wait) + 1
+        )
