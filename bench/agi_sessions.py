@@ -2,16 +2,17 @@
 ivr_flows/hotline.yaml and (b) panoramisk 1.4's fast_agi.Application running a hand-coded flow
 that sends the same command sequence.
 
-Each server runs in its own process (one CPU each on a 2-CPU box); the load comes from the
-emulator's FastAGI client (`callcenter.pbxsim.agi_client.run_agi_call`) in this process, with
-the simulated clock sped up so prompts take no real time. Reported per server:
+Each server runs in its own process; the load comes from the emulator's FastAGI client
+(`callcenter.pbxsim.agi_client.run_agi_call`) in this process, with the simulated clock sped up so
+prompts take no real time. Rounds alternate between the two servers so that background load on
+the machine hits both alike; medians are reported. Per server:
 
 * completed calls/s (wall clock, all sessions started at once),
 * server CPU seconds per 1,000 calls (process_time of the server process),
 * for our server, the p50/p99/max of the time between a reply having been parsed by our
   server and our next command being written (the `timing` hook of AgiServer).
 
-Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 3]
+Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ async def _serve_panoramisk(pipe: Connection) -> None:
         await request.send_command(f'STREAM FILE {lang}/hotline/please-hold ""')
         await request.send_command(f"SET VARIABLE IVR_QUEUE {queue}")
         await request.send_command("SET VARIABLE QUEUE_PRIO 0")
+        await request.send_command(f"SET VARIABLE IVR_CHOICE {key}")
         path = f"lookup,language,hours,main,{key},{queue}_queue"
         await request.send_command(f"SET VARIABLE CALLCENTER_IVR_PATH {path}")
 
@@ -197,55 +199,78 @@ def percentile(values: list[float], p: float) -> float:
     return s[k]
 
 
-def bench(kind: str, calls: int, rounds: int) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_server_process, args=(kind, child), daemon=True)
-    proc.start()
-    port = parent.recv()
+class _ServerProc:
+    def __init__(self, kind: str) -> None:
+        ctx = mp.get_context("spawn")
+        self.kind = kind
+        self.pipe, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_server_process, args=(kind, child), daemon=True)
+        self.proc.start()
+        self.port: int = self.pipe.recv()
+
+    def measure(self, population: list[CallerModel]) -> tuple[float, float, list[float], list[str]]:
+        self.pipe.send("mark")
+        self.pipe.recv()
+        wall, completed, routed = asyncio.run(run_round(self.port, population))
+        self.pipe.send("report")
+        rep = self.pipe.recv()
+        if completed != len(population):
+            print(f"  {self.kind}: only {completed}/{len(population)} completed", file=sys.stderr)
+        return completed / wall, rep["cpu"] / max(completed, 1) * 1000, rep["gaps"], routed
+
+    def stop(self) -> None:
+        self.pipe.send("stop")
+        self.proc.join(5)
+
+
+def bench(calls: int, rounds: int) -> dict[str, dict[str, Any]]:
+    """Both servers run side by side; rounds alternate between them so that background load
+    on the machine affects both alike. Medians over the rounds are reported."""
+    servers = {kind: _ServerProc(kind) for kind in ("ours", "panoramisk")}
     population = callers(calls, seed=7)
-    asyncio.run(run_round(port, population[:50]))  # warm-up
-    rates: list[float] = []
-    cpus: list[float] = []
-    gaps: list[float] = []
-    routed: list[str] = []
-    for _ in range(rounds):
-        parent.send("mark")
-        parent.recv()
-        wall, completed, routed = asyncio.run(run_round(port, population))
-        parent.send("report")
-        rep = parent.recv()
-        rates.append(completed / wall)
-        cpus.append(rep["cpu"] / max(completed, 1) * 1000)
-        gaps.extend(rep["gaps"])
-        if completed != calls:
-            print(f"  {kind}: only {completed}/{calls} calls completed", file=sys.stderr)
-    parent.send("stop")
-    proc.join(5)
-    return {
-        "rate": statistics.median(rates),
-        "rates": rates,
-        "cpu_per_1000": statistics.median(cpus),
-        "gaps": gaps,
-        "queues": {q: routed.count(q) for q in sorted(set(routed))},
+    out: dict[str, dict[str, Any]] = {
+        k: {"rates": [], "cpus": [], "gaps": [], "queues": {}} for k in servers
     }
+    try:
+        for srv in servers.values():
+            asyncio.run(run_round(srv.port, population[:50]))  # warm-up
+        for r in range(rounds):
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for kind in order:
+                rate, cpu, gaps, routed = servers[kind].measure(population)
+                res = out[kind]
+                res["rates"].append(rate)
+                res["cpus"].append(cpu)
+                res["gaps"].extend(gaps)
+                res["queues"] = {q: routed.count(q) for q in sorted(set(routed))}
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    for res in out.values():
+        res["rate"] = statistics.median(res["rates"])
+        res["cpu_per_1000"] = statistics.median(res["cpus"])
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
     report: Callable[[str], None] = print
-    ours = bench("ours", args.calls, args.rounds)
-    theirs = bench("panoramisk", args.calls, args.rounds)
+    results = bench(args.calls, args.rounds)
+    ours, theirs = results["ours"], results["panoramisk"]
     gaps_ms = [g * 1000 for g in ours["gaps"]]
-    report(f"FastAGI sessions: {args.calls} concurrent calls x {args.rounds} rounds (median)")
+    report(
+        f"FastAGI sessions: {args.calls} concurrent calls x {args.rounds} alternating rounds "
+        "(median [per round])"
+    )
     for name, r in (("ours (AgiServer + hotline.yaml)", ours), ("panoramisk 1.4 fast_agi", theirs)):
         rates = ", ".join(f"{x:.0f}" for x in r["rates"])
+        cpus = ", ".join(f"{x:.2f}" for x in r["cpus"])
         report(
             f"  {name:34s} {r['rate']:7.0f} calls/s  [{rates}]  "
-            f"server CPU {r['cpu_per_1000']:.3f} s / 1000 calls  routed {r['queues']}"
+            f"server CPU {r['cpu_per_1000']:.3f} s / 1000 calls [{cpus}]  routed {r['queues']}"
         )
     report(
         f"  throughput ratio ours/panoramisk: {ours['rate'] / theirs['rate']:.2f}x (goal >= 1.5x)"

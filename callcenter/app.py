@@ -43,21 +43,34 @@ from callcenter.calls.repository import CallRepository
 from callcenter.calls.service import CallTracker
 from callcenter.config import Settings
 from callcenter.console.notifier import SCREEN_POPS, console_runtime
-from callcenter.customers.repository import CustomerLookupAdapter, CustomerRepository
+from callcenter.customers.repository import (
+    CustomerHistory,
+    CustomerLookupAdapter,
+    CustomerRepository,
+)
 from callcenter.db.engine import create_engine, create_session_factory
 from callcenter.db.migrate import upgrade_database
 from callcenter.ivr.runner import IvrRunner
 from callcenter.ivr.service import FlowRegistry
 from callcenter.pipeline import EventPipeline, cancel_and_wait
+from callcenter.tickets.notifier import TICKETS as TICKETS_CHANNEL
+from callcenter.tickets.notifier import BreachChecker, TicketNotifier
+from callcenter.tickets.repository import TicketRepository
+from callcenter.web.auth import auth_middleware, install_auth
 from callcenter.web.hub import WebSocketHub
 from callcenter.web.keys import (
     CALL_REPOSITORY,
     CLOCK,
+    CUSTOMER_HISTORY,
+    CUSTOMERS,
     HEALTH_CHECKS,
     HUB,
     LIVE_AGENTS,
     LIVE_CALLS,
     SETTINGS,
+    TICKET_NOTIFIER,
+    TICKETS,
+    WEB_SESSIONS,
     Clock,
     ComponentHealth,
 )
@@ -81,7 +94,9 @@ AMI_ADDRESS = web.AppKey[tuple[str, int]]("ami_address")
 # resolves with a reason when the AMI client stopped for good (refused login): serve exits
 AMI_FATAL = web.AppKey[asyncio.Future[str]]("ami_fatal")
 
-HUB_CHANNELS = (CALLS, AGENTS, QUEUES, CALLBACKS, SYSTEM)
+HUB_CHANNELS = (CALLS, AGENTS, QUEUES, CALLBACKS, SYSTEM, TICKETS_CHANNEL)
+# how often missed complaint deadlines are looked for (each breach is notified once)
+BREACH_CHECK_SECONDS = 60.0
 
 
 def utc_clock() -> datetime:
@@ -114,7 +129,9 @@ def create_app(
     instead of settings.ami_host/ami_port.
     `clock`: "now" for the trackers and the IVR (default: the wall clock, UTC).
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=64 * 1024
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock or utc_clock
     app[HEALTH_CHECKS] = {}
@@ -124,6 +141,7 @@ def create_app(
     app.cleanup_ctx.append(_hub)
     app.cleanup_ctx.append(_console)
     app.cleanup_ctx.append(_agi)
+    app.cleanup_ctx.append(_tickets)
     if emulator is not None:
         app.cleanup_ctx.append(_emulator_context(emulator))
     app.cleanup_ctx.append(_ami)
@@ -147,6 +165,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[CALL_REPOSITORY] = CallRepository(
         session_factory=sessions, answer_target_seconds=settings.answer_target_seconds
     )
+    install_auth(app, session_factory=sessions, settings=settings)
+    await app[WEB_SESSIONS].purge_expired()
 
     async def check() -> ComponentHealth:
         async with engine.connect() as conn:
@@ -249,6 +269,7 @@ async def _console(app: web.Application) -> AsyncIterator[None]:
         ami=lambda: app.get(AMI),
         clock=app[CLOCK],
         default_queues=(settings.default_queue,),
+        history=lambda: app.get(CUSTOMER_HISTORY),
         lookup_timeout=settings.lookup_timeout,
     ):
         yield
@@ -291,6 +312,31 @@ async def _agi(app: web.Application) -> AsyncIterator[None]:
     finally:
         await server.close()
         await flows.stop()
+
+
+async def _tickets(app: web.Application) -> AsyncIterator[None]:
+    # customer archive + bookings/complaints; deadlines use the flows' (hot-reloaded) calendar
+    flows = app[FLOWS]
+    customers = CustomerRepository(session_factory=app[SESSIONS])
+    tickets = TicketRepository(
+        session_factory=app[SESSIONS], calendar=lambda: flows.calendar, clock=app[CLOCK]
+    )
+    notifier = TicketNotifier(bus=app[BUS])
+    app[CUSTOMERS] = customers
+    app[TICKETS] = tickets
+    app[TICKET_NOTIFIER] = notifier
+    app[CUSTOMER_HISTORY] = CustomerHistory(
+        customers=customers,
+        calls=app[CALL_REPOSITORY],
+        tickets=tickets,
+        session_factory=app[SESSIONS],
+    )
+    checker = BreachChecker(source=tickets, notifier=notifier, interval=BREACH_CHECK_SECONDS)
+    task = asyncio.create_task(checker.run(), name="complaint-breach-checker")
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
 
 
 def _emulator_context(

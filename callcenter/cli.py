@@ -1,4 +1,5 @@
-"""The `callcenter` command: serve, demo, pbxsim, db upgrade, flows check, version."""
+"""The `callcenter` command: serve, demo, pbxsim, db upgrade, flows check, users, tokens,
+version."""
 
 from __future__ import annotations
 
@@ -130,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("dir", nargs="?", type=Path, help="flows directory (default flows_dir)")
 
+    from callcenter.users.cli import add_user_commands
+
+    add_user_commands(sub, common)
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -207,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo(settings, args)
         if args.command == "pbxsim":
             return cmd_pbxsim(args)
+        if args.command in ("users", "tokens"):
+            from callcenter.users.cli import run_user_command
+
+            return asyncio.run(run_user_command(settings, args))
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command!r}")
@@ -259,6 +268,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         database_url=args.database_url,
         seed=args.seed,
     )
+    if options.web:
+        from callcenter.users.seed import demo_users_text
+
+        print(demo_users_text(), flush=True)
     return run_demo(settings, options)
 
 

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     session_idle_minutes: float = Field(120.0, gt=0)
     login_max_failures: int = Field(5, ge=1)
     login_window_seconds: float = Field(900.0, gt=0)
+    # argon2id cost (argon2-cffi's defaults); raising them upgrades stored hashes at next login
+    password_time_cost: int = Field(3, ge=1, le=50)
+    password_memory_kib: int = Field(65536, ge=8, le=4 * 1024 * 1024)
+    password_parallelism: int = Field(4, ge=1, le=64)
 
     log_level: str = "INFO"
 

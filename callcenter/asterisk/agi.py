@@ -338,8 +338,9 @@ def parse_reply_line(line: str) -> AgiReply:
 
 
 def is_hangup_line(line: str) -> bool:
-    """The unsolicited notification: exactly ``HANGUP``, tolerating trailing junk/whitespace."""
-    return line.startswith("HANGUP") and (len(line) == 6 or not line[6].isalnum())
+    """The unsolicited notification ``HANGUP``, tolerating trailing junk (replies start with a
+    three-digit code, so no reply can be mistaken for it)."""
+    return line.startswith("HANGUP")
 
 
 class ReplyAssembler:
@@ -412,6 +413,16 @@ def command_words(line: str) -> str:
     return " ".join(words[:2]).upper()
 
 
+_COMMAND_NAMES = DEAD_ALLOWED | {
+    "ANSWER",
+    "STREAM FILE",
+    "GET DATA",
+    "WAIT FOR DIGIT",
+    "SAY DIGITS",
+    "HANGUP",
+}
+
+
 class AgiConnection:
     """One FastAGI session: the environment plus a command/reply channel."""
 
@@ -450,7 +461,7 @@ class AgiConnection:
         ``AgiCommandError`` on ``510``/``520``.
         """
         line = format_command(verb, *args)
-        name = command_words(line)
+        name = verb if verb in _COMMAND_NAMES else command_words(line)
         if self.closed:
             raise AgiConnectionLost("connection closed")
         if self.dead and name not in DEAD_ALLOWED:

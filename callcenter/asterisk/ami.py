@@ -7,8 +7,10 @@ registers its future; `AMIProtocol.handle_message()` + `Action.add_message()` co
 
 What we replace, and why (PROTOCOL.md §6.4):
 
-* Receive path: `_AmiProtocol.data_received` uses `AmiFramer` (bytes-level framing; panoramisk
-  1.4 decodes each read alone, corrupting split UTF-8, and re-splits the pending text: O(n²)).
+* Receive path: `_AmiProtocol` reads through `asyncio.BufferedProtocol` (at most 32 KiB per
+  callback) into `AmiFramer` (bytes-level framing; panoramisk 1.4 decodes each read alone,
+  corrupting split UTF-8, and re-splits the pending text: O(n²)). Replies whose ActionID is
+  pending are converted to panoramisk `Message`s for its correlation logic; events are not.
 * Event delivery: one queue and ONE consumer task awaiting `on_message` sequentially, so the
   events of a call are applied in arrival order (panoramisk starts a task per event). A raising
   consumer is logged; the link survives (§6.4.1).
@@ -460,8 +462,8 @@ class AmiClient:
 
     async def start(self, *, wait: bool = True) -> None:
         """Connect and log in. See the class docstring for `wait`."""
-        if self._supervisor is not None:
-            raise RuntimeError("AmiClient.start() called twice")
+        if self._state != "new":
+            raise RuntimeError("AmiClient.start() called twice (a closed client is not reusable)")
         loop = asyncio.get_running_loop()
         self._manager = _PanoramiskManager(
             host=self._host,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import typing
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from pathlib import PurePath
@@ -17,9 +18,14 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from callcenter.agents.model import QueueStats
+from callcenter.agents.model import AgentState, QueueStats, WaitingCaller
+from callcenter.calls.model import CallRecord, IvrStep
+from callcenter.calls.repository import CallbackEntry
+from callcenter.users.model import POLICY, Principal
+from callcenter.users.service import mask_number
+from callcenter.web.api import ApiRouter, Page, require_principal
 from callcenter.web.errors import CallNotFound, ValidationFailed
 from callcenter.web.keys import (
     CALL_REPOSITORY,
@@ -133,11 +139,135 @@ def _localise(value: datetime | None, zone: ZoneInfo) -> datetime | None:
     return value.replace(tzinfo=zone)
 
 
+# ------------------------------------------------------------------------------ response schemas
+# (documentation for the OpenAPI document; the bodies are rendered by `to_json`)
+
+
+class LiveCallsOut(BaseModel):
+    items: list[CallRecord]
+
+
+class AgentsOut(BaseModel):
+    items: list[AgentState]
+
+
+class QueueOut(BaseModel):
+    name: str
+    queue: str
+    waiting: int
+    longest_wait_seconds: float
+    callers: list[WaitingCaller]
+    members: int = Field(description="members in total")
+    members_by_status: dict[str, int]
+    available: int
+    strategy: str
+    completed: int
+    abandoned: int
+    holdtime: int
+    talktime: int
+    service_level: int
+    service_level_perf: float | None
+
+
+class QueuesOut(BaseModel):
+    items: list[QueueOut]
+
+
+CallDetailOut = create_model(
+    "CallDetailOut",
+    **{name: (hint, ...) for name, hint in typing.get_type_hints(CallRecord).items()},  # type: ignore[call-overload]
+    ivr_steps=(list[IvrStep], ...),
+    callback=(CallbackEntry | None, ...),
+    live=(bool, ...),
+)
+
+
+class QueueSummaryOut(BaseModel):
+    calls: int
+    answered: int
+    abandoned: int
+    answered_within_target: int
+    avg_wait_seconds: float | None
+
+
+class SummaryOut(BaseModel):
+    """Mirrors callcenter.calls.repository.CallSummary."""
+
+    since: datetime
+    until: datetime
+    answer_target_seconds: int
+    calls: int
+    answered: int
+    abandoned: int
+    abandoned_in_ivr: int
+    abandoned_in_queue: int
+    queued: int
+    answered_within_target: int
+    service_level: float | None
+    avg_wait_seconds: float | None
+    avg_talk_seconds: float | None
+    recordings: int
+    callbacks: int
+    ivr_choices: dict[str, int]
+    by_queue: dict[str, QueueSummaryOut]
+    by_agent: dict[str, int]
+
+
+class ComponentOut(BaseModel):
+    ok: bool
+    detail: str
+    info: dict[str, Any] | None = None
+
+
+class HealthOut(BaseModel):
+    status: typing.Literal["ok", "degraded"]
+    components: dict[str, ComponentOut]
+
+
+# ------------------------------------------------------------------------------ privacy
+
+
+def _visible_number(value: Any, principal: Principal) -> Any:
+    return mask_number(value, principal) if isinstance(value, str) and value else value
+
+
+def _mask_call(data: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """Caller numbers as this principal may see them (QA sees them masked)."""
+    data["caller_number"] = _visible_number(data.get("caller_number"), principal)
+    callback = data.get("callback")
+    if isinstance(callback, dict):
+        request = callback.get("request")
+        if isinstance(request, dict):
+            request["number"] = _visible_number(request.get("number"), principal)
+        callback["number_normalised"] = _visible_number(
+            callback.get("number_normalised"), principal
+        )
+    return data
+
+
+def _own_calls_only(principal: Principal) -> bool:
+    # agents see the calls they took; specialists investigate any call
+    return principal.role == "agent"
+
+
 # ------------------------------------------------------------------------------ handlers
 
+router = ApiRouter(tag="calls", scope="calls")
+live_router = ApiRouter(tag="live", scope="calls")
+health_router = ApiRouter(tag="health")
 
+
+@router.get(
+    "/api/v1/calls",
+    roles=POLICY["calls:read"],
+    query=CallsQuery,
+    response=Page[CallRecord],
+    summary="The call log",
+)
 async def list_calls(request: web.Request) -> web.Response:
-    """GET /api/v1/calls: the call log, newest first, filtered and paged."""
+    """The call log, newest first, filtered and paged. Agents see only calls they answered;
+    QA sees caller numbers masked."""
+    principal = require_principal(request)
     q = parse_query(CallsQuery, request)
     zone = _zone(request)
     filters: dict[str, Any] = {
@@ -148,45 +278,34 @@ async def list_calls(request: web.Request) -> web.Response:
         "abandoned": q.abandoned,
         "caller": q.caller,
     }
+    if _own_calls_only(principal):
+        if q.agent is not None and q.agent != principal.agent_interface:
+            raise ValidationFailed("invalid query", fields={"agent": "you see your own calls"})
+        filters["agent"] = principal.agent_interface or "-"
     repo = request.app[CALL_REPOSITORY]
     items = await repo.list_calls(**filters, limit=q.limit, offset=q.offset)
     total = await repo.count_calls(**filters)
     return web.json_response(
-        {"items": to_json(items), "total": total, "limit": q.limit, "offset": q.offset}
+        {
+            "items": [_mask_call(to_json(c), principal) for c in items],
+            "total": total,
+            "limit": q.limit,
+            "offset": q.offset,
+        }
     )
 
 
-async def get_call(request: web.Request) -> web.Response:
-    """GET /api/v1/calls/{uniqueid}: one logged call with its IVR steps (or the live record)."""
-    uniqueid = request.match_info["uniqueid"]
-    if not uniqueid or len(uniqueid) > MAX_UNIQUEID:
-        raise ValidationFailed("invalid call id", fields={"uniqueid": "1 to 64 characters"})
-    repo = request.app[CALL_REPOSITORY]
-    detail = await repo.get_call_detail(uniqueid)
-    if detail is not None:
-        body: dict[str, Any] = to_json(detail.call)
-        body["ivr_steps"] = to_json(detail.steps)
-        body["callback"] = to_json(detail.callback)
-        body["live"] = False
-        return web.json_response(body)
-    live = request.app[LIVE_CALLS].get(uniqueid)
-    if live is None:
-        raise CallNotFound(f"no call {uniqueid}")
-    body = to_json(live)
-    body["ivr_steps"] = to_json(await repo.get_steps(live.uniqueid))
-    body["callback"] = None
-    body["live"] = True
-    return web.json_response(body)
-
-
-async def live_calls(request: web.Request) -> web.Response:
-    """GET /api/v1/calls/live: the calls in progress, oldest first."""
-    return web.json_response({"items": to_json(request.app[LIVE_CALLS].active_calls())})
-
-
+# fixed paths before the {uniqueid} pattern
+@live_router.get(
+    "/api/v1/calls/summary",
+    roles=POLICY["live:view"],
+    query=PeriodQuery,
+    response=SummaryOut,
+    summary="Operating statistics",
+)
 async def calls_summary(request: web.Request) -> web.Response:
-    """GET /api/v1/calls/summary?since&until: operating statistics for calls started in
-    [since, until); no since = today (local time zone); no until = now."""
+    """Operating statistics for calls started in [since, until); no since = today (local time
+    zone); no until = now."""
     q = parse_query(PeriodQuery, request)
     zone = _zone(request)
     now = request.app[CLOCK]().astimezone(zone)
@@ -203,21 +322,91 @@ async def calls_summary(request: web.Request) -> web.Response:
     return web.json_response(to_json(summary))
 
 
+@live_router.get(
+    "/api/v1/calls/live",
+    roles=POLICY["live:view"],
+    response=LiveCallsOut,
+    summary="Calls in progress",
+)
+async def live_calls(request: web.Request) -> web.Response:
+    """The calls in progress, oldest first."""
+    principal = require_principal(request)
+    calls = request.app[LIVE_CALLS].active_calls()
+    return web.json_response({"items": [_mask_call(to_json(c), principal) for c in calls]})
+
+
+@router.get(
+    "/api/v1/calls/{uniqueid}",
+    roles=POLICY["calls:read"],
+    response=CallDetailOut,
+    errors={404},
+    summary="One call with its IVR steps",
+)
+async def get_call(request: web.Request) -> web.Response:
+    """One logged call with its IVR steps and callback request (or the live record)."""
+    principal = require_principal(request)
+    uniqueid = request.match_info["uniqueid"]
+    if not uniqueid or len(uniqueid) > MAX_UNIQUEID:
+        raise ValidationFailed("invalid call id", fields={"uniqueid": "1 to 64 characters"})
+    repo = request.app[CALL_REPOSITORY]
+    detail = await repo.get_call_detail(uniqueid)
+    if detail is not None:
+        body: dict[str, Any] = to_json(detail.call)
+        body["ivr_steps"] = to_json(detail.steps)
+        body["callback"] = to_json(detail.callback)
+        body["live"] = False
+        return web.json_response(_visible_call(body, principal, uniqueid))
+    live = request.app[LIVE_CALLS].get(uniqueid)
+    if live is None:
+        raise CallNotFound(f"no call {uniqueid}")
+    body = to_json(live)
+    body["ivr_steps"] = to_json(await repo.get_steps(live.uniqueid))
+    body["callback"] = None
+    body["live"] = True
+    return web.json_response(_visible_call(body, principal, uniqueid))
+
+
+def _visible_call(body: dict[str, Any], principal: Principal, uniqueid: str) -> dict[str, Any]:
+    if _own_calls_only(principal) and (
+        not principal.agent_interface or body.get("agent_interface") != principal.agent_interface
+    ):
+        raise CallNotFound(f"no call {uniqueid}")  # not "forbidden": do not confirm it exists
+    return _mask_call(body, principal)
+
+
+@live_router.get(
+    "/api/v1/agents", roles=POLICY["live:view"], response=AgentsOut, summary="Agents, live"
+)
 async def list_agents(request: web.Request) -> web.Response:
-    """GET /api/v1/agents: every known agent's live state."""
+    """Every known agent's live state."""
     agents = sorted(request.app[LIVE_AGENTS].agents(), key=lambda a: (a.name, a.interface))
     return web.json_response({"items": to_json(agents)})
 
 
+@live_router.get(
+    "/api/v1/queues", roles=POLICY["live:view"], response=QueuesOut, summary="Queues, live"
+)
 async def list_queues(request: web.Request) -> web.Response:
-    """GET /api/v1/queues: waiting callers and members per queue, live."""
+    """Waiting callers and members per queue, live."""
+    principal = require_principal(request)
     now = request.app[CLOCK]()
     queues = sorted(request.app[LIVE_AGENTS].queues(now), key=lambda q: q.queue)
-    return web.json_response({"items": [_queue_json(q) for q in queues]})
+    items = [_queue_json(q) for q in queues]
+    for item in items:
+        for caller in item["callers"]:
+            caller["caller_number"] = _visible_number(caller.get("caller_number"), principal)
+    return web.json_response({"items": items})
 
 
+@health_router.get(
+    "/healthz",
+    roles=None,
+    response=HealthOut,
+    extra_responses={503: "A component is down (same body, status `degraded`)"},
+    summary="Health of every component",
+)
 async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz: 200 when every component is fine, 503 otherwise; always a JSON body."""
+    """200 when every component is fine, 503 otherwise; always a JSON body."""
     checks = request.app[HEALTH_CHECKS]
     names = sorted(checks)
     results = await asyncio.gather(

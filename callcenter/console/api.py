@@ -86,10 +86,11 @@ def _agent(request: web.Request, interface: str | None) -> AgentState | None:
     return None
 
 
-def _state_out(request: web.Request, principal: Principal) -> AgentStateOut:
+async def _state_out(request: web.Request, principal: Principal) -> AgentStateOut:
     interface = principal.agent_interface
     agent = _agent(request, interface)
-    pending = request.app[AGENT_CONTROL].pending(interface) if interface else []
+    control = request.app[AGENT_CONTROL]
+    pending = await control.outstanding(interface, principal.user_id) if interface else []
     if agent is None:
         return AgentStateOut(interface=interface, status="logged_out", pending_dispositions=pending)
     return AgentStateOut(
@@ -128,6 +129,10 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     """WebSocket: `hello`, then `pop` frames (numbered per agent) and `state` frames, only for
     the signed-in user's own phone. Query `last_seq` + `epoch` replays missed pops."""
     principal = require_principal(request)
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.host:
+        # a WebSocket is not covered by CORS: refuse other sites' pages riding on our cookie
+        raise web.HTTPForbidden(text="cross-site WebSocket refused")
     service = request.app[SCREEN_POPS]
     last_seq: int | None
     try:
@@ -173,7 +178,7 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
 async def get_agent_state(request: web.Request) -> web.Response:
     """The state Asterisk last reported for the user's phone, and the calls still waiting for
     a disposition."""
-    return json_response(_state_out(request, require_principal(request)))
+    return json_response(await _state_out(request, require_principal(request)))
 
 
 @router.post(
@@ -197,6 +202,9 @@ async def set_agent_state(request: web.Request) -> web.Response:
     member = MemberView(
         queues=tuple(m.queue for m in agent.queues) if agent is not None else (),
         name=agent.name if agent is not None else principal.display_name,
+        static=tuple(m.queue for m in agent.queues if m.membership == "static")
+        if agent is not None
+        else (),
     )
     try:
         await request.app[AGENT_CONTROL].set_state(
@@ -217,4 +225,4 @@ async def set_agent_state(request: web.Request) -> web.Response:
         raise PbxRefused(f"Asterisk refused: {exc}") from None
     except AmiError as exc:
         raise ServiceUnavailable(f"Asterisk: {exc}") from None
-    return json_response(_state_out(request, principal))
+    return json_response(await _state_out(request, principal))

@@ -22,6 +22,7 @@ ConsoleState = Literal["available", "paused", "wrap_up", "logged_out"]
 CONSOLE_STATES: tuple[ConsoleState, ...] = ("available", "paused", "wrap_up", "logged_out")
 # the QueuePause reason Asterisk shows while an agent is in wrap-up (set by the console)
 WRAP_UP_REASON = "wrap-up"
+LOGGED_OUT_REASON = "logged-out"  # static members (queues.conf) cannot be removed: paused so
 CONSOLE_ROLES = frozenset({"agent", "specialist", "supervisor"})
 LANGUAGES = ("zh-CN", "en")
 

@@ -31,6 +31,7 @@ from callcenter.bus.base import Bus, Payload
 from callcenter.bus.keys import AGENTS
 from callcenter.calls.model import CallRecord, IvrStep
 from callcenter.console.model import (
+    LOGGED_OUT_REASON,
     POP_TYPES,
     WRAP_UP_REASON,
     ConsoleState,
@@ -71,10 +72,8 @@ class CallHistory(Protocol):
     async def get_steps(self, uniqueid: str) -> list[IvrStep]: ...
 
 
-class TicketHistory(Protocol):
-    """Bookings/complaints/callbacks of a customer, newest first (the archive's timeline)."""
-
-    async def __call__(self, customer_id: int, limit: int) -> Sequence[HistoryItem]: ...
+# (customer id, limit) -> bookings/complaints/callbacks of a customer, newest first
+TicketHistory = Callable[[int, int], Awaitable[Sequence[HistoryItem]]]
 
 
 class FrameSink(Protocol):
@@ -162,6 +161,8 @@ def build_pop_data(payload: Payload, enrichment: Enrichment, now: datetime) -> d
     waited = payload.get("hold_seconds")
     if waited is None:  # still ringing: time in the queue so far
         waited = _seconds_between(call.get("queue_joined_at"), now)
+    if isinstance(waited, int | float):
+        waited = round(float(waited), 1)
     variables = call.get("variables") if isinstance(call.get("variables"), dict) else {}
     card = enrichment.customer
     return {
@@ -175,7 +176,7 @@ def build_pop_data(payload: Payload, enrichment: Enrichment, now: datetime) -> d
         "caller_name": payload.get("caller_name") or "",
         "dialed_number": payload.get("dialed_number") or "",
         "ivr_path": list(payload.get("ivr_path") or []),
-        "ivr_choice": payload.get("ivr_choice"),
+        "ivr_choice": _ivr_choice(payload, enrichment.digits),
         "digits": [asdict(d) for d in enrichment.digits],
         "variables": dict(variables or {}),
         "waited_seconds": waited,
@@ -191,12 +192,27 @@ def build_pop_data(payload: Payload, enrichment: Enrichment, now: datetime) -> d
     }
 
 
+_DTMF = frozenset("0123456789*#")
+
+
 def _digits(steps: Iterable[IvrStep]) -> tuple[IvrDigit, ...]:
+    """Keys the caller pressed, in order (a lookup step's input is the caller id, not keys)."""
     return tuple(
         IvrDigit(node=s.node, kind=s.kind, input=s.input, result=s.result)
         for s in sorted(steps, key=lambda s: s.seq)
-        if s.input
+        if s.input and s.kind != "lookup" and set(s.input) <= _DTMF
     )
+
+
+def _ivr_choice(payload: Payload, digits: Sequence[IvrDigit]) -> str | None:
+    choice = payload.get("ivr_choice")
+    if choice:
+        return str(choice)
+    menus = [d.result for d in digits if d.kind == "menu" and d.result]
+    if menus:
+        return menus[-1]
+    path = payload.get("ivr_path") or []
+    return str(path[-1]) if path else None
 
 
 def _call_history_item(r: CallRecord) -> HistoryItem:
@@ -332,7 +348,7 @@ class Connection:
     ) -> None:
         self._service = service
         self._sink = sink
-        self._outbox: deque[str] = deque()
+        self._outbox: deque[str] | None = None
         self._writer: asyncio.Task[None] | None = None
         self.interface = interface
         self.user_id = user_id
@@ -341,13 +357,16 @@ class Connection:
     def push(self, text: str) -> None:
         if self.dropped:
             return
-        if len(self._outbox) >= self._service.outbox_size:
+        outbox = self._outbox
+        if outbox is None:  # created on the first frame, dropped when sent: idle tabs are small
+            outbox = self._outbox = deque()
+        if len(outbox) >= self._service.outbox_size:
             self.dropped = True
-            self._outbox.clear()
+            outbox.clear()
             log.warning("console tab of %s too slow, disconnecting it", self.interface)
             self._service.spawn(self._sink.close(code=1013, message=b"too slow"))
             return
-        self._outbox.append(text)
+        outbox.append(text)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -363,6 +382,7 @@ class Connection:
                     return
         finally:
             self._writer = None
+            self._outbox = None
 
     async def stop(self) -> None:
         writer = self._writer
@@ -622,6 +642,7 @@ class MemberView:
 
     queues: tuple[str, ...]
     name: str | None = None
+    static: tuple[str, ...] = ()  # of `queues`, those from queues.conf (QueueRemove refuses)
 
 
 class AgentStateController:
@@ -690,13 +711,18 @@ class AgentStateController:
         if ami is None:
             raise LookupError("not connected to Asterisk")
         if state == "logged_out":
-            for queue in member.queues:
+            dynamic = tuple(q for q in member.queues if q not in member.static)
+            for queue in dynamic:
                 await ami.queue_remove(interface, queue)
-            if member.queues:
-                self._left[interface] = member.queues
+            if dynamic:
+                self._left[interface] = dynamic
+            for queue in member.static:  # a static member cannot leave: paused instead
+                await ami.queue_pause(interface, queue, True, LOGGED_OUT_REASON)
             return
-        if not member.queues:
-            queues = self._left.pop(interface, None) or self._default_queues
+        if not member.queues or set(member.queues) <= set(member.static):
+            queues = self._left.pop(interface, None) or (
+                () if member.queues else self._default_queues
+            )
             for queue in queues:
                 await ami.queue_add(
                     interface, queue, member_name=member.name, paused=state != "available"

@@ -26,6 +26,8 @@ class Customer:
     preferred_language: str | None = None  # IVR language code, e.g. "zh", "en"
     do_not_call: bool = False  # never dial this customer for surveys / follow-ups
     numbers: tuple[CustomerNumber, ...] = ()
+    provisional: bool = False  # opened for an unknown caller; an agent still has to complete it
+    contact_user_id: int | None = None  # key customers' named contact (a user)
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -44,3 +46,20 @@ class CustomerChanges(TypedDict, total=False):
     notes: str
     preferred_language: str | None
     do_not_call: bool
+    provisional: bool
+    contact_user_id: int | None
+
+
+HistoryKind = Literal["call", "booking", "complaint", "callback"]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of a customer's merged history (calls, bookings, complaints, callbacks)."""
+
+    kind: HistoryKind
+    at: datetime
+    ref: str  # call uniqueid, booking id, complaint id, callback's call uniqueid
+    summary: str
+    status: str | None = None
+    number: str | None = None  # the customer's number involved (calls, callbacks)

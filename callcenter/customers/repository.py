@@ -9,18 +9,29 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from callcenter.customers.model import Customer, CustomerChanges, CustomerNumber, CustomerTier
+from callcenter.calls.model import CallRecord
+from callcenter.calls.repository import CallRepository
+from callcenter.customers.model import (
+    Customer,
+    CustomerChanges,
+    CustomerNumber,
+    CustomerTier,
+    HistoryEntry,
+)
 from callcenter.customers.service import InvalidNumberError, normalise_number, parse_number
 from callcenter.db.models import (
     CUSTOMER_TIERS,
+    CallbackRequestRow,
     CustomerNumberRow,
     CustomerRow,
     check_lengths,
     utcnow,
 )
 from callcenter.ivr.model import CustomerInfo
+from callcenter.tickets.repository import TicketRepository
 
 __all__ = [
+    "CustomerHistory",
     "CustomerLookupAdapter",
     "CustomerNotFoundError",
     "CustomerRepository",
@@ -68,6 +79,8 @@ class CustomerRepository:
         notes: str = "",
         preferred_language: str | None = None,
         do_not_call: bool = False,
+        provisional: bool = False,
+        contact_user_id: int | None = None,
     ) -> Customer:
         """Create a customer with its numbers. Raises InvalidNumberError for a non-number,
         NumberInUseError when a number belongs to someone else (nothing is saved then)."""
@@ -93,10 +106,43 @@ class CustomerRepository:
                     notes=notes or "",
                     preferred_language=preferred_language,
                     do_not_call=do_not_call,
+                    provisional=provisional,
+                    contact_user_id=contact_user_id,
                     numbers=[CustomerNumberRow(raw=raw, normalised=norm) for raw, norm in parsed],
                 )
                 session.add(row)
             return _to_customer(row)
+
+    async def find_or_create_provisional(
+        self, number: str, *, name: str | None = None
+    ) -> tuple[Customer, bool]:
+        """The customer owning `number`, or a new provisional record for it (an unknown caller
+        the agent completes later). Returns (customer, created). Safe against a concurrent
+        caller doing the same: the loser finds the winner's record. Raises InvalidNumberError
+        for a withheld or non-number."""
+        normalised = parse_number(number, self._country)
+        found = await self.find_by_number(normalised)
+        if found is not None:
+            return found, False
+        label = name.strip() if name and name.strip() else f"New caller {number.strip()}"
+        try:
+            created = await self.create(
+                name=label[:255], numbers=[number.strip()], provisional=True
+            )
+        except NumberInUseError:
+            winner = await self.find_by_number(normalised)
+            if winner is None:
+                raise
+            return winner, False
+        return created, True
+
+    async def numbers_of(self, customer_id: int) -> list[str]:
+        """The normalised numbers of a customer (for call-log and callback history)."""
+        async with self._sessions() as session:
+            stmt = select(CustomerNumberRow.normalised).where(
+                CustomerNumberRow.customer_id == customer_id
+            )
+            return list(await session.scalars(stmt))
 
     async def get(self, customer_id: int) -> Customer | None:
         async with self._sessions() as session:
@@ -118,21 +164,21 @@ class CustomerRepository:
             row = (await session.scalars(stmt)).first()
             return _to_customer(row) if row is not None else None
 
-    async def search(self, text: str, *, limit: int = 20, offset: int = 0) -> list[Customer]:
+    async def search(
+        self,
+        text: str,
+        *,
+        tier: CustomerTier | None = None,
+        provisional: bool | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[Customer]:
         """Customers whose name or company contains `text`, or who own a number matching it."""
         _check_page(limit, offset)
-        pattern = f"%{_escape_like(text.strip())}%"
-        conditions: list[ColumnElement[bool]] = [
-            CustomerRow.name.ilike(pattern, escape="\\"),
-            CustomerRow.company.ilike(pattern, escape="\\"),
-        ]
-        normalised = normalise_number(text, self._country)
-        if normalised:
-            conditions.append(CustomerRow.numbers.any(CustomerNumberRow.normalised == normalised))
         async with self._sessions() as session:
             stmt = (
                 select(CustomerRow)
-                .where(or_(*conditions))
+                .where(self._search_where(text), *_list_filters(tier, provisional))
                 .order_by(CustomerRow.name, CustomerRow.id)
                 .limit(limit)
                 .offset(offset)
@@ -140,20 +186,37 @@ class CustomerRepository:
             return [_to_customer(row) for row in await session.scalars(stmt)]
 
     async def list_customers(
-        self, *, tier: CustomerTier | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        tier: CustomerTier | None = None,
+        provisional: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[Customer]:
         _check_page(limit, offset)
         stmt = select(CustomerRow).order_by(CustomerRow.id).limit(limit).offset(offset)
-        if tier is not None:
-            stmt = stmt.where(CustomerRow.tier == tier)
+        stmt = stmt.where(*_list_filters(tier, provisional))
         async with self._sessions() as session:
             return [_to_customer(row) for row in await session.scalars(stmt)]
 
-    async def count(self, *, tier: CustomerTier | None = None) -> int:
+    async def count(
+        self, *, tier: CustomerTier | None = None, provisional: bool | None = None
+    ) -> int:
         stmt = select(func.count()).select_from(CustomerRow)
-        if tier is not None:
-            stmt = stmt.where(CustomerRow.tier == tier)
+        stmt = stmt.where(*_list_filters(tier, provisional))
         async with self._sessions() as session:
+            return int(await session.scalar(stmt) or 0)
+
+    async def count_search(
+        self, text: str, *, tier: CustomerTier | None = None, provisional: bool | None = None
+    ) -> int:
+        """How many customers `search(text)` finds in all."""
+        async with self._sessions() as session:
+            stmt = (
+                select(func.count())
+                .select_from(CustomerRow)
+                .where(self._search_where(text), *_list_filters(tier, provisional))
+            )
             return int(await session.scalar(stmt) or 0)
 
     async def update(self, customer_id: int, changes: CustomerChanges) -> Customer:
@@ -214,6 +277,17 @@ class CustomerRepository:
             await session.delete(row)
             return True
 
+    def _search_where(self, text: str) -> ColumnElement[bool]:
+        pattern = f"%{_escape_like(text.strip())}%"
+        conditions: list[ColumnElement[bool]] = [
+            CustomerRow.name.ilike(pattern, escape="\\"),
+            CustomerRow.company.ilike(pattern, escape="\\"),
+        ]
+        normalised = normalise_number(text, self._country)
+        if normalised:
+            conditions.append(CustomerRow.numbers.any(CustomerNumberRow.normalised == normalised))
+        return or_(*conditions)
+
     @asynccontextmanager
     async def _numbers_guard(
         self, parsed: Sequence[tuple[str, str]], *, owner: int | None
@@ -256,6 +330,101 @@ class CustomerLookupAdapter:
         )
 
 
+class CustomerHistory:
+    """A customer's calls (from the call log, by any of their numbers), bookings, complaints
+    and callback requests, merged into one timeline, newest first."""
+
+    def __init__(
+        self,
+        *,
+        customers: CustomerRepository,
+        calls: CallRepository,
+        tickets: TicketRepository,
+        session_factory: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self._customers = customers
+        self._calls = calls
+        self._tickets = tickets
+        self._sessions = session_factory
+
+    async def timeline(
+        self, customer_id: int, *, limit: int = 50, include_calls: bool = True
+    ) -> list[HistoryEntry]:
+        """Raises CustomerNotFoundError."""
+        _check_page(limit, 0)
+        if await self._customers.get(customer_id) is None:
+            raise CustomerNotFoundError(customer_id)
+        numbers = await self._customers.numbers_of(customer_id)
+        entries: list[HistoryEntry] = []
+        if include_calls:
+            for number in numbers:
+                for call in await self._calls.list_calls(caller=number, limit=limit):
+                    entries.append(_call_entry(call, number))
+        bookings, complaints = await self._tickets.customer_cases(customer_id, limit=limit)
+        for b in bookings:
+            urgent = "URGENT " if b.urgent else ""
+            entries.append(
+                HistoryEntry(
+                    kind="booking",
+                    at=b.created_at,
+                    ref=str(b.id),
+                    summary=f"{urgent}{b.item}" + (f" for {b.for_whom}" if b.for_whom else ""),
+                    status=b.status,
+                )
+            )
+        for c in complaints:
+            entries.append(
+                HistoryEntry(
+                    kind="complaint",
+                    at=c.created_at,
+                    ref=str(c.id),
+                    summary=f"[{c.severity}] {c.category}: {c.description[:120]}",
+                    status=c.status,
+                )
+            )
+        if numbers:
+            async with self._sessions() as session:
+                rows = await session.scalars(
+                    select(CallbackRequestRow)
+                    .where(CallbackRequestRow.number.in_(numbers))
+                    .order_by(CallbackRequestRow.requested_at.desc())
+                    .limit(limit)
+                )
+                for row in rows:
+                    entries.append(
+                        HistoryEntry(
+                            kind="callback",
+                            at=row.requested_at,
+                            ref=row.call_uniqueid,
+                            summary=f"callback requested ({row.queue or 'any queue'})",
+                            status=row.status,
+                            number=row.number,
+                        )
+                    )
+        entries.sort(key=lambda e: (e.at, e.kind, e.ref), reverse=True)
+        return entries[:limit]
+
+
+def _call_entry(call: CallRecord, number: str) -> HistoryEntry:
+    if call.abandoned:
+        status = "abandoned"
+    elif call.answered_at is not None:
+        status = "answered"
+    else:
+        status = "ended" if call.ended_at is not None else "in progress"
+    parts = [call.queue or "", f"IVR {call.ivr_choice}" if call.ivr_choice else ""]
+    if call.agent:
+        parts.append(f"agent {call.agent}")
+    return HistoryEntry(
+        kind="call",
+        at=call.started_at,
+        ref=call.uniqueid,
+        summary=" · ".join(p for p in parts if p) or call.direction,
+        status=status,
+        number=number,
+    )
+
+
 async def _ensure_free(
     session: AsyncSession, normalised: Sequence[str], *, owner: int | None
 ) -> None:
@@ -286,10 +455,21 @@ def _to_customer(row: CustomerRow) -> Customer:
         notes=row.notes,
         preferred_language=row.preferred_language,
         do_not_call=row.do_not_call,
+        provisional=row.provisional,
+        contact_user_id=row.contact_user_id,
         numbers=tuple(CustomerNumber(raw=n.raw, normalised=n.normalised) for n in row.numbers),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def _list_filters(tier: CustomerTier | None, provisional: bool | None) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if tier is not None:
+        where.append(CustomerRow.tier == tier)
+    if provisional is not None:
+        where.append(CustomerRow.provisional.is_(provisional))
+    return where
 
 
 def _check_name(name: str) -> None:

@@ -118,6 +118,9 @@ async def seed_demo_data(session_factory: async_sessionmaker[AsyncSession]) -> S
         await agents.save_queue(queue)
     for agent in DEMO_AGENTS:
         await agents.save_agent(agent)
+    from callcenter.users.seed import seed_demo_users  # users.seed reads DEMO_AGENTS from here
+
+    await seed_demo_users(session_factory)
     created = 0
     for demo in DEMO_CUSTOMERS:
         if await customers.find_by_number(demo.numbers[0]) is not None:

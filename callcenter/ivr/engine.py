@@ -247,6 +247,8 @@ class _Call:
         prio = max(priority, self.priority)
         yield from self._set("IVR_QUEUE", queue)
         yield from self._set("QUEUE_PRIO", str(prio))
+        if "IVR_CHOICE" in self.vars:  # the call tracker's ivr_choice (the last menu key)
+            yield from self._set("IVR_CHOICE", self.vars["IVR_CHOICE"])
         yield from self._set("CALLCENTER_IVR_PATH", ",".join(self.path))
         yield from self._step(node, result=reason)
         return Outcome("queue", tuple(self.path), queue, prio, dict(self.vars))
@@ -452,7 +454,8 @@ class _Call:
         for attempt in range(1, node.max_attempts + 1):
             if use_caller and self.caller:
                 yield from self._play(node.confirm_prompt)
-                yield from self._digits(SayDigits(self.caller))
+                # SAY DIGITS answers 520 to anything but digits ("+86..." included).
+                yield from self._digits(SayDigits("".join(c for c in self.caller if c.isdigit())))
                 key = yield from self._play(node.confirm_menu_prompt, "12")
                 if not key:
                     d = yield from self._digits(WaitDigit(node.timeout_ms))

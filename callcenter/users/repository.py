@@ -607,6 +607,9 @@ class TokenRepository:
             raise TokenNotFoundError("token vanished")
         return token, secret.plaintext
 
+    def now(self) -> datetime:
+        return self._clock()
+
     async def get(self, token_id: int) -> ApiToken | None:
         tokens = _table("api_tokens")
         async with self._sessions() as session:

@@ -175,12 +175,10 @@ def mask_digits(number: str) -> str:
     n = len(digits)
     if n == 0:
         return "*" * min(len(number), 4)
-    if n >= 10:
+    if n >= 11:  # mobile numbers and longer: the usual 138****8000
         keep_head, keep_tail = 3, 4
-    elif n >= 6:
-        keep_head, keep_tail = 2, 2
-    else:
-        keep_head, keep_tail = 0, 1
+    else:  # landlines, extensions: only the last digits
+        keep_head, keep_tail = 0, (2 if n >= 4 else 1 if n >= 2 else 0)
     hidden = set(digits[keep_head : n - keep_tail])
     return "".join("*" if i in hidden else ch for i, ch in enumerate(number))
 

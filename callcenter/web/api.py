@@ -42,6 +42,7 @@ from callcenter.web.errors import Forbidden, Unauthorized, ValidationFailed
 from callcenter.web.middlewares import validation_fields
 
 __all__ = [
+    "ANY_SCOPE",
     "PRINCIPAL",
     "ApiRouter",
     "CsrfFailed",
@@ -66,6 +67,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
+ANY_SCOPE: Final = "*"  # route scope any valid API token may use (e.g. GET /api/v1/me)
 PRINCIPAL: Final = "principal"  # request key; the auth middleware sets it (None = anonymous)
 CSRF_HEADER: Final = "X-CSRF-Token"
 CSRF_FIELD: Final = "csrf_token"
@@ -202,7 +204,7 @@ async def authorize(request: web.Request, spec: RouteSpec) -> None:
     if principal.via_token:
         if spec.scope is None:
             raise Forbidden("this route is not available to API tokens")
-        if spec.scope not in principal.scopes:
+        if spec.scope != ANY_SCOPE and spec.scope not in principal.scopes:
             raise Forbidden(f"token lacks scope {spec.scope!r}")
     elif request.method in UNSAFE_METHODS:
         await check_csrf(request, principal)
@@ -560,7 +562,7 @@ def _operation(
         op["security"] = []
     else:
         op["security"] = [{"cookieAuth": []}] + (
-            [{"bearerAuth": [spec.scope]}] if spec.scope else []
+            [{"bearerAuth": [] if spec.scope == ANY_SCOPE else [spec.scope]}] if spec.scope else []
         )
         op["x-roles"] = sorted(spec.roles)
         if spec.scope:

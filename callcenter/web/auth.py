@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.config import Settings
@@ -60,6 +61,14 @@ def install_auth(
     monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
     """Put the users, sessions, tokens, audit stores and the login limiter into `app`."""
+    if passwords is None:
+        passwords = Passwords(
+            hasher=PasswordHasher(
+                time_cost=settings.password_time_cost,
+                memory_cost=settings.password_memory_kib,
+                parallelism=settings.password_parallelism,
+            )
+        )
     app[USERS] = UserRepository(session_factory=session_factory, passwords=passwords, clock=clock)
     app[WEB_SESSIONS] = SessionRepository(
         session_factory=session_factory,

@@ -15,6 +15,9 @@ from callcenter.agents.model import AgentState, QueueStats
 from callcenter.calls.model import CallRecord
 from callcenter.calls.repository import CallRepository
 from callcenter.config import Settings
+from callcenter.customers.repository import CustomerHistory, CustomerRepository
+from callcenter.tickets.notifier import TicketNotifier
+from callcenter.tickets.repository import TicketRepository
 from callcenter.users.repository import (
     AuditRepository,
     SessionRepository,
@@ -66,3 +69,8 @@ WEB_SESSIONS = web.AppKey("web_sessions", SessionRepository)
 API_TOKENS = web.AppKey("api_tokens", TokenRepository)
 AUDIT = web.AppKey("audit", AuditRepository)
 LOGIN_LIMITER = web.AppKey("login_limiter", LoginRateLimiter)
+# customer archive, bookings/complaints/dispositions (callcenter.app `_tickets` context)
+CUSTOMERS = web.AppKey("customers", CustomerRepository)
+CUSTOMER_HISTORY = web.AppKey("customer_history", CustomerHistory)
+TICKETS = web.AppKey("tickets", TicketRepository)
+TICKET_NOTIFIER = web.AppKey("ticket_notifier", TicketNotifier)

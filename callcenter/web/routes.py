@@ -8,6 +8,12 @@ from aiohttp import web
 
 from callcenter.calls import api as calls_api
 from callcenter.console import api as console_api
+from callcenter.customers import api as customers_api
+from callcenter.tickets import api as tickets_api
+from callcenter.users import api as users_api
+from callcenter.users.model import POLICY
+from callcenter.web import docs
+from callcenter.web.api import ApiRouter
 from callcenter.web.keys import HUB
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -15,30 +21,47 @@ STATIC_DIR = WEB_DIR / "static"
 INDEX_HTML = WEB_DIR / "templates" / "index.html"
 
 
+live_pages = ApiRouter(tag="live-page", scope=None, in_schema=False)
+
+
+@live_pages.get("/", roles=POLICY["live:view"], page=True, summary="The live page")
 async def index(request: web.Request) -> web.FileResponse:
     """GET /: the live page (calls, agents, queues, recent call log)."""
     return web.FileResponse(INDEX_HTML, headers={"Cache-Control": "no-cache"})
 
 
+@live_pages.get("/ws", roles=POLICY["live:view"], summary="Live bus events (WebSocket)")
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: live bus events, see callcenter.web.hub."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.host:
+        # a WebSocket is not covered by CORS: refuse pages of other sites using our cookie
+        raise web.HTTPForbidden(text="cross-site WebSocket refused")
     return await request.app[HUB].handle(request)
 
 
 def setup_routes(app: web.Application) -> None:
     app.add_routes(
         [
-            web.get("/", index, name="index"),
-            web.get("/ws", websocket, name="ws"),
-            web.get("/healthz", calls_api.healthz, name="healthz"),
-            web.get("/api/v1/calls", calls_api.list_calls, name="calls"),
-            # fixed paths before the {uniqueid} pattern
-            web.get("/api/v1/calls/summary", calls_api.calls_summary, name="calls_summary"),
-            web.get("/api/v1/calls/live", calls_api.live_calls, name="calls_live"),
-            web.get("/api/v1/calls/{uniqueid}", calls_api.get_call, name="call"),
-            web.get("/api/v1/agents", calls_api.list_agents, name="agents"),
-            web.get("/api/v1/queues", calls_api.list_queues, name="queues"),
             web.static("/static", STATIC_DIR, name="static", append_version=False),
         ]
     )
+    # every route below is declared through an ApiRouter (roles, schemas, OpenAPI)
+    for router in (
+        live_pages,
+        calls_api.health_router,
+        calls_api.live_router,  # /api/v1/calls/summary, /live before /api/v1/calls/{uniqueid}
+        calls_api.router,
+        tickets_api.dispositions_router,
+        customers_api.router,
+        tickets_api.bookings_router,
+        tickets_api.complaints_router,
+        users_api.pages,
+        users_api.router,
+        users_api.me_router,
+        users_api.users_router,
+        users_api.audit_router,
+        docs.router,
+    ):
+        app.add_routes(router.routes())
     app.add_routes(console_api.router.routes())

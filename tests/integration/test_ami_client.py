@@ -541,6 +541,29 @@ async def test_slow_consumer_is_sequential_not_concurrent(fake: FakeAsterisk) ->
     assert seen == [str(i) for i in range(50)]
 
 
+async def test_slow_consumer_pauses_reading_instead_of_buffering(fake: FakeAsterisk) -> None:
+    gate = asyncio.Event()
+    seen: list[str] = []
+
+    async def blocked(msg: AmiMessage) -> None:
+        if msg.name == "Newstate":
+            await gate.wait()
+            seen.append(msg.get("Seq"))
+
+    rec = Recorder()
+    client = make_client(fake, rec, on_message=blocked, max_queued=10)
+    async with running(client):
+        data = b"".join(event("Newstate", Seq=str(i), Pad="x" * 60) for i in range(3000))
+        writer = asyncio.ensure_future(fake.push(data))
+        await wait_until(lambda: client.stats().queued > 10)
+        await asyncio.sleep(0.2)  # an unpaused reader would have taken all 3000 by now
+        assert client.stats().queued < 3000  # the rest waits in socket buffers
+        gate.set()
+        await wait_until(lambda: len(seen) == 3000)
+        await writer
+    assert seen == [str(i) for i in range(3000)]
+
+
 # -- actions ---------------------------------------------------------------------------------------
 
 

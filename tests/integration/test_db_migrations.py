@@ -32,6 +32,15 @@ TABLES = {
     "agents",
     "customers",
     "customer_numbers",
+    "users",
+    "web_sessions",
+    "api_tokens",
+    "audit_log",
+    "bookings",
+    "complaints",
+    "complaint_calls",
+    "case_events",
+    "dispositions",
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.test_utils import TestClient
@@ -23,7 +24,7 @@ from callcenter.ivr.loader import load_calendar
 from callcenter.pbxsim.callers import CallerModel, KeyPlan
 from callcenter.pbxsim.emulator import Emulator
 from callcenter.pbxsim.pbx import RealClock
-from callcenter.web.keys import CALL_REPOSITORY
+from callcenter.web.keys import CALL_REPOSITORY, USERS
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = ROOT / "ivr_flows"
@@ -87,6 +88,12 @@ async def live(db_url: str, tmp_path: Path, aiohttp_client: Any) -> AsyncIterato
         settings, emulator=factory, clock=lambda: datetime.fromtimestamp(clock.time(), UTC)
     )
     client = await aiohttp_client(app)
+    # every route needs a signed-in user now: a supervisor sees the live page and the call log
+    await app[USERS].create(username="sup", password="sup-pass-123", role="supervisor")
+    resp = await client.post(
+        "/api/v1/auth/login", json={"username": "sup", "password": "sup-pass-123"}
+    )
+    assert resp.status == 200, await resp.text()
     yield Live(client=client, app=app, emulators=emulators)
 
 
@@ -162,6 +169,11 @@ async def test_live_agents_queues_and_health(live: Live) -> None:
 
 async def test_errors_are_typed(live: Live) -> None:
     c = live.client
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.get(c.make_url("/api/v1/calls")) as resp,
+    ):
+        assert (await _json(resp, 401))["error"]["code"] == "unauthenticated"
     err = (await _json(await c.get("/api/v1/calls/1234.5"), 404))["error"]
     assert err["code"] == "call_not_found"
     bad = (
@@ -219,4 +231,4 @@ async def test_page_and_websocket(live: Live) -> None:
     while msg.type is WSMsgType.TEXT:  # what was already on its way
         msg = await ws.receive(timeout=10)
     assert msg.type is WSMsgType.CLOSE
-    assert ws.close_code == WSCloseCode.GOING_AWAY
+    assert msg.data == WSCloseCode.GOING_AWAY  # the code the server sent

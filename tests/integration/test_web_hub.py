@@ -73,13 +73,13 @@ async def test_shutdown_closes_clients_with_going_away(aiohttp_client: Any, bus:
     await app.shutdown()
     msg = await ws.receive(timeout=5)
     assert msg.type is WSMsgType.CLOSE
-    assert ws.close_code == WSCloseCode.GOING_AWAY
+    assert msg.data == WSCloseCode.GOING_AWAY
     await ws.close()
     # a client arriving during shutdown is closed at once
     late = await client.ws_connect("/ws")
     msg = await late.receive(timeout=5)
     assert msg.type is WSMsgType.CLOSE
-    assert late.close_code == WSCloseCode.GOING_AWAY
+    assert msg.data == WSCloseCode.GOING_AWAY
 
 
 async def test_slow_client_is_dropped_not_buffered(aiohttp_client: Any) -> None:

@@ -124,6 +124,11 @@ def test_header_splitting_rules() -> None:
         ("Spaces", "  indented"),
         ("Output", "second"),
     )
+    assert m.get("KEY") == "value" and m.get("key") == "value" and m.get("Nope", "-") == "-"
+    assert m.get_all("output") == ["a: b: c", "second"]
+    assert m.kind == "event" and "bare" in m
+    (lower,) = AmiFramer().feed(b"event: X\r\nactionid: 7\r\n\r\n")
+    assert lower.kind == "event" and lower.action_id == "7"
 
 
 def test_bare_lf_framing_is_accepted() -> None:

@@ -156,11 +156,12 @@ def test_menu_choice_after_prompt() -> None:
     out = fake.run(menu_flow())
     assert out.kind == "queue" and out.queue == "one" and out.priority == 0
     assert out.path == ("main", "1", "q1")
-    assert fake.setvars() == {
-        "IVR_QUEUE": "one",
-        "QUEUE_PRIO": "0",
-        "CALLCENTER_IVR_PATH": "main,1,q1",
-    }
+    assert fake.of(SetVar) == [
+        SetVar("IVR_QUEUE", "one"),
+        SetVar("QUEUE_PRIO", "0"),
+        SetVar("IVR_CHOICE", "1"),
+        SetVar("CALLCENTER_IVR_PATH", "main,1,q1"),
+    ]
     assert fake.of(Play)[0] == Play("p/main", "0123456789*#")
     assert fake.of(WaitDigit)[0].timeout_ms == 5000
     assert fake.steps() == [("main", "1", "q1"), ("q1", None, "one")]
@@ -233,6 +234,7 @@ def test_menu_operator_key() -> None:
     fake = Fake(keys=["0"])
     out = fake.run(menu_flow())
     assert out.queue == "operator" and out.path == ("main", "0")
+    assert fake.setvars()["IVR_CHOICE"] == "0"
     assert fake.steps()[-1] == ("main", None, "operator")
 
 
@@ -759,3 +761,11 @@ def test_preselected_language_not_offered_is_ignored() -> None:
         while True:
             cmd = gen.send(fake.answer(cmd))
     assert fake.of(Play)[0].file == "p/choose"
+
+
+def test_callback_says_only_the_digits_of_the_caller_number() -> None:
+    fake = Fake(keys=["1"])
+    out = fake.run(flow_of(CALLBACK.format(extra="")), caller="+8613912345678")
+    assert fake.of(SayDigits) == [SayDigits("8613912345678")]
+    assert fake.of(RecordCallback)[0].number == "+8613912345678"
+    assert out.kind == "callback"

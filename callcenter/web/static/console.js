@@ -9,7 +9,7 @@
   const $ = (id) => document.getElementById(id);
 
   // ------------------------------------------------------------------ i18n
-  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
+  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el("dataset").t);
   $("user-name").textContent = boot.user.display_name || boot.user.username;
   $("user-phone").textContent = boot.user.agent_interface || t("noPhone");
 
@@ -258,16 +258,17 @@
     form.dataset.customerId = ctx.customer_id === null ? "" : String(ctx.customer_id);
     form.dataset.callUniqueid = ctx.call_uniqueid || "";
     form.dataset.number = ctx.caller_number;
+    form.dataset.name = ctx.caller_name;
     form.querySelector(".ctx").textContent =
       t("customerId") + ": " + (ctx.customer_id === null ? t("unknownCaller") : "#" + ctx.customer_id + " " + ((current && current.customer && current.customer.name) || "")) +
       " · " + t("callId") + ": " + (ctx.call_uniqueid || "—") + " · " + t("number") + ": " + (ctx.caller_number || "—");
     const msg = form.querySelector(".msg");
     msg.textContent = "";
     msg.className = "msg";
-    if (name === "booking" && current) form.elements.for_whom.value = (current.customer && current.customer.name) || current.caller_name || "";
+    if (name === "booking" && current) form.elements.namedItem("for_whom").value = (current.customer && current.customer.name) || current.caller_name || "";
     if (name === "disposition" && current && current.ivr_choice) {
       const guess = { bookings: "booking", complaints_queue: "complaint", technical: "technical" }[current.ivr_choice];
-      if (guess) form.elements.category.value = guess;
+      if (guess) form.elements.namedItem("category").value = guess;
     }
     form.hidden = false;
     const first = form.querySelector("input:not([type=hidden]), select, textarea");
@@ -285,41 +286,64 @@
     return isNaN(d.getTime()) ? null : d.toISOString();
   }
 
+  // An unknown caller gets a provisional customer record first (the agent completes it later).
+  function ensureCustomer(ctx) {
+    if (ctx.customer_id !== null) return Promise.resolve(ctx.customer_id);
+    return api("POST", "/api/v1/customers/provisional", {
+      number: ctx.caller_number || "",
+      call_uniqueid: ctx.call_uniqueid || null,
+      name: ctx.caller_name || null,
+    }).then((out) => {
+      const c = out.customer;
+      if (current && current.caller_number === ctx.caller_number) {
+        current.customer = { id: c.id, name: c.name, provisional: true, tier: c.tier || "normal", key_customer: false };
+      }
+      return c.id;
+    });
+  }
+
   function submitForm(name, form) {
     const ctx = {
       customer_id: form.dataset.customerId ? Number(form.dataset.customerId) : null,
       call_uniqueid: form.dataset.callUniqueid || null,
       caller_number: form.dataset.number || null,
+      caller_name: form.dataset.name || null,
     };
-    const el = form.elements;
-    let path;
-    let body;
-    if (name === "booking") {
-      path = "/api/v1/bookings";
-      body = {
-        customer_id: ctx.customer_id, call_uniqueid: ctx.call_uniqueid, caller_number: ctx.customer_id === null ? ctx.caller_number : undefined,
-        item: el.item.value, scheduled_for: localToIso(el.scheduled_for.value), for_whom: el.for_whom.value || null,
-        urgent: el.urgent.checked, notes: el.notes.value,
-      };
-    } else if (name === "complaint") {
-      path = "/api/v1/complaints";
-      body = {
-        customer_id: ctx.customer_id, call_uniqueid: ctx.call_uniqueid, caller_number: ctx.customer_id === null ? ctx.caller_number : undefined,
-        category: el.category.value, severity: el.severity.value, description: el.description.value,
-      };
+    const el = (n) => form.elements.namedItem(n); // not form.elements.item: that is a method
+    const msg = form.querySelector(".msg");
+    let send;
+    if (name === "booking" || name === "complaint") {
+      send = ensureCustomer(ctx).then((customerId) => {
+        form.dataset.customerId = String(customerId);
+        if (name === "booking") {
+          return api("POST", "/api/v1/bookings", {
+            customer_id: customerId, call_uniqueid: ctx.call_uniqueid, item: el("item").value,
+            scheduled_for: localToIso(el("scheduled_for").value), for_whom: el("for_whom").value,
+            urgent: el("urgent").checked, notes: el("notes").value,
+          });
+        }
+        return api("POST", "/api/v1/complaints", {
+          customer_id: customerId, call_uniqueid: ctx.call_uniqueid, category: el("category").value,
+          severity: el("severity").value, description: el("description").value,
+        });
+      });
     } else {
       if (!ctx.call_uniqueid) return Promise.resolve();
-      path = "/api/v1/calls/" + encodeURIComponent(ctx.call_uniqueid) + "/disposition";
-      body = { category: el.category.value, outcome: el.outcome.value, note: el.note.value };
+      send = api("POST", "/api/v1/calls/" + encodeURIComponent(ctx.call_uniqueid) + "/disposition", {
+        category: el("category").value, outcome: el("outcome").value, note: el("note").value,
+      });
     }
-    const msg = form.querySelector(".msg");
-    return api("POST", path, body)
+    return send
       .then((out) => {
         msg.className = "msg ok";
         msg.textContent = t("saved") + (out && out.id !== undefined ? " #" + out.id : "");
         form.dataset.savedId = out && out.id !== undefined ? String(out.id) : "";
-        if (name === "disposition") showPending(pending.filter((u) => u !== ctx.call_uniqueid));
-        else form.reset();
+        if (name === "disposition") {
+          showPending(pending.filter((u) => u !== ctx.call_uniqueid));
+          refreshState();
+        } else {
+          form.reset();
+        }
       })
       .catch((err) => {
         msg.className = "msg bad";

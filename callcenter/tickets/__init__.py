@@ -1,0 +1,1 @@
+"""Bookings/orders, complaints, the case timeline and call dispositions."""
