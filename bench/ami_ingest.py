@@ -20,9 +20,14 @@ Measured (same bytes, same chunk boundaries, one process, timings are wall-clock
     longest event-loop stall (wall clock, so it includes preemption by other processes) and
     the most CPU the loop used between two ticks (the part our code is responsible for).
 
-`full_path_handler`: pass an async callable taking an AmiMessage (the call tracker + persisted
-call log) to `run()` / `replay_tcp()` to measure the full ingest path with the same replay; it
-replaces the no-op consumer in (b) and (c). Not wired here.
+(d) full path (`--full-path`): the same protocol object feeding the real EventPipeline
+    (typed events -> CallTracker + AgentStateTracker -> notifiers on an in-process bus ->
+    call-log writer upserting into a migrated SQLite file, or `--database-url`), timed until
+    every event is applied AND every call record is persisted (`pipeline.drain()`), as a ratio
+    to (a), panoramisk's bare parse rate (goal >= 1.0x).
+
+`full_path_handler`: an async callable taking an AmiMessage can also replace the no-op consumer
+in (b) and (c) through `run()` / `replay_tcp()`.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ SOURCES = ("04_inbound_ivr_queue_agent_call.ast.raw", "05_queue_abandon.ast.raw"
 NAMES = ["张三", "李四", "王小明", "John Smith", "欧阳娜娜", "Marie Curie", "陈", "Ma"]
 
 FullPathHandler = Callable[[AmiMessage], Awaitable[None]]
+PIPELINE_OPTIONS: dict[str, Any] = {}
 
 
 # values that differ between calls in real traffic (the transcripts repeat them verbatim)
@@ -371,13 +377,128 @@ async def run(
         )
 
 
+# -- full path: events -> trackers -> bus -> persisted call log -----------------------------------
+
+
+@dataclass(frozen=True)
+class FullPathResult:
+    seconds: float  # wall clock
+    cpu_seconds: float  # process CPU time (every thread: the database driver's too)
+    events: int
+    calls_saved: int
+    save_failures: int
+    rows: int
+
+
+async def bench_full_path(chunks: list[bytes], expected: int, db_url: str) -> FullPathResult:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select, text
+
+    from callcenter.agents.notifier import AgentNotifier
+    from callcenter.agents.service import AgentStateTracker
+    from callcenter.bus.memory import MemoryBus
+    from callcenter.calls.notifier import CallNotifier
+    from callcenter.calls.repository import CallRepository
+    from callcenter.calls.service import CallTracker
+    from callcenter.db.engine import create_engine, create_session_factory
+    from callcenter.db.migrate import upgrade_database
+    from callcenter.db.models import CallRow
+    from callcenter.pipeline import EventPipeline, cancel_and_wait
+
+    await upgrade_database(db_url)
+    engine = create_engine(db_url)
+    sessions = create_session_factory(engine)
+    async with sessions() as session, session.begin():
+        await session.execute(text("DELETE FROM calls"))
+    bus = MemoryBus()
+    pipeline = EventPipeline(
+        calls=CallTracker(),
+        agents=AgentStateTracker(),
+        call_publisher=CallNotifier(bus=bus),
+        agent_publisher=AgentNotifier(bus=bus),
+        call_log=CallRepository(session_factory=sessions),
+        clock=lambda: datetime.now(UTC),
+        max_pending=10_000_000,
+        **PIPELINE_OPTIONS,
+    )
+    tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
+    client = AmiClient(
+        host="127.0.0.1",
+        port=1,
+        username="bench",
+        secret="bench",
+        on_message=pipeline.feed,
+        max_queued=10_000_000,
+    )
+    proto = client._new_protocol()
+    proto.connection_made(_NullTransport())
+    consumer = asyncio.create_task(client._consume())
+    async with bus.subscribe("calls", "agents", "queues"):  # a live subscriber, like the hub
+        t0, c0 = time.perf_counter(), time.process_time()
+        fed = 0
+        for chunk in chunks:
+            proto.data_received(chunk)
+            fed += len(chunk)
+            if fed >= READ_BUFFER:
+                fed = 0
+                await asyncio.sleep(0)
+        while client.stats().events_delivered < expected:
+            await asyncio.sleep(0.001)
+        await pipeline.drain()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    await cancel_and_wait(consumer, *tasks)
+    async with sessions() as session:
+        rows = (await session.execute(select(func.count()).select_from(CallRow))).scalar_one()
+    await engine.dispose()
+    return FullPathResult(
+        elapsed,
+        cpu,
+        pipeline.stats.events + pipeline.stats.ignored,
+        pipeline.stats.saved,
+        pipeline.stats.save_failures,
+        rows,
+    )
+
+
+async def run_full_path(*, calls: int, chunk_size: int, rounds: int, db_url: str | None) -> None:
+    import tempfile
+
+    data, events = build_stream(calls)
+    chunks = chunked(data, chunk_size)
+    print(f"stream: {events} events, {len(data) / 1e6:.1f} MB, {calls} calls; chunk {chunk_size} B")
+    for _ in range(rounds):
+        gc.collect()
+        pano, n = bench_panoramisk(chunks)
+        assert n == events, (n, events)
+        with tempfile.TemporaryDirectory() as tmp:
+            url = db_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
+            gc.collect()
+            res = await bench_full_path(chunks, events, url)
+        print(
+            f"  (a) panoramisk parse {events / pano:>9,.0f} ev/s | (d) full path "
+            f"{events / res.seconds:>9,.0f} ev/s (wall, until persisted) = "
+            f"{pano / res.seconds:.2f}x | {res.calls_saved} saves, {res.rows} call rows, "
+            f"{res.save_failures} failures"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1400)
     parser.add_argument("--chunks", default="1001,4096")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--full-path", action="store_true", help="measure (d) only")
+    parser.add_argument("--database-url", default=None, help="(d) against this database")
     args = parser.parse_args()
     sizes = tuple(int(x) for x in args.chunks.split(","))
+    if args.full_path:
+        asyncio.run(
+            run_full_path(
+                calls=args.calls, chunk_size=sizes[-1], rounds=args.rounds, db_url=args.database_url
+            )
+        )
+        return
     asyncio.run(run(calls=args.calls, chunk_sizes=sizes, rounds=args.rounds))
 
 

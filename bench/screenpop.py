@@ -320,7 +320,7 @@ async def measure_idle(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from callcenter.app import AMI_ADDRESS, SESSIONS, create_app, start_site
+    from callcenter.app import AMI_ADDRESS, PIPELINE, SESSIONS, create_app, start_site
     from callcenter.config import Settings
     from callcenter.console.notifier import SCREEN_POPS
     from callcenter.customers.repository import CustomerRepository
@@ -395,6 +395,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_port = await start_site(base_runner, "127.0.0.1", 0)
     print(f"app on :{port}, AMI via tap {app[AMI_ADDRESS]}, baseline on :{base_port}", flush=True)
 
+    # probes (bench only): when AgentConnect reaches the pipeline, and its pop the service
+    stages: dict[str, dict[str, float]] = {"pipeline": {}, "service": {}}
+    pipeline = app[PIPELINE]
+    to_pipeline = pipeline._push
+
+    def probe_push(item: Any) -> None:
+        if getattr(item, "name", "") == "AgentConnect":
+            stages["pipeline"].setdefault(item.get("Uniqueid", ""), now())
+        to_pipeline(item)
+
+    pipeline._push = probe_push  # type: ignore[method-assign]
+    service = app[SCREEN_POPS]
+    to_service = service.feed
+
+    def probe_feed(payload: dict[str, Any]) -> None:
+        if payload.get("type") == "agent.answered":
+            stages["service"].setdefault(str(payload.get("uniqueid")), now())
+        to_service(payload)
+
+    service.feed = probe_feed  # type: ignore[method-assign]
+
     customers = CustomerRepository(session_factory=app[SESSIONS])
     for i in range(50):  # half the callers are in the archive
         await customers.create(
@@ -463,7 +484,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_lat = [
         (arrivals["base"][u] - t) * 1000 for u, t in tap_times.items() if u in arrivals["base"]
     ]
+
+    def segment(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+        values = [(end[u] - t) * 1000 for u, t in start.items() if u in end]
+        return {"p50": pct(values, 50), "p99": pct(values, 99)}
+
+    breakdown = {
+        "tap->pipeline": segment(tap_times, stages["pipeline"]),
+        "pipeline->service": segment(stages["pipeline"], stages["service"]),
+        "service->client": segment(stages["service"], arrivals["app"]),
+    }
     return {
+        "breakdown": breakdown,
         "agents": args.agents,
         "calls": args.calls,
         "agent_connects": len(tap_times),
@@ -512,6 +544,8 @@ def main() -> None:
     print(f"{'path':<34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     print(f"{'app: AMI->pipeline->bus->WS':<34} {a['p50']:8.2f} {a['p99']:8.2f} {a['max']:8.2f}")
     print(f"{'baseline: tap->bare aiohttp WS':<34} {b['p50']:8.2f} {b['p99']:8.2f} {b['max']:8.2f}")
+    for name, seg in result["breakdown"].items():
+        print(f"{'  ' + name:<34} {seg['p50']:8.2f} {seg['p99']:8.2f}")
     ma, mb = result["mem_app"], result["mem_base"]
     print(
         f"memory per idle agent: app RSS {ma['rss_per_conn'] / 1024:.1f} KiB, traced "

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +41,7 @@ SAVED_CHANGES = frozenset({"queued", "answered", "transfer"})
 
 
 class CallLog(Protocol):
-    async def save_call(self, record: CallRecord) -> None: ...
+    async def save_calls(self, records: Sequence[CallRecord]) -> None: ...
 
 
 class CallPublisher(Protocol):
@@ -73,6 +75,10 @@ class PipelineStats:
     saves_dropped: int = 0
 
 
+# The consumer yields to the event loop after this much work, so reads and pings go on.
+_SLICE = 0.005
+
+
 class EventPipeline:
     def __init__(
         self,
@@ -85,16 +91,35 @@ class EventPipeline:
         clock: Callable[[], datetime],
         max_pending: int = 50_000,
         save_timeout: float = 10.0,
+        save_batch: int = 1000,
+        save_delay: float = 0.1,
     ) -> None:
+        """`save_batch`/`save_delay`: the writer waits up to `save_delay` seconds for up to
+        `save_batch` records and writes them in one transaction (a call saved several times in
+        that window is written once); `drain()` cuts the wait short."""
+        if max_pending < 1 or save_batch < 1:
+            raise ValueError("max_pending and save_batch must be at least 1")
         self._calls = calls
         self._agents = agents
         self._call_publisher = call_publisher
         self._agent_publisher = agent_publisher
         self._call_log = call_log
         self._clock = clock
-        self._inbox: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_pending)
-        self._saves: asyncio.Queue[CallRecord] = asyncio.Queue(maxsize=max_pending)
+        self._max_pending = max_pending
         self._save_timeout = save_timeout
+        self._save_batch = save_batch
+        self._save_delay = save_delay
+        # Plain deques and futures instead of asyncio.Queue: one put/get pair per AMI event
+        # was a large share of the pipeline's CPU.
+        self._inbox: deque[_Item] = deque()
+        self._inbox_busy = 0  # queued or being handled
+        self._inbox_wakeup: asyncio.Future[None] | None = None
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._saves: deque[CallRecord] = deque()
+        self._saves_busy = 0  # queued or being written
+        self._saves_wakeup: asyncio.Future[None] | None = None
+        self._flush_now = False
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self.stats = PipelineStats()
 
     # -- producers -------------------------------------------------------------------------------
@@ -102,45 +127,123 @@ class EventPipeline:
     async def feed(self, message: AmiMessage) -> None:
         """Queue one AMI message (the AMI client's on_message). Waits while the inbox is full,
         which makes the AMI client stop reading: back-pressure instead of loss."""
-        await self._inbox.put(message)
+        if len(self._inbox) >= self._max_pending:
+            await self._wait_for_space()
+        self._push(message)
 
     async def resync(self, snapshot: ResyncSource) -> None:
         """Queue a resync snapshot (the AMI client's on_resync, after each login)."""
-        await self._inbox.put(_Resync(snapshot))
+        if len(self._inbox) >= self._max_pending:
+            await self._wait_for_space()
+        self._push(_Resync(snapshot))
 
     def tick(self, *, expire: bool = False) -> None:
         """Queue a timer tick: wrap-ups end; with `expire`, ghost calls are ended. A tick that
         does not fit is skipped (the next one does the same work)."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(_Tick(expire))
+        if len(self._inbox) < self._max_pending:
+            self._push(_Tick(expire))
+
+    def _push(self, item: _Item) -> None:
+        self._inbox.append(item)
+        self._inbox_busy += 1
+        w = self._inbox_wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _wait_for_space(self) -> None:
+        loop = asyncio.get_running_loop()
+        while len(self._inbox) >= self._max_pending:
+            waiter = loop.create_future()
+            self._space_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._space_waiters.remove(waiter)
+
+    def _release_space(self) -> None:
+        waiters = self._space_waiters
+        free = self._max_pending - len(self._inbox)
+        for waiter in waiters:
+            if free <= 0:
+                break
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
 
     # -- consumers --------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Apply queued items in order until cancelled."""
+        inbox = self._inbox
+        popleft = inbox.popleft
+        loop = asyncio.get_running_loop()
+        clock = time.perf_counter
         while True:
-            item = await self._inbox.get()
-            try:
-                await self._handle(item)
-            except Exception:
-                self.stats.errors += 1
-                log.exception("event pipeline: failed to handle %s", _describe(item))
-            finally:
-                self._inbox.task_done()
+            if not inbox:
+                self._wake_idle()
+                self._inbox_wakeup = loop.create_future()
+                try:
+                    await self._inbox_wakeup
+                finally:
+                    self._inbox_wakeup = None
+            deadline = clock() + _SLICE
+            done = 0
+            while inbox:
+                item = popleft()
+                try:
+                    await self._handle(item)
+                except Exception:
+                    self.stats.errors += 1
+                    log.exception("event pipeline: failed to handle %s", _describe(item))
+                finally:
+                    self._inbox_busy -= 1
+                if self._space_waiters:
+                    self._release_space()
+                done += 1
+                if not done & 31 and clock() > deadline:
+                    await asyncio.sleep(0)
+                    deadline = clock() + _SLICE
 
     async def write(self) -> None:
-        """Persist call records in order until cancelled."""
+        """Persist call records in order until cancelled. Records that arrive within
+        `save_delay` of each other go out as one batch (one transaction, the latest record of
+        each call), so a burst costs one round trip."""
+        saves = self._saves
+        loop = asyncio.get_running_loop()
         while True:
-            record = await self._saves.get()
+            if not saves or (
+                self._save_delay > 0 and len(saves) < self._save_batch and not self._flush_now
+            ):
+                self._wake_idle()
+                wakeup = self._saves_wakeup = loop.create_future()
+                timer = None
+                if saves:  # linger: let more records join this batch
+                    timer = loop.call_later(self._save_delay, _resolve, wakeup)
+                try:
+                    await wakeup
+                finally:
+                    self._saves_wakeup = None
+                    if timer is not None:
+                        timer.cancel()
+                if not saves:
+                    continue
+                if self._save_delay > 0 and timer is None and not self._flush_now:
+                    continue  # the first record of a batch: start lingering
+            n = min(len(saves), self._save_batch)
+            batch = [saves.popleft() for _ in range(n)]
+            if not saves:
+                self._flush_now = False
             try:
                 async with asyncio.timeout(self._save_timeout):
-                    await self._call_log.save_call(record)
-                self.stats.saved += 1
+                    await self._call_log.save_calls(batch)
+                self.stats.saved += n
             except Exception as exc:
-                self.stats.save_failures += 1
-                log.error("call log: could not save call %s: %r", record.uniqueid, exc)
+                self.stats.save_failures += n
+                ids = ", ".join(sorted({record.uniqueid for record in batch}))
+                log.error("call log: could not save calls %s: %r", ids, exc)
             finally:
-                self._saves.task_done()
+                self._saves_busy -= n
 
     async def ticker(self, interval: float = 1.0, expire_every: int = 60) -> None:
         """Queue a tick every `interval` seconds (and an expiry pass every `expire_every`)."""
@@ -152,61 +255,98 @@ class EventPipeline:
 
     async def drain(self) -> None:
         """Wait until everything queued so far is applied and persisted."""
-        await self._inbox.join()
-        await self._saves.join()
+        loop = asyncio.get_running_loop()
+        while self._inbox_busy or self._saves_busy:
+            if self._saves_busy:
+                self._flush_now = True
+                _resolve(self._saves_wakeup)
+            waiter = loop.create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
 
     @property
     def pending(self) -> int:
-        return self._inbox.qsize() + self._saves.qsize()
+        return len(self._inbox) + len(self._saves)
 
     # -- internals --------------------------------------------------------------------------------
 
+    def _wake_idle(self) -> None:
+        """Called when a consumer is about to wait: let drain() look again."""
+        if self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                _resolve(waiter)
+
     async def _handle(self, item: _Item) -> None:
         now = self._clock()
-        if isinstance(item, AmiMessage):
+        call_fx: Sequence[CallEffect]
+        agent_fx: Sequence[AgentEffect]
+        if type(item) is AmiMessage:
             event = decode_event(item)
             if event is None:
                 self.stats.ignored += 1
                 return
             self.stats.events += 1
-            calls, agents = self._calls, self._agents
-            call_fx = self._guard("call tracker", item, lambda: calls.apply(event, now))
-            agent_fx = self._guard("agent tracker", item, lambda: agents.apply(event, now))
+            try:
+                call_fx = self._calls.apply(event, now)
+            except Exception:
+                call_fx = self._failed("call tracker", item)
+            try:
+                agent_fx = self._agents.apply(event, now)
+            except Exception:
+                agent_fx = self._failed("agent tracker", item)
         elif isinstance(item, _Resync):
             snap = item.snapshot
             call_fx = self._guard("call tracker", item, lambda: self._calls.reconcile(snap, now))
             agent_fx = self._guard("agent tracker", item, lambda: self._agents.reconcile(snap, now))
         else:
+            assert isinstance(item, _Tick)
             expire = item.expire
             call_fx = self._guard(
                 "call tracker", item, lambda: self._calls.expire(now) if expire else []
             )
             agent_fx = self._guard("agent tracker", item, lambda: self._agents.tick(now))
-        for effect in call_fx:
-            if isinstance(effect, CallStarted | CallEnded) or (
-                isinstance(effect, CallUpdated) and effect.change in SAVED_CHANGES
-            ):
-                self._save(effect.record)
         if call_fx:
+            for effect in call_fx:
+                kind = type(effect)
+                if kind is CallStarted or kind is CallEnded or (
+                    kind is CallUpdated and effect.change in SAVED_CHANGES  # type: ignore[union-attr]
+                ):
+                    self._save(effect.record)
             await self._call_publisher.publish(call_fx)
         if agent_fx:
             await self._agent_publisher.publish(agent_fx)
+
+    def _failed(self, who: str, item: _Item) -> list[T]:
+        """A tracker bug loses that step only, never the other tracker's."""
+        self.stats.errors += 1
+        log.exception("%s failed on %s", who, _describe(item))
+        return []
 
     def _guard(self, who: str, item: _Item, step: Callable[[], Sequence[T]]) -> Sequence[T]:
         """Run one tracker step; a tracker bug loses that step only, never the other tracker's."""
         try:
             return step()
         except Exception:
-            self.stats.errors += 1
-            log.exception("%s failed on %s", who, _describe(item))
-            return []
+            return self._failed(who, item)
 
     def _save(self, record: CallRecord) -> None:
-        try:
-            self._saves.put_nowait(record)
-        except asyncio.QueueFull:
+        if len(self._saves) >= self._max_pending:
             self.stats.saves_dropped += 1
             log.error("call log writer full: call %s not saved", record.uniqueid)
+            return
+        self._saves.append(record)
+        self._saves_busy += 1
+        w = self._saves_wakeup
+        if w is not None and not w.done() and (
+            len(self._saves) == 1 or len(self._saves) >= self._save_batch
+        ):
+            w.set_result(None)
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 def _describe(item: _Item) -> str:

@@ -56,6 +56,9 @@ DESCRIPTIONS = {
     "session_idle_minutes": "a sign-in unused this long expires",
     "login_max_failures": "failed sign-ins allowed per window before refusing",
     "login_window_seconds": "the window for counting failed sign-ins",
+    "password_time_cost": "argon2id passes; stored hashes are upgraded at the next sign-in",
+    "password_memory_kib": "argon2id memory per hash, KiB",
+    "password_parallelism": "argon2id lanes",
     "log_level": "DEBUG, INFO, WARNING, ERROR",
 }
 

@@ -1,4 +1,4 @@
-"""Our own FastAGI server (Asterisk is the TCP client) on asyncio streams.
+"""Our own FastAGI server (Asterisk is the TCP client) on an asyncio.Protocol.
 
 Contract (see PROTOCOL.md §5 and §8 "Server, FastAGI"):
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_HEADER_LINES = 128
 MAX_HEADER_BYTES = 32768
 MAX_520_LINES = 512
+READ_SIZE = 65536
 
 # Commands Asterisk still runs on a dead channel (res_agi.c commands table, dead=1).
 DEAD_ALLOWED = frozenset(
@@ -171,31 +172,13 @@ def parse_environment_lines(lines: list[str]) -> AgiEnvironment:
     return AgiEnvironment(MappingProxyType(values))
 
 
-async def _read_line(reader: asyncio.StreamReader) -> str | None:
-    """One line without its ``\\n`` (decoded with replacement), or None at EOF.
-
-    Line length is bounded by the reader's limit (``MAX_HEADER_BYTES`` for server sockets).
-    """
-    try:
-        raw = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            log.debug("agi: EOF after a partial line %r", exc.partial[:80])
-        return None
-    except asyncio.LimitOverrunError as exc:
-        raise AgiProtocolError(f"line longer than the stream limit ({exc.consumed} bytes)") from exc
-    except (ConnectionError, OSError) as exc:
-        raise AgiConnectionLost(str(exc)) from exc
-    return raw[:-1].decode("utf-8", errors="replace")
-
-
 async def read_environment(
     reader: asyncio.StreamReader,
     *,
     max_lines: int = MAX_HEADER_LINES,
     max_bytes: int = MAX_HEADER_BYTES,
 ) -> AgiEnvironment:
-    """Read the environment block up to its empty line.
+    """Read the environment block up to its empty line from a stream.
 
     Raises ``AgiConnectionLost`` on EOF before the empty line and ``AgiProtocolError`` when the
     block exceeds ``max_lines`` lines or ``max_bytes`` bytes (or the reader's buffer limit).
@@ -209,6 +192,16 @@ async def read_environment(
         raise AgiProtocolError(f"AGI environment larger than {exc.consumed} bytes") from exc
     except (ConnectionError, OSError) as exc:
         raise AgiConnectionLost(str(exc)) from exc
+    return parse_environment_block(raw, max_lines=max_lines, max_bytes=max_bytes)
+
+
+def parse_environment_block(
+    raw: bytes | bytearray,
+    *,
+    max_lines: int = MAX_HEADER_LINES,
+    max_bytes: int = MAX_HEADER_BYTES,
+) -> AgiEnvironment:
+    """Parse a complete environment block (ending with its empty line, ``\\n\\n``)."""
     if len(raw) > max_bytes:
         raise AgiProtocolError(f"AGI environment larger than {max_bytes} bytes")
     lines = raw[:-2].decode("utf-8", errors="replace").split("\n")
@@ -226,6 +219,8 @@ _NEEDS_QUOTES = re.compile(r'[\s"\\]')
 
 def quote_arg(arg: str) -> str:
     """Quote one AGI argument: ``""`` when empty, quotes/backslashes escaped when needed."""
+    if arg and _NEEDS_QUOTES.search(arg) is None:
+        return arg
     if "\n" in arg or "\r" in arg:
         raise ValueError(f"AGI argument contains a line break: {arg!r}")
     if arg == "":
@@ -239,8 +234,9 @@ def format_command(verb: str, *args: str) -> str:
     """One command line, ``\\n``-terminated. ``verb`` is the command words (``STREAM FILE``)."""
     if "\n" in verb or "\r" in verb:
         raise ValueError(f"AGI command contains a line break: {verb!r}")
-    parts = [verb, *(quote_arg(a) for a in args)]
-    return " ".join(parts) + "\n"
+    if not args:
+        return verb + "\n"
+    return verb + " " + " ".join([quote_arg(a) for a in args]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,8 +348,9 @@ class ReplyAssembler:
 
     HANGUP = "HANGUP"
 
-    def __init__(self) -> None:
+    def __init__(self, *, cache: ReplyCache | None = None) -> None:
         self._block: list[str] | None = None
+        self._cache = cache
 
     @property
     def in_block(self) -> bool:
@@ -376,7 +373,35 @@ class ReplyAssembler:
             return None
         if line.startswith("100 ") or line.startswith("100-"):
             return None
-        return parse_reply_line(line)
+        cache = self._cache
+        if cache is None:
+            return parse_reply_line(line)
+        reply = cache.get(line)
+        if reply is None:
+            reply = parse_reply_line(line)
+            cache.put(line, reply)
+        return reply
+
+
+class ReplyCache:
+    """Parsed replies by line text, shared by the connections of one server. Replies are
+    immutable and most lines repeat verbatim (``200 result=1``, ``200 result=0 endpos=...``);
+    bounded to ``size`` entries (emptied when full)."""
+
+    def __init__(self, size: int = 4096, max_line: int = 200) -> None:
+        self._size = size
+        self._max_line = max_line
+        self._replies: dict[str, AgiReply] = {}
+
+    def get(self, line: str) -> AgiReply | None:
+        return self._replies.get(line)
+
+    def put(self, line: str, reply: AgiReply) -> None:
+        if len(line) > self._max_line:
+            return
+        if len(self._replies) >= self._size:
+            self._replies.clear()
+        self._replies[line] = reply
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,24 +448,237 @@ _COMMAND_NAMES = DEAD_ALLOWED | {
 }
 
 
+class _AgiProtocol(asyncio.BufferedProtocol):
+    """One accepted socket: buffers input, reads the environment, assembles replies (sans I/O
+    parsing of the bytes the socket delivers; no stream reader, no task per read). Sockets read
+    into one buffer shared by the server's connections (``buffer_updated`` runs right after each
+    read, before any other connection's), which spares a 256 KiB allocation per read.
+
+    Reply lines are parsed only while a command waits for its reply, like a blocking readline:
+    a ``HANGUP`` line that arrives while the script is busy is noticed with the next reply, in
+    the order Asterisk wrote them. Unread input is bounded: reading pauses above
+    ``2 * MAX_HEADER_BYTES``; a line or an environment above ``MAX_HEADER_BYTES`` is an error.
+    """
+
+    def __init__(self, server: AgiServer, loop: asyncio.AbstractEventLoop) -> None:
+        self._server = server
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.conn: AgiConnection | None = None
+        self.lost = False
+        self.paused_writing = False
+        self._buf = bytearray()
+        self._scanned = 0
+        self._assembler = ReplyAssembler(cache=server._reply_cache)
+        self._waiter: asyncio.Future[AgiReply] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._eof = False
+        self._started = False
+        self._ended = False
+        self._paused_reading = False
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    # asyncio callbacks ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._header_timer = self._loop.call_later(
+            self._server._header_timeout, self._header_timed_out
+        )
+        self._server._connection_made(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._server._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._server._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        if self.conn is None:
+            if not self._ended:
+                self._buf += data
+                self._read_header()
+            return
+        if self.conn.closed:
+            return
+        buf = self._buf
+        buf += data
+        if self._waiter is not None:
+            self._pump()
+        elif len(buf) > 2 * MAX_HEADER_BYTES and not self._paused_reading:
+            self._paused_reading = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self.conn is None:
+            n = self._buf.count(b"\n")
+            self._end_before_session(
+                AgiConnectionLost(f"EOF inside the AGI environment after {n} lines")
+            )
+            return False
+        if self._waiter is not None:
+            self._pump()
+        return True  # half-open: buffered replies are still read, commands still written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._eof = True
+        if self.conn is None:
+            self._end_before_session(AgiConnectionLost(str(exc) if exc else "connection closed"))
+        elif self._waiter is not None:
+            self._pump()
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_exception(AgiConnectionLost(str(exc) if exc else "connection closed"))
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # environment ------------------------------------------------------------------------------
+
+    def _read_header(self) -> None:
+        buf = self._buf
+        i = buf.find(b"\n\n", self._scanned)
+        if i < 0:
+            if len(buf) > MAX_HEADER_BYTES:
+                self._end_before_session(
+                    AgiProtocolError(f"AGI environment larger than {MAX_HEADER_BYTES} bytes")
+                )
+            else:
+                self._scanned = max(0, len(buf) - 1)
+            return
+        raw = bytes(buf[: i + 2])
+        del buf[: i + 2]
+        try:
+            env = parse_environment_block(raw)
+        except AgiProtocolError as exc:
+            self._end_before_session(exc)
+            return
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._started = True
+        self.conn = self._server._start_session(self, env)
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.conn is None:
+            self._end_before_session(TimeoutError())
+
+    def _end_before_session(self, exc: Exception) -> None:
+        if self._ended or self._started:
+            return
+        self._ended = True
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._server._ended_before_session(self, exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close a connection whose session has not started (server shutdown)."""
+        self._end_before_session(AgiConnectionLost("server closing"))
+
+    # replies ----------------------------------------------------------------------------------
+
+    def expect_reply(self) -> asyncio.Future[AgiReply]:
+        """A future for the next reply; already resolved when it is in the buffer."""
+        waiter: asyncio.Future[AgiReply] = self._loop.create_future()
+        self._waiter = waiter
+        if self._buf or self._eof:
+            self._pump()
+        return waiter
+
+    def forget_reply(self) -> None:
+        self._waiter = None
+
+    def _fail(self, waiter: asyncio.Future[AgiReply], exc: Exception) -> None:
+        self._waiter = None
+        waiter.set_exception(exc)
+
+    def _pump(self) -> None:
+        waiter = self._waiter
+        conn = self.conn
+        if waiter is None or conn is None:
+            return
+        if waiter.done():  # the waiting command was cancelled
+            self._waiter = None
+            return
+        buf = self._buf
+        feed = self._assembler.feed
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                break
+            if i > MAX_HEADER_BYTES:
+                self._fail(waiter, AgiProtocolError(f"line longer than the limit ({i} bytes)"))
+                return
+            line = buf[:i].decode("utf-8", "replace")
+            del buf[: i + 1]
+            try:
+                item = feed(line)
+            except AgiProtocolError as exc:
+                self._fail(waiter, exc)
+                return
+            if item is None:
+                continue
+            if isinstance(item, str):
+                # Unsolicited notification; the real reply is still to come.
+                conn._mark_dead("HANGUP line")
+                continue
+            self._waiter = None
+            waiter.set_result(item)
+            if self._paused_reading and len(buf) <= MAX_HEADER_BYTES:
+                self._paused_reading = False
+                assert self.transport is not None
+                self.transport.resume_reading()
+            return
+        if len(buf) > MAX_HEADER_BYTES:
+            self._fail(waiter, AgiProtocolError(f"line longer than the limit ({len(buf)} bytes)"))
+        elif self._eof:
+            if buf:
+                log.debug("agi: EOF after a partial line %r", bytes(buf[:80]))
+            conn._mark_dead("EOF")
+            conn.closed = True
+            self._fail(waiter, AgiConnectionLost("EOF while waiting for a reply"))
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise AgiConnectionLost("connection lost")
+        if self.paused_writing:
+            if self._drain is None:
+                self._drain = self._loop.create_future()
+            await self._drain
+
+
 class AgiConnection:
-    """One FastAGI session: the environment plus a command/reply channel."""
+    """One FastAGI session: the environment plus a command/reply channel.
+
+    Created by ``AgiServer`` for each accepted socket once its environment has been read.
+    """
 
     def __init__(
         self,
         *,
         env: AgiEnvironment,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        protocol: _AgiProtocol,
         stats: AgiStats | None = None,
         timing: CommandTimingHook | None = None,
     ) -> None:
         self.env = env
-        self._reader = reader
-        self._writer = writer
+        self._protocol = protocol
         self._stats = stats if stats is not None else AgiStats()
         self._timing = timing
-        self._assembler = ReplyAssembler()
         self._busy = False
         self._last_reply_at: float | None = None
         self.dead = False
@@ -468,69 +706,65 @@ class AgiConnection:
             raise AgiHangup(f"channel hung up; {name} not allowed on a dead channel")
         if self._busy:
             raise RuntimeError("AgiConnection.command() called concurrently")
+        proto = self._protocol
+        timing = self._timing
+        debug = log.isEnabledFor(logging.DEBUG)
         self._busy = True
         try:
-            sent_at = time.perf_counter()
-            try:
-                self._writer.write(line.encode("utf-8"))
-                await self._writer.drain()
-            except (ConnectionError, OSError) as exc:
+            sent_at = time.perf_counter() if timing is not None or debug else 0.0
+            if proto.lost:
                 self._mark_dead("write failed")
                 self.closed = True
-                raise AgiConnectionLost(str(exc)) from exc
+                raise AgiConnectionLost("connection lost")
+            assert proto.transport is not None
+            proto.transport.write(line.encode("utf-8"))
+            if proto.paused_writing:
+                try:
+                    await proto.drain()
+                except AgiConnectionLost:
+                    self._mark_dead("write failed")
+                    self.closed = True
+                    raise
             self.commands_sent += 1
             self._stats.commands_total += 1
             try:
-                reply = await self._read_reply()
+                reply = await proto.expect_reply()
             except (asyncio.CancelledError, AgiProtocolError):
                 # Replies can no longer be matched to commands: nothing more may be sent.
                 self.closed = True
+                proto.forget_reply()
                 raise
-            reply_at = time.perf_counter()
-            if self._timing is not None:
-                self._timing(
-                    command=name,
-                    previous_reply_at=self._last_reply_at,
-                    sent_at=sent_at,
-                    reply_at=reply_at,
-                )
-            self._last_reply_at = reply_at
+            if timing is not None or debug:
+                reply_at = time.perf_counter()
+                if timing is not None:
+                    timing(
+                        command=name,
+                        previous_reply_at=self._last_reply_at,
+                        sent_at=sent_at,
+                        reply_at=reply_at,
+                    )
+                self._last_reply_at = reply_at
+                if debug:
+                    log.debug(
+                        "agi %s: %s -> %s (%.2f ms)",
+                        self.env.uniqueid,
+                        line.rstrip("\n"),
+                        reply.text.splitlines()[0] if reply.text else reply.code,
+                        (reply_at - sent_at) * 1000,
+                    )
         finally:
             self._busy = False
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "agi %s: %s -> %s (%.2f ms)",
-                self.env.uniqueid,
-                line.rstrip("\n"),
-                reply.text.splitlines()[0] if reply.text else reply.code,
-                (reply_at - sent_at) * 1000,
-            )
-        if reply.code == 511:
+        code = reply.code
+        if code == 200:
+            if name == "HANGUP" and line == "HANGUP\n" and reply.result == "1":
+                self._mark_dead("we hung up")
+            return reply
+        if code == 511:
             self._mark_dead("511")
             raise AgiHangup(f"{name}: 511 command not permitted on a dead channel")
-        if reply.code in (510, 520):
-            raise AgiCommandError(reply.code, reply, line.rstrip("\n"))
-        if reply.code != 200:
-            raise AgiProtocolError(f"unexpected reply code {reply.code} to {name}")
-        if name == "HANGUP" and line == "HANGUP\n" and reply.result == "1":
-            self._mark_dead("we hung up")
-        return reply
-
-    async def _read_reply(self) -> AgiReply:
-        while True:
-            line = await _read_line(self._reader)
-            if line is None:
-                self._mark_dead("EOF")
-                self.closed = True
-                raise AgiConnectionLost("EOF while waiting for a reply")
-            item = self._assembler.feed(line)
-            if item is None:
-                continue
-            if isinstance(item, str):
-                # Unsolicited notification; the real reply is still to come.
-                self._mark_dead("HANGUP line")
-                continue
-            return item
+        if code in (510, 520):
+            raise AgiCommandError(code, reply, line.rstrip("\n"))
+        raise AgiProtocolError(f"unexpected reply code {code} to {name}")
 
     # convenience wrappers -------------------------------------------------------------------
 
@@ -567,12 +801,14 @@ class AgiConnection:
 
     async def close(self) -> None:
         """Close the socket (how a FastAGI script ends). Idempotent, never raises."""
-        if self.closed and self._writer.is_closing():
+        transport = self._protocol.transport
+        if transport is None or (self.closed and transport.is_closing()):
+            self.closed = True
             return
         self.closed = True
-        # No wait_closed(): the transport flushes and closes on its own; nothing to wait for.
+        # The transport flushes what is buffered and then closes; nothing to wait for.
         with contextlib.suppress(Exception):
-            self._writer.close()
+            transport.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,7 +836,11 @@ class StaticRouter:
 
 
 class AgiServer:
-    """FastAGI server: accept, read the environment, route, run the handler, always close."""
+    """FastAGI server: accept, read the environment, route, run the handler, always close.
+
+    Each socket is an ``asyncio.Protocol``; a session task is started only once the
+    environment is complete (``header_timeout`` bounds the wait for it).
+    """
 
     def __init__(
         self,
@@ -622,6 +862,9 @@ class AgiServer:
         self._timing = timing
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self._pending: set[_AgiProtocol] = set()
+        self._read_buffer = memoryview(bytearray(READ_SIZE))
+        self._reply_cache = ReplyCache()
         self.stats = AgiStats()
 
     @property
@@ -632,8 +875,9 @@ class AgiServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_client, self._host, self._port, limit=MAX_HEADER_BYTES, backlog=self._backlog
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _AgiProtocol(self, loop), self._host, self._port, backlog=self._backlog
         )
         log.info("FastAGI server listening on %s:%s", self._host, self.port)
 
@@ -641,6 +885,8 @@ class AgiServer:
         """Stop accepting, cancel running sessions (their sockets are closed)."""
         if self._server is not None:
             self._server.close()
+        for proto in list(self._pending):
+            proto.abort()
         for task in list(self._sessions):
             task.cancel()
         if self._sessions:
@@ -657,22 +903,34 @@ class AgiServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._sessions.add(task)
+    # called by _AgiProtocol ------------------------------------------------------------------
+
+    def _connection_made(self, proto: _AgiProtocol) -> None:
         self.stats.sessions_total += 1
         self.stats.sessions_active += 1
-        conn: AgiConnection | None = None
-        try:
-            async with asyncio.timeout(self._header_timeout):
-                env = await read_environment(reader)
-            conn = AgiConnection(
-                env=env, reader=reader, writer=writer, stats=self.stats, timing=self._timing
-            )
-            await self._dispatch(conn)
-        except (AgiConnectionLost, TimeoutError) as exc:
+        self._pending.add(proto)
+
+    def _ended_before_session(self, proto: _AgiProtocol, exc: Exception) -> None:
+        self._pending.discard(proto)
+        self.stats.sessions_active -= 1
+        if isinstance(exc, AgiProtocolError):
+            self.stats.sessions_failed += 1
+            log.warning("agi: protocol error: %s", exc)
+        else:
             log.info("agi: connection ended before the session started: %s", exc or "timeout")
+
+    def _start_session(self, proto: _AgiProtocol, env: AgiEnvironment) -> AgiConnection:
+        self._pending.discard(proto)
+        conn = AgiConnection(env=env, protocol=proto, stats=self.stats, timing=self._timing)
+        task = asyncio.get_running_loop().create_task(self._run_session(conn))
+        self._sessions.add(task)
+        return conn
+
+    async def _run_session(self, conn: AgiConnection) -> None:
+        try:
+            await self._dispatch(conn)
+        except AgiConnectionLost as exc:
+            log.info("agi %s: connection lost: %s", conn.env.uniqueid, exc)
         except AgiProtocolError as exc:
             self.stats.sessions_failed += 1
             log.warning("agi: protocol error: %s", exc)
@@ -683,11 +941,8 @@ class AgiServer:
             log.exception("agi: session failed")
         finally:
             self.stats.sessions_active -= 1
-            if conn is not None:
-                await conn.close()
-            else:
-                with contextlib.suppress(Exception):
-                    writer.close()
+            await conn.close()
+            task = asyncio.current_task()
             if task is not None:
                 self._sessions.discard(task)
 

@@ -116,21 +116,42 @@ class CallRepository:
         self._sessions = session_factory
         self._target = answer_target_seconds
         self._country = default_country
+        self._upserts: dict[str, Any] = {}
 
     # --- writes -------------------------------------------------------------------------------
 
     async def save_call(self, record: CallRecord) -> None:
         """Insert or overwrite the call `record.uniqueid` (idempotent UPSERT)."""
-        values = self._call_values(record)
+        await self.save_calls((record,))
+
+    async def save_calls(self, records: Sequence[CallRecord]) -> None:
+        """Upsert several calls in one transaction (one executemany). When a uniqueid appears
+        more than once, the last record wins, as if they had been saved one by one."""
+        latest = {record.uniqueid: record for record in records}
+        if not latest:
+            return
         now = utcnow()
+        rows = [
+            {**self._call_values(record), "created_at": now, "updated_at": now}
+            for record in latest.values()
+        ]
         async with self._sessions() as session, session.begin():
+            await session.execute(self._upsert_statement(session), rows)
+
+    def _upsert_statement(self, session: AsyncSession) -> Any:
+        """The call upsert for this session's dialect, built once (statement cache friendly)."""
+        dialect = session.get_bind().dialect.name
+        stmt = self._upserts.get(dialect)
+        if stmt is None:
             insert = dialect_insert(session, CallRow.__table__)
-            stmt = insert.values(**values, created_at=now, updated_at=now)
-            update = {name: stmt.excluded[name] for name in values if name != "uniqueid"}
-            update["updated_at"] = stmt.excluded.updated_at
-            await session.execute(
-                stmt.on_conflict_do_update(index_elements=["uniqueid"], set_=update)
-            )
+            update = {
+                column.name: insert.excluded[column.name]
+                for column in CallRow.__table__.columns
+                if column.name not in ("uniqueid", "created_at")
+            }
+            stmt = insert.on_conflict_do_update(index_elements=["uniqueid"], set_=update)
+            self._upserts[dialect] = stmt
+        return stmt
 
     async def record_step(self, step: IvrStep) -> None:
         """Store one IVR step; a step already stored under (call_uniqueid, seq) is kept as is."""

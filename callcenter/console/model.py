@@ -23,20 +23,6 @@ CONSOLE_STATES: tuple[ConsoleState, ...] = ("available", "paused", "wrap_up", "l
 # the QueuePause reason Asterisk shows while an agent is in wrap-up (set by the console)
 WRAP_UP_REASON = "wrap-up"
 LOGGED_OUT_REASON = "logged-out"  # static members (queues.conf) cannot be removed: paused so
-CONSOLE_ROLES = frozenset({"agent", "specialist", "supervisor"})
-LANGUAGES = ("zh-CN", "en")
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleUser:
-    """The signed-in user as the console needs them (built from the auth principal)."""
-
-    user_id: int
-    username: str
-    display_name: str
-    role: str
-    agent_interface: str | None
-    language: str = "zh-CN"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import logging
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -159,12 +159,15 @@ def build_pop_data(payload: Payload, enrichment: Enrichment, now: datetime) -> d
     call = payload.get("call") if isinstance(payload.get("call"), dict) else {}
     assert isinstance(call, dict)
     waited = payload.get("hold_seconds")
-    if waited is None:  # still ringing: time in the queue so far
+    if waited is None:
+        waited = call.get("wait_seconds")  # queue join -> answer, once answered
+    if waited is None and kind == "ringing":  # still ringing: time in the queue so far
         waited = _seconds_between(call.get("queue_joined_at"), now)
     if isinstance(waited, int | float):
         waited = round(float(waited), 1)
     variables = call.get("variables") if isinstance(call.get("variables"), dict) else {}
     card = enrichment.customer
+    choice, choice_label = _ivr_choice(payload, enrichment.digits)
     return {
         "kind": kind,
         "interface": payload.get("interface"),
@@ -176,7 +179,8 @@ def build_pop_data(payload: Payload, enrichment: Enrichment, now: datetime) -> d
         "caller_name": payload.get("caller_name") or "",
         "dialed_number": payload.get("dialed_number") or "",
         "ivr_path": list(payload.get("ivr_path") or []),
-        "ivr_choice": _ivr_choice(payload, enrichment.digits),
+        "ivr_choice": choice,
+        "ivr_choice_label": choice_label,
         "digits": [asdict(d) for d in enrichment.digits],
         "variables": dict(variables or {}),
         "waited_seconds": waited,
@@ -204,15 +208,12 @@ def _digits(steps: Iterable[IvrStep]) -> tuple[IvrDigit, ...]:
     )
 
 
-def _ivr_choice(payload: Payload, digits: Sequence[IvrDigit]) -> str | None:
-    choice = payload.get("ivr_choice")
-    if choice:
-        return str(choice)
-    menus = [d.result for d in digits if d.kind == "menu" and d.result]
-    if menus:
-        return menus[-1]
-    path = payload.get("ivr_path") or []
-    return str(path[-1]) if path else None
+def _ivr_choice(payload: Payload, digits: Sequence[IvrDigit]) -> tuple[str | None, str | None]:
+    """(the last menu key, what it chose): ("2", "complaints_queue")."""
+    menus = [d for d in digits if d.kind == "menu"]
+    choice = payload.get("ivr_choice") or (menus[-1].input if menus else None)
+    label = next((d.result for d in reversed(menus) if d.input == choice), None)
+    return (str(choice) if choice else None), label
 
 
 def _call_history_item(r: CallRecord) -> HistoryItem:
@@ -310,6 +311,13 @@ class PopEnricher:
 _FAILED = object()
 
 
+def _outcome(lookup: asyncio.Task[Enrichment]) -> Enrichment:
+    """The result of a finished lookup task; a failed one enriches nothing."""
+    if lookup.cancelled() or lookup.exception() is not None:
+        return Enrichment(complete=False)
+    return lookup.result()
+
+
 @dataclass(slots=True)
 class PopBuffer:
     """The last `size` pops of one interface, numbered from 1."""
@@ -325,6 +333,13 @@ class PopBuffer:
         while len(self.pops) > self.size:
             self.pops.popleft()
         return pop
+
+    def replace(self, seq: int, data: dict[str, Any]) -> None:
+        """Swap the data of pop `seq` (the enriched version), if it is still buffered."""
+        for i, pop in enumerate(self.pops):
+            if pop.seq == seq:
+                self.pops[i] = replace(pop, data=data)
+                return
 
     def since(self, seq: int) -> tuple[list[Pop], bool]:
         """Pops after `seq`, and whether some were already dropped (a gap)."""
@@ -416,7 +431,6 @@ class ScreenPopService:
         self.epoch = secrets.token_hex(6)
         self._buffers: OrderedDict[str, PopBuffer] = OrderedDict()
         self._connections: dict[str, set[Connection]] = {}
-        self._tails: dict[str, asyncio.Task[None]] = {}
         self._enriched: OrderedDict[str, asyncio.Task[Enrichment]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
@@ -446,8 +460,10 @@ class ScreenPopService:
                 backoff = min(backoff * 2, 10.0)
 
     def feed(self, payload: Payload) -> None:
-        """One `agents` payload. Pops of one interface are delivered in arrival order, each
-        after its own enrichment (enrichments of different calls run concurrently)."""
+        """One `agents` payload. A pop goes out at once, numbered in arrival order, with what
+        the PBX told us plus whatever of the archive lookup is already known (the ring and the
+        answer of one call share one lookup); when the lookup was still running, a
+        `pop.update` frame with the same `seq` follows once it is done (or timed out)."""
         kind = payload.get("type")
         if kind == "agent.state":
             agent = payload.get("agent")
@@ -459,19 +475,20 @@ class ScreenPopService:
         interface = payload.get("interface")
         if not isinstance(interface, str) or not interface:
             return
-        enrichment = self._enrichment(payload)
-        previous = self._tails.get(interface)
-        task = asyncio.get_running_loop().create_task(
-            self._deliver(interface, payload, enrichment, previous)
+        lookup = self._enrichment(payload)
+        ready = lookup.done()
+        now = self._clock()
+        data = build_pop_data(payload, _outcome(lookup) if ready else Enrichment(), now)
+        data["pending"] = not ready
+        pop = self._buffer(interface).add(
+            data["kind"], interface, str(payload.get("uniqueid") or ""), data
         )
-        self._tails[interface] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda t: self._drop_tail(interface, t))
-
-    def _drop_tail(self, interface: str, task: asyncio.Task[None]) -> None:
-        if self._tails.get(interface) is task:
-            del self._tails[interface]
+        self._push(interface, encode_frame(pop_frame(pop)))
+        if not ready:
+            self.spawn(self._complete(pop, payload, lookup, now))
+        if self._on_pop is not None:
+            # tasks start in creation order: one call's answered hook runs before its finished
+            self.spawn(self._hook(interface, pop))
 
     def _enrichment(self, payload: Payload) -> asyncio.Task[Enrichment]:
         # ring, answer and finish of one call share one lookup
@@ -486,36 +503,29 @@ class ScreenPopService:
             self._enriched.move_to_end(key)
         return task
 
-    async def _deliver(
-        self,
-        interface: str,
-        payload: Payload,
-        enrichment: asyncio.Task[Enrichment],
-        previous: asyncio.Task[None] | None,
+    async def _complete(
+        self, pop: Pop, payload: Payload, lookup: asyncio.Task[Enrichment], at: datetime
     ) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(lookup)
+        data = build_pop_data(payload, _outcome(lookup), at)
+        data["pending"] = False
+        buf = self._buffers.get(pop.interface)
+        if buf is not None:
+            buf.replace(pop.seq, data)
+        self._push(pop.interface, encode_frame({"type": "pop.update", "seq": pop.seq, "pop": data}))
+
+    async def _hook(self, interface: str, pop: Pop) -> None:
+        assert self._on_pop is not None
         try:
-            enriched = await asyncio.shield(enrichment)
-        except asyncio.CancelledError:
-            raise
+            await self._on_pop(interface, pop)
         except Exception:
-            log.exception("screen-pop enrichment failed")
-            enriched = Enrichment(complete=False)
-        if previous is not None and not previous.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(previous)
-        data = build_pop_data(payload, enriched, self._clock())
-        pop = self._buffer(interface).add(
-            data["kind"], interface, str(payload.get("uniqueid") or ""), data
-        )
-        text = encode_frame(pop_frame(pop))
+            log.exception("screen-pop hook failed")
+
+    def _push(self, interface: str, text: str) -> None:
         for conn in tuple(self._connections.get(interface, ())):
             conn.push(text)
             self.delivered += 1
-        if self._on_pop is not None:
-            try:
-                await self._on_pop(interface, pop)
-            except Exception:
-                log.exception("screen-pop hook failed")
 
     def _buffer(self, interface: str) -> PopBuffer:
         buf = self._buffers.get(interface)

@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from callcenter.customers.model import Customer, CustomerChanges, HistoryEntry
 from callcenter.customers.repository import CustomerNotFoundError, NumberInUseError
 from callcenter.customers.service import InvalidNumberError
-from callcenter.tickets.model import CaseEventOut
+from callcenter.tickets.model import CaseEventOut, DbId, InputModel
 from callcenter.users.model import POLICY, Principal
 from callcenter.users.service import mask_number
 from callcenter.web.api import (
@@ -46,7 +46,6 @@ __all__ = [
 
 router = ApiRouter(tag="customers")
 
-_IN = ConfigDict(extra="forbid", str_strip_whitespace=True)
 Tier = Literal["key", "normal"]
 
 
@@ -61,7 +60,7 @@ class NumberTaken(Conflict):
 # ------------------------------------------------------------------------------ schemas
 
 
-class CustomerQuery(PageQuery):
+class CustomerQuery(PageQuery, InputModel):
     q: str | None = Field(
         None, min_length=1, max_length=80, description="name, company or number (any format)"
     )
@@ -69,19 +68,15 @@ class CustomerQuery(PageQuery):
     provisional: bool | None = Field(None, description="true: records still to be completed")
 
 
-class LookupQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class LookupQuery(InputModel):
     number: str = Field(min_length=1, max_length=80, description="a phone number, any format")
 
 
-class CustomerPath(BaseModel):
-    customer_id: int = Field(ge=1, le=2**31 - 1)
+class CustomerPath(InputModel):
+    customer_id: DbId
 
 
-class HistoryQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HistoryQuery(InputModel):
     limit: int = Field(50, ge=1, le=200)
     calls: bool = Field(True, description="include calls from the call log")
 
@@ -108,9 +103,7 @@ class CustomerOut(BaseModel):
     updated_at: datetime | None
 
 
-class CustomerCreate(BaseModel):
-    model_config = _IN
-
+class CustomerCreate(InputModel):
     name: str = Field(min_length=1, max_length=255)
     numbers: list[str] = Field(default_factory=list, max_length=10)
     company: str | None = Field(None, max_length=255)
@@ -119,14 +112,12 @@ class CustomerCreate(BaseModel):
     notes: str = Field("", max_length=8000)
     preferred_language: str | None = Field(None, max_length=16)
     do_not_call: bool = False
-    contact_user_id: int | None = Field(None, ge=1)
+    contact_user_id: DbId | None = None
 
 
-class CustomerUpdate(BaseModel):
+class CustomerUpdate(InputModel):
     """Omitted fields are left alone. Changing the name of a provisional record completes it
     (provisional becomes false) unless `provisional` is given."""
-
-    model_config = _IN
 
     name: str | None = Field(None, min_length=1, max_length=255)
     company: str | None = Field(None, max_length=255)
@@ -136,14 +127,12 @@ class CustomerUpdate(BaseModel):
     preferred_language: str | None = Field(None, max_length=16)
     do_not_call: bool | None = None
     provisional: bool | None = None
-    contact_user_id: int | None = Field(None, ge=1)
+    contact_user_id: DbId | None = None
     add_numbers: list[str] = Field(default_factory=list, max_length=10)
     remove_numbers: list[str] = Field(default_factory=list, max_length=10)
 
 
-class ProvisionalCreate(BaseModel):
-    model_config = _IN
-
+class ProvisionalCreate(InputModel):
     number: str = Field(min_length=1, max_length=80)
     call_uniqueid: str | None = Field(None, min_length=1, max_length=150)
     name: str | None = Field(None, min_length=1, max_length=255)
@@ -279,6 +268,7 @@ async def list_customers(request: web.Request) -> web.Response:
     "/api/v1/customers/lookup",
     query=LookupQuery,
     response=CustomerOut,
+    errors=(404,),
     roles=POLICY["customers:read"],
     summary="Find the customer owning a number",
 )

@@ -107,6 +107,7 @@ class SeedResult:
     queues: int
     agents: int
     customers_created: int
+    tickets_created: int = 0
 
 
 async def seed_demo_data(session_factory: async_sessionmaker[AsyncSession]) -> SeedResult:
@@ -136,4 +137,12 @@ async def seed_demo_data(session_factory: async_sessionmaker[AsyncSession]) -> S
             do_not_call=demo.do_not_call,
         )
         created += 1
-    return SeedResult(queues=len(DEMO_QUEUES), agents=len(DEMO_AGENTS), customers_created=created)
+    from callcenter.tickets.seed import seed_demo_tickets  # needs the users and customers above
+
+    tickets = await seed_demo_tickets(session_factory)
+    return SeedResult(
+        queues=len(DEMO_QUEUES),
+        agents=len(DEMO_AGENTS),
+        customers_created=created,
+        tickets_created=tickets,
+    )

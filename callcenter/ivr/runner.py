@@ -52,6 +52,8 @@ from callcenter.ivr.service import FlowRegistry
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUTS = 4
+_ACK = Ack()  # replies are immutable: share the common ones
+_NO_DIGITS = Digits()
 
 
 class IvrRunner:
@@ -118,7 +120,7 @@ class IvrRunner:
         try:
             command: Command = next(engine)
             while True:
-                if isinstance(command, Step):
+                if type(command) is Step:
                     seq += 1
                     last_node = command.node
                     steps.append(
@@ -132,7 +134,7 @@ class IvrRunner:
                             result=command.result,
                         )
                     )
-                    reply: Reply = Ack()
+                    reply: Reply = _ACK
                 else:
                     reply = await self._perform(conn, command)
                 command = engine.send(reply)
@@ -184,6 +186,9 @@ class IvrRunner:
             match cmd:
                 case Play(file=f, escape_digits=esc):
                     return self._playback(conn, await conn.stream_file(f, esc))
+                case SetVar(name=n, value=v):
+                    await conn.set_variable(n, v)
+                    return _ACK
                 case SayDigits(digits=d):
                     return self._playback(conn, await conn.say_digits(d))
                 case GetData(file=f, timeout_ms=t, max_digits=n):
@@ -196,15 +201,12 @@ class IvrRunner:
                     if reply.result_int == -1:
                         return HUNG_UP
                     return Digits(reply.digit or "", reply.result_int == 0)
-                case SetVar(name=n, value=v):
-                    await conn.set_variable(n, v)
-                    return Ack()
                 case Hangup():
                     # Either way the call is over: a 511 here just means the caller was faster.
                     with contextlib.suppress(AgiHangup):
                         if not conn.dead:
                             await conn.hangup()
-                    return Ack()
+                    return _ACK
                 case HoursCheck():
                     return self._clock()
                 case Lookup(number=number):
@@ -227,12 +229,14 @@ class IvrRunner:
                 return HUNG_UP
             # -1 also means "file not found" (PLAYBACKSTATUS=FAILED); the call goes on.
             log.warning("ivr %s: playback failed: %s", conn.env.uniqueid, reply.text)
-            return Digits()
-        return Digits(reply.digit or "")
+            return _NO_DIGITS
+        digit = reply.digit
+        return Digits(digit) if digit else _NO_DIGITS
 
     async def _lookup(self, conn: AgiConnection, number: str) -> LookupResult:
         try:
-            customer = await asyncio.wait_for(self._customers.lookup(number), self._lookup_timeout)
+            async with asyncio.timeout(self._lookup_timeout):
+                customer = await self._customers.lookup(number)
         except Exception as exc:
             log.warning(
                 "ivr %s: customer lookup for %s failed (%r); treating as unknown",

@@ -202,6 +202,42 @@ RESULT_TEXT = {
 
 def parse_args(line: str) -> list[str]:
     """Split a command line like res_agi.c parse_args(): blanks, "quotes", backslash escapes."""
+    if "\\" in line:
+        return _parse_args_escaped(line)
+    # Without backslashes the line is unquoted and quoted runs, split at the quotes.
+    argv: list[str] = []
+    whitespace = True
+    quoted = False
+    for n, seg in enumerate(line.split('"')):
+        if n:  # a quote: opens a new (possibly empty) argument after a blank, else continues one
+            if not quoted and whitespace:
+                argv.append("")
+                whitespace = False
+            quoted = not quoted
+        if quoted:
+            if seg:
+                argv[-1] += seg
+            continue
+        if "\t" in seg:
+            seg = seg.replace("\t", " ")
+        parts = seg.split(" ")
+        first = parts[0]
+        if first:
+            if whitespace:
+                argv.append(first)
+            else:
+                argv[-1] += first
+            whitespace = False
+        for part in parts[1:]:
+            whitespace = True
+            if part:
+                argv.append(part)
+                whitespace = False
+    return argv
+
+
+def _parse_args_escaped(line: str) -> list[str]:
+    """parse_args() character by character (lines with backslash escapes)."""
     argv: list[str] = []
     cur: list[str] | None = None
     quoted = escaped = False
@@ -240,17 +276,18 @@ def parse_args(line: str) -> list[str]:
     return argv
 
 
+_COMMAND_WORDS = frozenset(COMMANDS)
+_MAX_COMMAND_WORDS = max(len(c) for c in COMMANDS)
+
+
 def find_command(argv: Sequence[str]) -> str | None:
-    best: tuple[str, ...] | None = None
-    lowered = [a.lower() for a in argv]
-    for words in COMMANDS:
-        if (
-            len(words) <= len(lowered)
-            and tuple(lowered[: len(words)]) == words
-            and (best is None or len(words) > len(best))
-        ):
-            best = words
-    return " ".join(best) if best else None
+    """The longest command name the first words of `argv` spell (case-insensitive)."""
+    lowered = tuple(a.lower() for a in argv[:_MAX_COMMAND_WORDS])
+    for n in range(len(lowered), 0, -1):
+        words = lowered[:n]
+        if words in _COMMAND_WORDS:
+            return " ".join(words)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +346,125 @@ class _ServerGone(Exception):
     pass
 
 
+class _LineProtocol(asyncio.BufferedProtocol):
+    """The socket to the AGI server, read line by line like ``StreamReader.readline()`` with a
+    ``MAX_LINE * 4`` limit (an over-long line is dropped and reported as ``b"\\x00"``), without
+    a task per read: the session waits on one future that data, EOF or a hang-up resolves."""
+
+    limit = MAX_LINE * 4
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.eof = False
+        self.error = False
+        self.lost = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused_reading = False
+        self._paused_writing = False
+        self._read_buffer = memoryview(bytearray(4096))  # reads go here, then into buf
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        self.buf += data
+        if len(self.buf) > 2 * self.limit and not self._paused_reading:
+            self._paused_reading = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self.wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self.wake()
+        return True  # keep writing: Asterisk still sends its last HANGUP
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.eof = True
+        if exc is not None:
+            self.error = True
+        self.wake()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        """Resolved by the next data, EOF, loss or ``wake()``."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = self.loop.create_future()
+        return waiter
+
+    def poll_line(self) -> bytes | None:
+        """A line (with its LF), the partial last line or b"" at EOF, b"\\x00" for an over-long
+        line; None when more data is needed."""
+        if self.error:
+            return b""
+        buf = self.buf
+        i = buf.find(b"\n")
+        if i >= 0:
+            if i > self.limit:
+                del buf[: i + 1]
+                line = b"\x00"
+            else:
+                line = bytes(buf[: i + 1])
+                del buf[: i + 1]
+        elif len(buf) > self.limit:
+            buf.clear()
+            line = b"\x00"
+        elif self.eof:
+            line = bytes(buf)
+            buf.clear()
+        else:
+            return None
+        if self._paused_reading and len(buf) <= self.limit:
+            self._paused_reading = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        return line
+
+    def write(self, data: bytes) -> bool:
+        """False once the connection is gone; True when the data was queued."""
+        if self.lost or self.transport is None:
+            return False
+        self.transport.write(data)
+        return True
+
+    async def drain(self) -> None:
+        if self._paused_writing and not self.lost:
+            if self._drain is None:
+                self._drain = self.loop.create_future()
+            await self._drain
+
+
 class AgiSession:
     """One FastAGI connection for one channel."""
 
@@ -345,7 +501,10 @@ class AgiSession:
         self.sighup = sighup and channel.get_var("AGISIGHUP") not in ("no", "false", "0", "off")
         self.record_dirs = tuple(record_dirs)
         self.result = AgiCallResult(status="SUCCESS")
-        self._writer: asyncio.StreamWriter | None = None
+        self._proto: _LineProtocol | None = None
+        #: the AMI events would go nowhere: skip building them (the benchmark's case)
+        self._quiet = pbx.publish is null_sink
+        self._sleep_waiter: asyncio.Future[None] | None = None
         self._input_index = 0
         self._command_index = 0
         self._failed = False
@@ -389,13 +548,20 @@ class AgiSession:
         return text.encode("utf-8", "replace")
 
     async def _send(self, text: str) -> None:
-        if self._writer is None:
+        proto = self._proto
+        if proto is None:
             return
-        try:
-            self._writer.write(text.encode("utf-8", "replace"))
-            await self._writer.drain()
-        except (ConnectionError, OSError) as exc:
-            raise _ServerGone from exc
+        if not proto.write(text.encode("utf-8", "replace")):
+            raise _ServerGone
+        await proto.drain()
+        if proto.lost:
+            raise _ServerGone
+
+    def _set_var(self, name: str, value: str) -> None:
+        if self._quiet:
+            self.ch.variables[name.lstrip("_")] = value
+        else:
+            self.pbx.set_var(self.ch, name, value)
 
     def _hangup_now(self) -> None:
         """The simulated caller hangs up (BYE)."""
@@ -426,6 +592,18 @@ class AgiSession:
         return True
 
     async def _sleep_or_hangup(self, delay: float) -> None:
+        clock = self.pbx.clock
+        if self._proto is not None and type(clock) is RealClock:
+            # One timer and one future, woken early by the session's hang-up watcher.
+            loop = self._proto.loop
+            waiter = self._sleep_waiter = loop.create_future()
+            timer = loop.call_later(max(0.0, delay) / clock.speed, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._sleep_waiter = None
+            return
         sleeper = asyncio.ensure_future(self.pbx.clock.sleep(delay))
         waiter = asyncio.ensure_future(self.ch.hangup_requested.wait())
         try:
@@ -448,37 +626,41 @@ class AgiSession:
         return plan.times() if plan else []
 
     def _dtmf(self, digit: str) -> None:
+        if self._quiet:
+            return
         self.pbx.dtmf(self.ch, digit, self.caller.dtmf_duration_ms if self.caller else 120)
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> AgiCallResult:
         t0 = _time.monotonic()
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.url.host, self.url.port, limit=MAX_LINE * 4),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                _, proto = await loop.create_connection(
+                    lambda: _LineProtocol(loop), self.url.host, self.url.port
+                )
         except (OSError, TimeoutError):
             self.result.status = "FAILURE"
             self._finish()
             return self.result
         self.result.connected = True
         self.result.connect_seconds = _time.monotonic() - t0
-        self._writer = writer
+        self._proto = proto
+        watcher = loop.create_task(self._watch_hangup(proto))
         try:
             await self._send(self.environment().decode("utf-8", "replace"))
-            await self._loop(reader)
+            await self._loop(proto)
         except _ServerGone:
             pass
         finally:
-            if self.sighup and not writer.is_closing():
-                # Asterisk always writes a last HANGUP on its way out (EPIPE if the server closed)
-                with contextlib.suppress(ConnectionError, OSError):
-                    writer.write(b"HANGUP\n")
-                    await writer.drain()
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+            watcher.cancel()
+            transport = proto.transport
+            assert transport is not None
+            # Asterisk always writes a last HANGUP on its way out (EPIPE if the server closed)
+            if self.sighup and not transport.is_closing() and proto.write(b"HANGUP\n"):
+                await proto.drain()
+            transport.close()
+            await proto.closed
         self.result.total_seconds = _time.monotonic() - t0
         if self._dead or self._hung:
             self.result.status = "HANGUP"
@@ -490,7 +672,7 @@ class AgiSession:
 
     def _finish(self) -> None:
         if not self.ch.gone:
-            self.pbx.set_var(self.ch, "AGISTATUS", self.result.status)
+            self._set_var("AGISTATUS", self.result.status)
 
     async def _notify_hangup(self) -> bool:
         """Write the asynchronous HANGUP line once. True if the AGI must stop (AGIEXITONHANGUP)."""
@@ -507,34 +689,27 @@ class AgiSession:
             return True
         return False
 
-    async def _read_line(self, reader: asyncio.StreamReader) -> bytes | None:
+    async def _watch_hangup(self, proto: _LineProtocol) -> None:
+        """Wakes the session when the caller hangs up while it reads or plays (one task per
+        session instead of one per wait)."""
+        await self.ch.hangup_requested.wait()
+        proto.wake()
+        if self._sleep_waiter is not None:
+            _resolve(self._sleep_waiter)
+
+    async def _read_line(self, proto: _LineProtocol) -> bytes | None:
         """Next command line; None on EOF. Notices a hang-up while idle."""
-        read = asyncio.ensure_future(reader.readline())
         while True:
             if self._hung and not self._notified and await self._notify_hangup():
-                read.cancel()
                 return None
-            if self._hung:
-                try:
-                    return await read
-                except (ValueError, asyncio.LimitOverrunError):
-                    return b"\x00"
-                except (ConnectionError, OSError):
-                    return None
-            hang = asyncio.ensure_future(self.ch.hangup_requested.wait())
-            done, _ = await asyncio.wait({read, hang}, return_when=asyncio.FIRST_COMPLETED)
-            if read in done:
-                hang.cancel()
-                try:
-                    return read.result()
-                except (ValueError, asyncio.LimitOverrunError):
-                    return b"\x00"
-                except (ConnectionError, OSError):
-                    return None
+            line = proto.poll_line()
+            if line is not None:
+                return line
+            await proto.wait()
 
-    async def _loop(self, reader: asyncio.StreamReader) -> None:
+    async def _loop(self, proto: _LineProtocol) -> None:
         while True:
-            raw = await self._read_line(reader)
+            raw = await self._read_line(proto)
             if not raw:
                 return
             if raw == b"\x00":  # over-long line: like Asterisk, the rest is garbage
@@ -555,9 +730,12 @@ class AgiSession:
 
     async def _handle(self, line: str) -> None:
         argv = parse_args(line)
-        command_id = self.pbx.ids.command_id()
-        snap_cmd = [("CommandId", command_id), ("Command", escape_ctl(line))]
-        self.pbx.emit("AGIExecStart", "agi", [*self.ch.snapshot(), *snap_cmd])
+        quiet = self._quiet
+        snap_cmd: list[tuple[str, str]] = []
+        if not quiet:
+            command_id = self.pbx.ids.command_id()
+            snap_cmd = [("CommandId", command_id), ("Command", escape_ctl(line))]
+            self.pbx.emit("AGIExecStart", "agi", [*self.ch.snapshot(), *snap_cmd])
         name = find_command(argv)
         self._cmd_start = self.pbx.clock.time()
         code: int
@@ -596,7 +774,7 @@ class AgiSession:
             code_field, result_text = "200", "Unknown Result"
         else:
             code_field, result_text = str(code), RESULT_TEXT[code]
-        if not self.ch.gone:
+        if not quiet and not self.ch.gone:
             self.pbx.emit(
                 "AGIExecEnd",
                 "agi",
@@ -646,7 +824,7 @@ class AgiSession:
         return 0
 
     def _playback_status(self, ok: bool) -> None:
-        self.pbx.set_var(self.ch, "PLAYBACKSTATUS", "SUCCESS" if ok else "FAILED")
+        self._set_var("PLAYBACKSTATUS", "SUCCESS" if ok else "FAILED")
 
     # ------------------------------------------------------------------ commands
     Outcome = tuple[str, int] | None
@@ -865,7 +1043,7 @@ class AgiSession:
             return None
         self.result.variables[argv[2].lstrip("_")] = argv[3]
         if not self.ch.gone:
-            self.pbx.set_var(self.ch, argv[2], argv[3])
+            self._set_var(argv[2], argv[3])
         else:
             self.ch.variables[argv[2].lstrip("_")] = argv[3]
         return "200 result=1\n", R_SUCCESS
@@ -1024,6 +1202,11 @@ class AgiSession:
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def uri_encode(text: str) -> str:

@@ -15,12 +15,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from callcenter.tickets.model import (
     Booking,
     BookingCreate,
     BookingOut,
+    BookingPage,
     BookingQuery,
     BookingStatusChange,
     BookingUpdate,
@@ -30,14 +31,17 @@ from callcenter.tickets.model import (
     ComplaintCreate,
     ComplaintNote,
     ComplaintOut,
+    ComplaintPage,
     ComplaintQuery,
     ComplaintStatsOut,
     ComplaintStatsQuery,
     ComplaintStatusChange,
     ComplaintUpdate,
+    DbId,
     DispositionIn,
     DispositionOut,
     Handover,
+    InputModel,
 )
 from callcenter.tickets.repository import (
     BookingFilter,
@@ -51,7 +55,6 @@ from callcenter.tickets.service import NotAllowed, TicketRuleError, breached_fla
 from callcenter.users.model import POLICY, Principal
 from callcenter.web.api import (
     ApiRouter,
-    Page,
     json_response,
     parse_body,
     parse_path,
@@ -184,15 +187,15 @@ def _booking_out(booking: Booking) -> BookingOut:
 # ------------------------------------------------------------------------------ path params
 
 
-class BookingPath(BaseModel):
-    booking_id: int = Field(ge=1, le=2**31 - 1)
+class BookingPath(InputModel):
+    booking_id: DbId
 
 
-class ComplaintPath(BaseModel):
-    complaint_id: int = Field(ge=1, le=2**31 - 1)
+class ComplaintPath(InputModel):
+    complaint_id: DbId
 
 
-class CallPath(BaseModel):
+class CallPath(InputModel):
     uniqueid: str = Field(min_length=1, max_length=150)
 
 
@@ -210,7 +213,7 @@ async def _visible_booking(request: web.Request, principal: Principal, booking_i
 @bookings_router.get(
     "/api/v1/bookings",
     query=BookingQuery,
-    response=Page[BookingOut],
+    response=BookingPage,
     roles=READ,
     summary="List bookings/orders",
 )
@@ -228,11 +231,15 @@ async def list_bookings(request: web.Request) -> web.Response:
         call_uniqueid=q.call_uniqueid,
     )
     visibility = await _visibility(request, principal, "booking")
-    items, total = await request.app[TICKETS].list_bookings(
+    found = await request.app[TICKETS].list_bookings(
         flt, visibility, limit=q.limit, offset=q.offset
     )
-    page = Page[BookingOut](
-        items=[_booking_out(b) for b in items], total=total, limit=q.limit, offset=q.offset
+    page = BookingPage(
+        items=[_booking_out(b) for b in found.items],
+        total=found.total,
+        total_exact=found.exact,
+        limit=q.limit,
+        offset=q.offset,
     )
     return json_response(page)
 
@@ -390,7 +397,7 @@ async def complaint_stats(request: web.Request) -> web.Response:
 @complaints_router.get(
     "/api/v1/complaints",
     query=ComplaintQuery,
-    response=Page[ComplaintOut],
+    response=ComplaintPage,
     roles=READ,
     summary="List or search complaints",
 )
@@ -414,10 +421,14 @@ async def list_complaints(request: web.Request) -> web.Response:
     )
     repo = request.app[TICKETS]
     visibility = await _visibility(request, principal, "complaint")
-    items, total = await repo.list_complaints(flt, visibility, limit=q.limit, offset=q.offset)
+    found = await repo.list_complaints(flt, visibility, limit=q.limit, offset=q.offset)
     now = repo.now()
-    page = Page[ComplaintOut](
-        items=[complaint_out(c, now) for c in items], total=total, limit=q.limit, offset=q.offset
+    page = ComplaintPage(
+        items=[complaint_out(c, now) for c in found.items],
+        total=found.total,
+        total_exact=found.exact,
+        limit=q.limit,
+        offset=q.offset,
     )
     return json_response(page)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from callcenter.web.api import PageQuery
+from callcenter.web.api import Page, PageQuery
 
 __all__ = [
     "Booking",
@@ -34,10 +34,12 @@ __all__ = [
     "ComplaintStatus",
     "ComplaintStatusChange",
     "ComplaintUpdate",
+    "DbId",
     "Disposition",
     "DispositionIn",
     "DispositionOut",
     "Handover",
+    "InputModel",
     "Severity",
 ]
 
@@ -131,14 +133,36 @@ class ComplaintStats:
 _IN = ConfigDict(extra="forbid", str_strip_whitespace=True)
 _OUT = ConfigDict(from_attributes=True)
 
-Text64 = Field(min_length=1, max_length=64)
+# a database id: positive and within a 32-bit INTEGER column
+DbId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
-class _Window(PageQuery):
+def _refuse_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if isinstance(value, list):
+        for item in value:
+            _refuse_nul(item)
+    return value
+
+
+class InputModel(BaseModel):
+    """Base of request bodies and queries: text with NUL characters is refused with a field
+    message (PostgreSQL cannot store them)."""
+
+    model_config = _IN
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return _refuse_nul(value)
+
+
+class _Window(PageQuery, InputModel):
     since: AwareDatetime | None = Field(None, description="created at or after (ISO 8601)")
     until: AwareDatetime | None = Field(None, description="created before (ISO 8601)")
-    customer_id: int | None = Field(None, ge=1)
-    created_by: int | None = Field(None, ge=1)
+    customer_id: DbId | None = None
+    created_by: DbId | None = None
 
 
 class BookingQuery(_Window):
@@ -149,7 +173,7 @@ class BookingQuery(_Window):
 
 class ComplaintQuery(_Window):
     status: list[ComplaintStatus] = Field(default_factory=list, description="any of these")
-    owner_id: int | None = Field(None, ge=1)
+    owner_id: DbId | None = None
     unowned: bool | None = Field(None, description="true: only complaints nobody took yet")
     category: str | None = Field(None, max_length=64)
     severity: Severity | None = None
@@ -161,17 +185,15 @@ class ComplaintQuery(_Window):
     )
 
 
-class ComplaintStatsQuery(BaseModel):
+class ComplaintStatsQuery(InputModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
 
 
-class BookingCreate(BaseModel):
-    model_config = _IN
-
-    customer_id: int = Field(ge=1)
+class BookingCreate(InputModel):
+    customer_id: DbId
     item: str = Field(min_length=1, max_length=255, description="what is booked/ordered")
     scheduled_for: AwareDatetime | None = Field(None, description="when (ISO 8601 with zone)")
     for_whom: str = Field("", max_length=255)
@@ -180,9 +202,7 @@ class BookingCreate(BaseModel):
     call_uniqueid: str | None = Field(None, min_length=1, max_length=150)
 
 
-class BookingUpdate(BaseModel):
-    model_config = _IN
-
+class BookingUpdate(InputModel):
     item: str | None = Field(None, min_length=1, max_length=255)
     scheduled_for: AwareDatetime | None = None
     for_whom: str | None = Field(None, max_length=255)
@@ -190,9 +210,7 @@ class BookingUpdate(BaseModel):
     notes: str | None = Field(None, max_length=4000)
 
 
-class BookingStatusChange(BaseModel):
-    model_config = _IN
-
+class BookingStatusChange(InputModel):
     status: BookingStatus
     note: str = Field("", max_length=2000)
 
@@ -214,10 +232,8 @@ class BookingOut(BaseModel):
     updated_at: datetime
 
 
-class ComplaintCreate(BaseModel):
-    model_config = _IN
-
-    customer_id: int = Field(ge=1)
+class ComplaintCreate(InputModel):
+    customer_id: DbId
     category: str = Field(min_length=1, max_length=64, description="e.g. delivery, billing")
     severity: Severity = "medium"
     description: str = Field(min_length=1, max_length=8000)
@@ -229,18 +245,14 @@ class ComplaintCreate(BaseModel):
     )
 
 
-class ComplaintUpdate(BaseModel):
-    model_config = _IN
-
+class ComplaintUpdate(InputModel):
     category: str | None = Field(None, min_length=1, max_length=64)
     severity: Severity | None = None
     description: str | None = Field(None, min_length=1, max_length=8000)
     note: str = Field("", max_length=2000)
 
 
-class ComplaintStatusChange(BaseModel):
-    model_config = _IN
-
+class ComplaintStatusChange(InputModel):
     status: ComplaintStatus
     note: str = Field("", max_length=2000)
     outcome: str | None = Field(
@@ -251,10 +263,8 @@ class ComplaintStatusChange(BaseModel):
     )
 
 
-class Handover(BaseModel):
-    model_config = _IN
-
-    to_user_id: int = Field(ge=1)
+class Handover(InputModel):
+    to_user_id: DbId
     reason: str = Field(min_length=1, max_length=2000)
 
     @field_validator("reason")
@@ -265,18 +275,14 @@ class Handover(BaseModel):
         return value
 
 
-class ComplaintNote(BaseModel):
-    model_config = _IN
-
+class ComplaintNote(InputModel):
     note: str = Field(min_length=1, max_length=4000)
     customer_informed: bool = Field(
         False, description="this note records that the customer was told the outcome"
     )
 
 
-class ComplaintCallLink(BaseModel):
-    model_config = _IN
-
+class ComplaintCallLink(InputModel):
     call_uniqueid: str = Field(min_length=1, max_length=150)
 
 
@@ -333,9 +339,7 @@ class ComplaintStatsOut(BaseModel):
     breached: int
 
 
-class DispositionIn(BaseModel):
-    model_config = _IN
-
+class DispositionIn(InputModel):
     category: str = Field(min_length=1, max_length=64, description="what the call was about")
     outcome: str = Field(min_length=1, max_length=64, description="how it ended")
     note: str = Field("", max_length=4000)
@@ -352,3 +356,15 @@ class DispositionOut(BaseModel):
     note: str
     created_at: datetime
     updated_at: datetime
+
+
+class BookingPage(Page[BookingOut]):
+    total_exact: bool = Field(
+        True, description="false: more than 10,000 match and `total` is an estimate"
+    )
+
+
+class ComplaintPage(Page[ComplaintOut]):
+    total_exact: bool = Field(
+        True, description="false: more than 10,000 match and `total` is an estimate"
+    )

@@ -7,13 +7,13 @@ with who, when, what, before and after.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, func, or_, select, update
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -66,6 +66,7 @@ __all__ = [
     "CaseNotFoundError",
     "ComplaintFilter",
     "CustomerMissingError",
+    "Listing",
     "TicketRepository",
     "UserMissingError",
     "Visibility",
@@ -74,6 +75,8 @@ __all__ = [
 Clock = Callable[[], datetime]
 MAX_SEARCH_CUSTOMERS: Final = 200
 MAX_ATTEMPTS: Final = 5
+# list totals are exact up to this many matches, estimated above (PostgreSQL)
+COUNT_CAP: Final = 10_000
 T = TypeVar("T")
 
 
@@ -107,6 +110,16 @@ class Visibility:
     @property
     def everything(self) -> bool:
         return self.user_ids is None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[T]):
+    """One page of a list: `total` is exact when `exact`, else PostgreSQL's estimate (lists
+    matching more than COUNT_CAP rows)."""
+
+    items: list[T]
+    total: int
+    exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +288,8 @@ class TicketRepository:
 
     async def list_bookings(
         self, flt: BookingFilter, visibility: Visibility, *, limit: int = 50, offset: int = 0
-    ) -> tuple[list[Booking], int]:
-        """Newest first, and the number matching."""
+    ) -> Listing[Booking]:
+        """Newest first, and the number matching (see Listing)."""
         where = _booking_where(flt, visibility)
         stmt = (
             select(BookingRow)
@@ -287,8 +300,8 @@ class TicketRepository:
         )
         async with self._sessions() as session:
             rows = list(await session.scalars(stmt))
-            total = await _count(session, select(BookingRow.id).where(*where))
-        return [_to_booking(r) for r in rows], total
+            total, exact = await _page_total(session, select(BookingRow.id).where(*where))
+        return Listing([_to_booking(r) for r in rows], total, exact)
 
     async def update_booking(
         self, booking_id: int, *, actor_id: int, changes: Mapping[str, Any], note: str = ""
@@ -407,8 +420,8 @@ class TicketRepository:
 
     async def list_complaints(
         self, flt: ComplaintFilter, visibility: Visibility, *, limit: int = 50, offset: int = 0
-    ) -> tuple[list[Complaint], int]:
-        """Newest first, and the number matching."""
+    ) -> Listing[Complaint]:
+        """Newest first, and the number matching (see Listing)."""
         now = self.now()
         async with self._sessions() as session:
             where = await self._complaint_where(session, flt, visibility, now)
@@ -420,9 +433,9 @@ class TicketRepository:
                 .offset(offset)
             )
             rows = list(await session.scalars(stmt))
-            total = await _count(session, select(ComplaintRow.id).where(*where))
+            total, exact = await _page_total(session, select(ComplaintRow.id).where(*where))
             calls = await _calls_of_many(session, [r.id for r in rows])
-        return [_to_complaint(r, calls.get(r.id, ())) for r in rows], total
+        return Listing([_to_complaint(r, calls.get(r.id, ())) for r in rows], total, exact)
 
     async def take_complaint(
         self, complaint_id: int, *, actor_id: int, actor_role: str
@@ -656,7 +669,7 @@ class TicketRepository:
         """A complaint id, or a customer's number (any format) or name."""
         text = text.strip()
         conditions: list[ColumnElement[bool]] = []
-        if text.isdigit() and len(text) <= 9:
+        if text.isascii() and text.isdigit() and len(text) <= 9:
             conditions.append(ComplaintRow.id == int(text))
         normalised = normalise_number(text, self._country)
         customers: set[int] = set()
@@ -749,38 +762,47 @@ class TicketRepository:
             .limit(limit)
         )
         async with self._sessions() as session, session.begin():
-            rows = list(await session.scalars(candidates))
-            for row in rows:
-                current = _to_complaint(row, ())
-                for kind in due_breaches(current, now):
-                    column = (
-                        ComplaintRow.first_response_breached_at
-                        if kind == "first_response"
-                        else ComplaintRow.resolution_breached_at
-                    )
-                    result = cast(
-                        CursorResult[Any],
-                        await session.execute(
-                            update(ComplaintRow)
-                            .where(ComplaintRow.id == row.id, column.is_(None))
-                            .values({column.key: now})
-                            .execution_options(synchronize_session=False)
-                        ),
-                    )
-                    if result.rowcount != 1:
+            current = [_to_complaint(r, ()) for r in await session.scalars(candidates)]
+            due = {c.id: due_breaches(c, now) for c in current}
+            stamped: dict[BreachKind, set[int]] = {}
+            for kind, column in (
+                ("first_response", ComplaintRow.first_response_breached_at),
+                ("resolution", ComplaintRow.resolution_breached_at),
+            ):
+                ids = sorted(cid for cid, kinds in due.items() if kind in kinds)
+                if not ids:
+                    continue
+                # guarded: another checker that stamped first keeps it (each breach once)
+                result = await session.execute(
+                    update(ComplaintRow)
+                    .where(ComplaintRow.id.in_(ids), column.is_(None))
+                    .values({column.key: now})
+                    .returning(ComplaintRow.id)
+                    .execution_options(synchronize_session=False)
+                )
+                stamped[cast(BreachKind, kind)] = set(result.scalars())
+            for complaint in current:
+                for kind in due[complaint.id]:
+                    if complaint.id not in stamped.get(kind, ()):
                         continue
-                    setattr(row, column.key, now)
+                    # the ORM rows stay untouched: their flush would bump the version
+                    if kind == "first_response":
+                        complaint = replace(complaint, first_response_breached_at=now)
+                        key = "first_response_breached_at"
+                    else:
+                        complaint = replace(complaint, resolution_breached_at=now)
+                        key = "resolution_breached_at"
                     _event(
                         session,
                         "complaint",
-                        row.id,
+                        complaint.id,
                         now,
                         None,
                         f"{kind}_breached",
                         {},
-                        {column.key: _json(now)},
+                        {key: _json(now)},
                     )
-                    found.append(Breach(_to_complaint(row, ()), kind))
+                    found.append(Breach(complaint, kind))
         return found
 
     # -------------------------------------------------------------------------- timeline
@@ -950,6 +972,26 @@ async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
         raise TicketRuleError(
             "the case changed meanwhile; try again", code="concurrent_update"
         ) from None
+
+
+async def _page_total(session: AsyncSession, ids: Select[Any]) -> tuple[int, bool]:
+    """(total, exact): exact up to COUNT_CAP matches; beyond that PostgreSQL's planner estimate
+    (counting a million index entries would cost more than the page itself)."""
+    capped = select(func.count()).select_from(ids.limit(COUNT_CAP + 1).subquery())
+    found = int(await session.scalar(capped) or 0)
+    if found <= COUNT_CAP:
+        return found, True
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        return await _count(session, ids), True
+    # values are validated (ints, enums, text without NUL) and quoted by SQLAlchemy
+    sql = str(ids.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    conn = await session.connection()
+    plan = (await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql)).scalar_one()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    estimate = int(plan[0]["Plan"]["Plan Rows"])
+    return max(found, estimate), False
 
 
 async def _count(session: AsyncSession, ids: Select[Any]) -> int:

@@ -38,7 +38,6 @@ from callcenter.users.repository import (
 from callcenter.users.service import (
     MAX_PASSWORD,
     MIN_PASSWORD,
-    USERNAME_RE,
     negotiate_language,
     safe_next,
 )
@@ -87,8 +86,12 @@ Scope = Literal[
 assert set(Group.__args__) == set(GROUPS) and set(Skill.__args__) == set(SKILLS)  # type: ignore[attr-defined]
 assert set(Scope.__args__) == set(SCOPES)  # type: ignore[attr-defined]
 
+# (the pattern is checked before lowercasing: it accepts capitals, stored lowercase)
 Username = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=USERNAME_RE.pattern)
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$"
+    ),
 ]
 Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
@@ -349,6 +352,7 @@ async def sign_in(
         current = await app[WEB_SESSIONS].resolve(old)
         if current is not None and current.session_id:
             await app[WEB_SESSIONS].delete(current.session_id)
+    await app[WEB_SESSIONS].purge_expired()  # sign-ins are rare: keep the table small here
     new = await app[WEB_SESSIONS].create(
         user.id, ip=ip, user_agent=request.headers.get("User-Agent")
     )
@@ -763,6 +767,8 @@ def _login_page(
         next=html.escape(next_path, quote=True),
         next_q=html.escape(quote(next_path, safe="/"), quote=True),
         username=html.escape(username, quote=True),
+        username_focus="" if username else "autofocus",
+        password_focus="autofocus" if username else "",
         username_label=html.escape(text["username"]),
         password_label=html.escape(text["password"]),
         submit=html.escape(text["submit"]),

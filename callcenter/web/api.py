@@ -555,6 +555,13 @@ def _operation(
         codes |= {413, 415}
     for code in sorted(codes):
         responses[str(code)] = _error_response(_ERROR_TEXT.get(code, "Error"))
+    if 429 in codes:
+        responses["429"]["headers"] = {
+            "Retry-After": {
+                "description": "seconds until another attempt may succeed",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
     for code, text in spec.extra_responses.items():
         responses[str(code)] = {"description": text}
     op["responses"] = responses

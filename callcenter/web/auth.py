@@ -160,3 +160,12 @@ def check_login_allowed(request: web.Request, username: str) -> None:
         raise TooManyRequests(
             "too many failed sign-ins; try again later", retry_after=int(wait) + 1
         )
+
+
+def check_same_origin(request: web.Request) -> None:
+    """Refuse a WebSocket handshake from a page of another site (403). Browsers send Origin
+    on WebSocket handshakes and CORS does not apply to them, so without this any site could
+    open one with the user's cookie."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1].rstrip("/") != request.host:
+        raise web.HTTPForbidden(text="cross-site WebSocket refused")

@@ -14,6 +14,7 @@ from callcenter.users import api as users_api
 from callcenter.users.model import POLICY
 from callcenter.web import docs
 from callcenter.web.api import ApiRouter
+from callcenter.web.auth import check_same_origin
 from callcenter.web.keys import HUB
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -33,10 +34,7 @@ async def index(request: web.Request) -> web.FileResponse:
 @live_pages.get("/ws", roles=POLICY["live:view"], summary="Live bus events (WebSocket)")
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: live bus events, see callcenter.web.hub."""
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.split("://", 1)[-1] != request.host:
-        # a WebSocket is not covered by CORS: refuse pages of other sites using our cookie
-        raise web.HTTPForbidden(text="cross-site WebSocket refused")
+    check_same_origin(request)
     return await request.app[HUB].handle(request)
 
 

@@ -268,6 +268,12 @@ async def test_sessions_expire_when_idle_and_at_their_lifetime(client: Client) -
         clock=lambda: now + timedelta(hours=12, seconds=1),
     )
     assert await old.resolve(new.cookie) is None
+    # stale sessions are purged in bulk (at start-up and at each sign-in)
+    await repo.create(amy.id, ip=None, user_agent=None)
+    fresh = await repo.create(amy.id, ip=None, user_agent=None)
+    assert await old.purge_expired() == 2
+    assert await repo.count_for_user(amy.id) == 0
+    assert await repo.resolve(fresh.cookie) is None
 
 
 async def test_login_upgrades_an_old_password_hash(client: Client) -> None:

@@ -153,7 +153,10 @@ async def frames_until(ws: ClientWebSocketResponse, pred: Any, limit: float = 30
 
 
 def is_pop(kind: str) -> Any:
-    return lambda f: f["type"] == "pop" and f["pop"]["kind"] == kind
+    """A pop of `kind` with the archive lookup done (its first frame or its `pop.update`)."""
+    return lambda f: (
+        f["type"] in ("pop", "pop.update") and f["pop"]["kind"] == kind and not f["pop"]["pending"]
+    )
 
 
 async def test_pop_reaches_only_the_ringing_agent_with_the_customer(live: Live) -> None:
@@ -166,11 +169,12 @@ async def test_pop_reaches_only_the_ringing_agent_with_the_customer(live: Live) 
     uid = await live.call("+86 138 0013 8000", "ZHANG", "1", "2")  # Chinese, complaints
 
     for tab in (tab1, tab2):  # every open tab of the agent
-        ringing = [f for f in await frames_until(tab, is_pop("ringing")) if f["type"] == "pop"]
+        ringing = [f for f in await frames_until(tab, is_pop("ringing")) if "pop" in f]
         pop = ringing[-1]["pop"]
         assert pop["uniqueid"] == uid and pop["interface"] == ALICE
         assert pop["customer"]["name"] == "张三" and pop["key_customer"] is True
-        assert pop["queue"] == "complaints" and pop["ivr_choice"] == "complaints_queue"
+        assert pop["queue"] == "complaints"
+        assert (pop["ivr_choice"], pop["ivr_choice_label"]) == ("2", "complaints_queue")
         digits = [(d["node"], d["input"]) for d in pop["digits"]]
         assert digits == [("language", "1"), ("main", "2")]
         answered = (await frames_until(tab, is_pop("answered")))[-1]
@@ -199,8 +203,9 @@ async def test_a_reconnecting_tab_gets_the_pops_it_missed(live: Live) -> None:
     again = await live.socket("alice", f"?last_seq={hello['seq']}&epoch={hello['epoch']}")
     frames = await frames_until(again, is_pop("finished"))
     assert frames[0]["type"] == "hello" and frames[0]["replayed"] >= 3
-    pops = [f for f in frames if f["type"] == "pop"]
+    pops = [f for f in frames if f["type"] == "pop"]  # replays carry the looked-up version
     assert [p["pop"]["kind"] for p in pops] == ["ringing", "answered", "finished"]
+    assert pops[0]["pop"]["customer"]["name"] == "张三"
     assert all(p["replay"] and p["pop"]["uniqueid"] == uid for p in pops)
     assert [p["seq"] for p in pops] == list(range(hello["seq"] + 1, hello["seq"] + 4))
     await again.close()
@@ -291,3 +296,42 @@ async def test_console_page_renders_in_the_users_language(live: Live) -> None:
     assert '<html lang="en">' in body and "Agent console" in body
     anonymous = await live.client.get("/console", allow_redirects=False)
     assert anonymous.status in (302, 303) and "/login" in anonymous.headers["Location"]
+
+
+async def test_socket_refuses_strangers_and_other_sites(live: Live) -> None:
+    c = live.client
+    anonymous = await c.get("/ws/agent", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert anonymous.status == 401
+    cross = await c.get(
+        "/ws/agent",
+        headers={
+            "Cookie": f"cc_session={live.agents['alice'].cookie}",
+            "Origin": "http://evil.example",
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
+    )
+    assert cross.status == 403
+
+    boss = await live.app[USERS].create(
+        username="boss", password="correct horse battery", role="supervisor"
+    )
+    new = await live.app[WEB_SESSIONS].create(boss.id, ip="127.0.0.1", user_agent="test")
+    ws = await c.ws_connect("/ws/agent", headers={"Cookie": f"cc_session={new.cookie}"})
+    hello = json.loads((await ws.receive()).data)
+    assert hello["type"] == "hello" and hello["seq"] == 0
+    state = await c.post(
+        "/api/v1/agent/state",
+        json={"state": "available"},
+        headers={"Cookie": f"cc_session={new.cookie}", "X-CSRF-Token": new.csrf_token},
+    )
+    assert state.status == 409
+    assert (await state.json())["error"]["code"] == "no_agent_interface"
+    await ws.close()
+
+    qa = await live.app[USERS].create(username="qa", password="correct horse battery", role="qa")
+    qa_session = await live.app[WEB_SESSIONS].create(qa.id, ip="127.0.0.1", user_agent="test")
+    page = await c.get("/console", headers={"Cookie": f"cc_session={qa_session.cookie}"})
+    assert page.status == 403  # QA reviewers have no console

@@ -12,7 +12,8 @@ import pytest
 from tickets_support import Client, Clock, Person, body_of, error_of, make_clocked_app, person
 
 from callcenter.calls.model import CallbackRequest, CallRecord
-from callcenter.web.keys import AUDIT, CALL_REPOSITORY, CUSTOMERS, TICKETS
+from callcenter.customers.repository import PopTicketHistory
+from callcenter.web.keys import AUDIT, CALL_REPOSITORY, CUSTOMER_HISTORY, CUSTOMERS, TICKETS
 
 
 @pytest.fixture
@@ -55,7 +56,9 @@ async def test_create_find_by_any_format_and_mask_for_qa(
     cid = created["id"]
     for form in ("+86 137-0013-7002", "13700137002", "(021) 6234 5678"):
         found = await body_of(
-            await client.get("/api/v1/customers/lookup", params={"number": form}, headers=amy.headers),
+            await client.get(
+                "/api/v1/customers/lookup", params={"number": form}, headers=amy.headers
+            ),
             200,
         )
         assert found["id"] == cid, form
@@ -94,7 +97,9 @@ async def test_create_find_by_any_format_and_mask_for_qa(
     )
     assert "numbers" in err["fields"]
     err = await error_of(
-        await client.post("/api/v1/customers", headers=amy.headers, json={"name": "", "tier": "vip"}),
+        await client.post(
+            "/api/v1/customers", headers=amy.headers, json={"name": "", "tier": "vip"}
+        ),
         422,
     )
     assert set(err["fields"]) == {"name", "tier"}
@@ -169,7 +174,9 @@ async def test_unknown_caller_gets_a_provisional_record_the_agent_completes(
     assert update["after"]["numbers"] == ["139 0013 9001", "0571-88886666"]
     err = await error_of(
         await client.patch(
-            f"/api/v1/customers/{customer['id']}", headers=amy.headers, json={"contact_user_id": 9999}
+            f"/api/v1/customers/{customer['id']}",
+            headers=amy.headers,
+            json={"contact_user_id": 9999},
         ),
         422,
     )
@@ -237,7 +244,9 @@ async def test_history_merges_calls_bookings_complaints_and_callbacks(
         )
     )
     tickets = app[TICKETS]
-    await tickets.create_booking(actor_id=amy.id, customer_id=customer.id, item="freight", urgent=True)
+    await tickets.create_booking(
+        actor_id=amy.id, customer_id=customer.id, item="freight", urgent=True
+    )
     await tickets.create_complaint(
         actor_id=amy.id,
         actor_role="agent",
@@ -270,5 +279,17 @@ async def test_history_merges_calls_bookings_complaints_and_callbacks(
     )
     assert len(only_tickets["items"]) == 2
     assert all(i["kind"] != "call" for i in only_tickets["items"])
-    err = await error_of(await client.get("/api/v1/customers/999/history", headers=amy.headers), 404)
+    err = await error_of(
+        await client.get("/api/v1/customers/999/history", headers=amy.headers), 404
+    )
     assert err["code"] == "customer_not_found"
+
+
+async def test_pop_history_for_the_console(client: Client, people: dict[str, Person]) -> None:
+    app = client.app
+    customer = await app[CUSTOMERS].create(name="周杰", numbers=["187 0018 7008"])
+    await app[TICKETS].create_booking(actor_id=people["amy"].id, customer_id=customer.id, item="x")
+    pop = PopTicketHistory(history=app[CUSTOMER_HISTORY])
+    items = await pop(customer.id, 5)
+    assert [(i.kind, i.summary) for i in items] == [("booking", "x (new)")]
+    assert await pop(987654, 5) == []

@@ -123,6 +123,17 @@ async def test_outbound_and_abandoned_fields_round_trip(repo: CallRepository) ->
     assert await repo.get_call(record.uniqueid) == record
 
 
+async def test_a_batch_upserts_and_the_last_record_of_a_call_wins(repo: CallRepository) -> None:
+    ringing = dataclasses.replace(full_record(), agent=None, answered_at=None, end_reason=None)
+    other = dataclasses.replace(full_record(), uniqueid="1764291600.999", linkedid="1764291600.999")
+    await repo.save_call(ringing)
+    await repo.save_calls([ringing, other, full_record()])
+    await repo.save_calls([])
+    assert await repo.count_calls() == 2
+    assert await repo.get_call(ringing.uniqueid) == full_record()
+    assert await repo.get_call(other.uniqueid) == other
+
+
 async def test_saving_twice_updates_instead_of_duplicating(repo: CallRepository) -> None:
     first = dataclasses.replace(full_record(), agent=None, answered_at=None, end_reason=None)
     await repo.save_call(first)

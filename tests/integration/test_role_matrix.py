@@ -161,6 +161,17 @@ async def test_every_route_x_every_role(
             elif not allowed and not (status == 403 and role_denied(status, body)):
                 failures.append(f"{key} as {role}: got {status}, the policy forbids it")
 
+        # CSRF: an allowed role's cookie session without the token is refused on unsafe methods
+        if spec.roles is not None and spec.method in ("POST", "PUT", "PATCH", "DELETE"):
+            csrf_role = sorted(spec.roles)[0]
+            session = await app[WEB_SESSIONS].create(
+                users[csrf_role].id, ip=None, user_agent="matrix"
+            )
+            status, body, _ = await call(client, spec, {"Cookie": f"cc_session={session.cookie}"})
+            code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+            if status != 403 or code != "csrf_failed":
+                failures.append(f"{key} as {csrf_role} without CSRF token: got {status} {code}")
+
         # API tokens of the admin: with every scope, and with none that fits
         if spec.roles is not None and "admin" in spec.roles:
             _, all_scopes = await app[API_TOKENS].create(

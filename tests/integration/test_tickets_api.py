@@ -45,7 +45,9 @@ async def people(client: Client) -> dict[str, Person]:
         "amy": await person(app, "amy", "agent", agent_interface="PJSIP/1001", group="bookings"),
         "bob": await person(app, "bob", "agent", agent_interface="PJSIP/1002", group="bookings"),
         "carl": await person(app, "carl", "agent", agent_interface="PJSIP/1007", group="technical"),
-        "sue": await person(app, "sue", "specialist", agent_interface="PJSIP/1003", group="complaints"),
+        "sue": await person(
+            app, "sue", "specialist", agent_interface="PJSIP/1003", group="complaints"
+        ),
         "quinn": await person(app, "quinn", "qa"),
         "sam": await person(app, "sam", "supervisor"),
         "ada": await person(app, "ada", "admin"),
@@ -55,7 +57,7 @@ async def people(client: Client) -> dict[str, Person]:
 @pytest.fixture
 async def customer_id(client: Client) -> int:
     customer = await client.app[CUSTOMERS].create(name="王建国", numbers=["+86 138-0013-8000"])
-    return customer.id
+    return int(customer.id)
 
 
 # ------------------------------------------------------------------------------ bookings
@@ -191,7 +193,7 @@ async def test_invalid_input_gets_field_messages(
     assert set(err["fields"]) == {"severity", "description"}
     err = await error_of(
         await client.post(
-            f"/api/v1/bookings/1/status", headers=amy.headers, json={"status": "done"}
+            "/api/v1/bookings/1/status", headers=amy.headers, json={"status": "done"}
         ),
         422,
     )
@@ -202,6 +204,23 @@ async def test_invalid_input_gets_field_messages(
     assert set(err["fields"]) == {"limit", "status.0"}
     err = await error_of(await client.get("/api/v1/bookings/abc", headers=amy.headers), 422)
     assert "booking_id" in err["fields"]
+    # what PostgreSQL could not store is refused up front: NUL characters, ids over 32 bits
+    err = await error_of(
+        await client.post(
+            "/api/v1/complaints",
+            headers=amy.headers,
+            json={"customer_id": 2**31, "category": "a\x00b", "description": "d"},
+        ),
+        422,
+    )
+    assert set(err["fields"]) == {"customer_id", "category"}
+    assert "NUL" in err["fields"]["category"]
+    err = await error_of(await client.get("/api/v1/complaints?q=%00", headers=amy.headers), 422)
+    assert set(err["fields"]) == {"q"}
+    err = await error_of(
+        await client.get("/api/v1/calls/a%00b/disposition", headers=amy.headers), 422
+    )
+    assert set(err["fields"]) == {"uniqueid"}
 
 
 async def test_bookings_visible_to_own_group_only_for_agents(
@@ -228,9 +247,9 @@ async def test_bookings_visible_to_own_group_only_for_agents(
     assert await listed(carl) == [ids[2]]
     assert await listed(people["quinn"]) == ids[::-1]
     assert await listed(people["sam"], f"?created_by={amy.id}") == [ids[0]]
-    assert (await error_of(await client.get(f"/api/v1/bookings/{ids[0]}", headers=carl.headers), 404))[
-        "code"
-    ] == "booking_not_found"
+    assert (
+        await error_of(await client.get(f"/api/v1/bookings/{ids[0]}", headers=carl.headers), 404)
+    )["code"] == "booking_not_found"
     # QA reads but never writes
     err = await error_of(
         await client.post(
@@ -277,7 +296,9 @@ async def test_list_filters_and_pagination(
 async def _complaint(client: Client, who: Person, customer_id: int, **extra: Any) -> Any:
     body = {"customer_id": customer_id, "category": "delivery", "description": "parcel late"}
     body.update(extra)
-    return await body_of(await client.post("/api/v1/complaints", headers=who.headers, json=body), 201)
+    return await body_of(
+        await client.post("/api/v1/complaints", headers=who.headers, json=body), 201
+    )
 
 
 async def test_first_contact_ownership_take_and_handover(
@@ -293,24 +314,34 @@ async def test_first_contact_ownership_take_and_handover(
     # nobody acts on an unowned complaint before taking it
     err = await error_of(
         await client.post(
-            f"/api/v1/complaints/{cid}/status", headers=sue.headers, json={"status": "investigating"}
+            f"/api/v1/complaints/{cid}/status",
+            headers=sue.headers,
+            json={"status": "investigating"},
         ),
         403,
     )
     assert err["code"] == "complaint_unowned"
-    taken = await body_of(await client.post(f"/api/v1/complaints/{cid}/take", headers=sue.headers), 200)
+    taken = await body_of(
+        await client.post(f"/api/v1/complaints/{cid}/take", headers=sue.headers), 200
+    )
     assert taken["owner_id"] == sue.id
     sid = await person(client.app, "sid", "specialist", group="complaints")
-    err = await error_of(await client.post(f"/api/v1/complaints/{cid}/take", headers=sid.headers), 409)
+    err = await error_of(
+        await client.post(f"/api/v1/complaints/{cid}/take", headers=sid.headers), 409
+    )
     assert err["code"] == "already_owned"
     # an owned complaint of another group is out of a bookings agent's sight
-    assert (await error_of(await client.post(f"/api/v1/complaints/{cid}/take", headers=amy.headers), 404))[
-        "code"
-    ] == "complaint_not_found"
+    assert (
+        await error_of(
+            await client.post(f"/api/v1/complaints/{cid}/take", headers=amy.headers), 404
+        )
+    )["code"] == "complaint_not_found"
     # not the owner: no status change, no handover
     err = await error_of(
         await client.post(
-            f"/api/v1/complaints/{cid}/status", headers=sid.headers, json={"status": "investigating"}
+            f"/api/v1/complaints/{cid}/status",
+            headers=sid.headers,
+            json={"status": "investigating"},
         ),
         403,
     )
@@ -473,9 +504,9 @@ async def test_complaint_edit_link_call_and_visibility(
     )
     assert linked["calls"] == ["u-1", "u-2"]
     # other group's agent: not visible; specialist and QA: visible
-    assert (await error_of(await client.get(f"/api/v1/complaints/{cid}", headers=carl.headers), 404))[
-        "code"
-    ] == "complaint_not_found"
+    assert (
+        await error_of(await client.get(f"/api/v1/complaints/{cid}", headers=carl.headers), 404)
+    )["code"] == "complaint_not_found"
     for who in (sue, quinn):
         await body_of(await client.get(f"/api/v1/complaints/{cid}", headers=who.headers), 200)
     page = await body_of(await client.get("/api/v1/complaints", headers=carl.headers), 200)
@@ -529,14 +560,18 @@ async def test_deadlines_in_business_hours_and_breach_notified_once(
         assert payload["complaint"]["id"] == c["id"]
         assert await checker.check_once() == []  # notified once
 
-    shown = await body_of(await client.get(f"/api/v1/complaints/{c['id']}", headers=sam.headers), 200)
+    shown = await body_of(
+        await client.get(f"/api/v1/complaints/{c['id']}", headers=sam.headers), 200
+    )
     assert shown["breached"] is True and shown["first_response_breached"] is True
     assert shown["resolution_breached"] is False
     calm = await body_of(
         await client.get(f"/api/v1/complaints/{other['id']}", headers=sam.headers), 200
     )
     assert calm["breached"] is False
-    overdue = await body_of(await client.get("/api/v1/complaints?overdue=true", headers=sam.headers), 200)
+    overdue = await body_of(
+        await client.get("/api/v1/complaints?overdue=true", headers=sam.headers), 200
+    )
     assert [x["id"] for x in overdue["items"]] == [c["id"]]
     timeline = await body_of(
         await client.get(f"/api/v1/complaints/{c['id']}/timeline", headers=sam.headers), 200
@@ -577,16 +612,14 @@ async def test_concurrent_takes_give_one_owner(
     final = await body_of(
         await client.get(f"/api/v1/complaints/{c['id']}", headers=people["sam"].headers), 200
     )
-    winner = [p for p, r in zip(takers, responses, strict=True) if r.status == 200][0]
+    winner = next(p for p, r in zip(takers, responses, strict=True) if r.status == 200)
     assert final["owner_id"] == winner.id
 
 
 # ------------------------------------------------------------------------------ dispositions
 
 
-async def test_disposition_by_the_handling_agent(
-    client: Client, people: dict[str, Person]
-) -> None:
+async def test_disposition_by_the_handling_agent(client: Client, people: dict[str, Person]) -> None:
     amy, bob = people["amy"], people["bob"]
     start = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
     await client.app[CALL_REPOSITORY].save_call(
@@ -608,7 +641,9 @@ async def test_disposition_by_the_handling_agent(
         "code"
     ] == "disposition_not_found"
     err = await error_of(
-        await client.post(url, headers=bob.headers, json={"category": "booking", "outcome": "done"}),
+        await client.post(
+            url, headers=bob.headers, json={"category": "booking", "outcome": "done"}
+        ),
         403,
     )
     assert err["code"] == "not_call_handler"
@@ -633,7 +668,9 @@ async def test_disposition_by_the_handling_agent(
     got = await body_of(await client.get(url, headers=amy.headers), 200)
     assert got["note"] == "2 seats"
     everyone = await body_of(
-        await client.get("/api/v1/calls/1700000000.5/dispositions", headers=people["quinn"].headers),
+        await client.get(
+            "/api/v1/calls/1700000000.5/dispositions", headers=people["quinn"].headers
+        ),
         200,
     )
     assert [d["user_id"] for d in everyone] == [amy.id]

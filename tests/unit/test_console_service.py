@@ -45,7 +45,14 @@ class Sink:
         return True
 
     def pops(self) -> list[dict[str, Any]]:
-        return [f for f in self.frames if f["type"] == "pop"]
+        """Pop frames in arrival order, each with its latest data (`pop.update` applied)."""
+        by_seq: dict[int, dict[str, Any]] = {}
+        for f in self.frames:
+            if f["type"] == "pop":
+                by_seq[f["seq"]] = dict(f)
+            elif f["type"] == "pop.update":
+                by_seq[f["seq"]]["pop"] = f["pop"]
+        return list(by_seq.values())
 
 
 class Customers:
@@ -109,7 +116,7 @@ def payload(kind: str, interface: str, uniqueid: str = "100.1", **extra: Any) ->
         "caller_name": "ZHANG SAN",
         "dialed_number": "5551000",
         "ivr_path": ["lookup", "language", "main", "2"],
-        "ivr_choice": "complaints_queue",
+        "ivr_choice": "2",
         "hold_seconds": None,
         "ring_seconds": None,
         "talk_seconds": None,
@@ -152,7 +159,11 @@ async def test_pop_goes_only_to_the_matching_interface_and_every_tab() -> None:
     service.feed(payload("agent.ringing", "PJSIP/1001"))
     await settle(service)
 
-    assert [f["type"] for f in alice_tab1.frames] == ["hello", "pop"]
+    # at once with what the PBX said, then the archive's part
+    assert [f["type"] for f in alice_tab1.frames] == ["hello", "pop", "pop.update"]
+    first = alice_tab1.frames[1]["pop"]
+    assert first["pending"] is True and first["caller_number"] == "13800138000"
+    assert first["customer"] is None
     assert alice_tab1.frames == alice_tab2.frames  # both tabs
     assert bob.pops() == []  # never another agent's pop
     pop = alice_tab1.pops()[0]
@@ -161,11 +172,24 @@ async def test_pop_goes_only_to_the_matching_interface_and_every_tab() -> None:
     assert data["kind"] == "ringing" and data["caller_number"] == "13800138000"
     assert data["customer"]["id"] == 7 and data["customer"]["name"] == "张三"
     assert data["key_customer"] is True
-    assert data["ivr_choice"] == "complaints_queue"
+    assert (data["ivr_choice"], data["ivr_choice_label"]) == ("2", "complaints_queue")
     assert [(d["node"], d["input"]) for d in data["digits"]] == [("language", "1"), ("main", "2")]
     assert data["waited_seconds"] == 12.0  # ringing: time in the queue so far
     assert [h["ref"] for h in data["history"]] == ["old.1"]
-    assert data["complete"] is True
+    assert data["complete"] is True and data["pending"] is False
+
+
+async def test_the_answer_of_a_looked_up_call_pops_enriched_in_one_frame() -> None:
+    service = make_service()
+    tab = Sink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    service.feed(payload("agent.ringing", "PJSIP/1001"))
+    await settle(service)
+    service.feed(payload("agent.answered", "PJSIP/1001", hold_seconds=3.0))
+    await settle(service)
+    answered = tab.frames[-1]
+    assert answered["type"] == "pop" and answered["pop"]["kind"] == "answered"
+    assert answered["pop"]["pending"] is False and answered["pop"]["customer"]["id"] == 7
 
 
 async def test_unknown_payloads_and_interfaces_are_ignored() -> None:
@@ -219,7 +243,7 @@ async def test_reconnect_gets_the_missed_pops_in_order() -> None:
         (3, "finished"),
         (4, "ringing"),
     ]
-    assert all(p["replay"] for p in replayed)
+    assert all(p["replay"] and not p["pop"]["pending"] for p in replayed)  # enriched versions
     assert replayed[0]["pop"]["waited_seconds"] == 14.5  # answered: the hold time
 
 
@@ -243,7 +267,7 @@ async def test_a_new_tab_sees_the_latest_pop_and_another_epoch_replays_the_buffe
     assert behind.frames[0]["gap"] is True
 
 
-async def test_pops_of_one_agent_keep_their_order_when_a_lookup_is_slow() -> None:
+async def test_a_slow_lookup_delays_neither_its_pop_nor_the_next_ones() -> None:
     class SlowFirst(Customers):
         async def find_by_number(self, number: str) -> Customer | None:
             if number == "slow":
@@ -256,6 +280,12 @@ async def test_pops_of_one_agent_keep_their_order_when_a_lookup_is_slow() -> Non
     service.feed(payload("agent.ringing", "PJSIP/1001", "1.1", caller_number="slow"))
     service.feed(payload("agent.ringing", "PJSIP/1001", "2.1", caller_number="fast"))
     await settle(service)
+    assert [(f["type"], f["seq"]) for f in tab.frames[1:]] == [
+        ("pop", 1),
+        ("pop", 2),
+        ("pop.update", 2),  # the fast lookup
+        ("pop.update", 1),  # the slow one
+    ]
     assert [(p["seq"], p["pop"]["uniqueid"]) for p in tab.pops()] == [(1, "1.1"), (2, "2.1")]
 
 

@@ -9,7 +9,7 @@
   const $ = (id) => document.getElementById(id);
 
   // ------------------------------------------------------------------ i18n
-  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el("dataset").t);
+  for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.dataset.t);
   $("user-name").textContent = boot.user.display_name || boot.user.username;
   $("user-phone").textContent = boot.user.agent_interface || t("noPhone");
 
@@ -18,6 +18,9 @@
   let lastSeq = Number(sessionStorage.getItem("console.lastSeq") || "0");
   let epoch = sessionStorage.getItem("console.epoch") || "";
   let pending = [];
+  let reconnected = false;
+  let shownSeq = 0; // the pop in the middle column
+  let shownReplay = false;
 
   function text(el, value) {
     el.textContent = value === null || value === undefined || value === "" ? "—" : String(value);
@@ -53,8 +56,8 @@
     $("state-now").textContent = t("state_" + status);
     $("state-now").dataset.status = status;
     $("state-reason").textContent = reason ? "(" + reason + ")" : "";
-    const radio = document.querySelector('input[name=state][value="' + (status === "ringing" || status === "on_call" ? "" : status) + '"]');
-    if (radio && !document.getElementById("state-form").contains(document.activeElement)) radio.checked = true;
+    if (document.getElementById("state-form").contains(document.activeElement)) return; // choosing
+    for (const radio of document.querySelectorAll("input[name=state]")) radio.checked = radio.value === status;
   }
 
   function showPending(list) {
@@ -63,13 +66,15 @@
     $("pending-list").textContent = pending.join(", ");
   }
 
-  function applyStateOut(out) {
-    showState(out.status, out.paused_reason);
+  // The status itself comes from the WebSocket's state frames (what Asterisk reported, in
+  // order); an HTTP answer may be older than a frame that already arrived.
+  function applyStateOut(out, withStatus) {
+    if (withStatus) showState(out.status, out.paused_reason);
     showPending(out.pending_dispositions);
   }
 
-  function refreshState() {
-    return api("GET", "/api/v1/agent/state").then(applyStateOut).catch(() => {});
+  function refreshState(withStatus) {
+    return api("GET", "/api/v1/agent/state").then((out) => applyStateOut(out, withStatus)).catch(() => {});
   }
 
   function setState(state) {
@@ -79,7 +84,7 @@
     msg.textContent = "";
     return api("POST", "/api/v1/agent/state", { state, reason })
       .then((out) => {
-        applyStateOut(out);
+        applyStateOut(out, false);
         msg.textContent = t("stateSaved");
       })
       .catch((err) => {
@@ -105,7 +110,7 @@
     return v === null || v === undefined ? "—" : Math.round(v) + " " + t("seconds");
   }
 
-  function renderCustomer(c) {
+  function renderCustomer(c, pending) {
     const box = $("pop-customer");
     box.textContent = "";
     const div = document.createElement("div");
@@ -115,7 +120,7 @@
     div.appendChild(h);
     if (!c) {
       const p = document.createElement("p");
-      p.textContent = t("unknownCaller");
+      p.textContent = t(pending ? "lookingUp" : "unknownCaller");
       div.appendChild(p);
     } else {
       const dl = document.createElement("dl");
@@ -154,12 +159,12 @@
     text($("pop-name"), pop.caller_name);
     text($("pop-queue"), pop.queue);
     $("pop-waited").textContent = fmtSeconds(pop.waited_seconds);
-    text($("pop-choice"), pop.ivr_choice);
+    text($("pop-choice"), pop.ivr_choice ? pop.ivr_choice + (pop.ivr_choice_label ? " → " + pop.ivr_choice_label : "") : null);
     text($("pop-path"), (pop.ivr_path || []).join(" → "));
     const digits = (pop.digits || []).map((d) => d.node + ": " + d.input);
     $("pop-digits").textContent = digits.length ? digits.join(", ") : t("noDigits");
     $("pop-incomplete").hidden = pop.complete !== false;
-    renderCustomer(pop.customer);
+    renderCustomer(pop.customer, pop.pending);
     const ul = $("pop-history");
     ul.textContent = "";
     if (!pop.history || pop.history.length === 0) {
@@ -177,18 +182,23 @@
     if (pop.kind === "finished") refreshState();
   }
 
-  function addRecent(pop) {
-    const li = document.createElement("li");
+  function addRecent(seq, pop) {
+    const list = $("recent-list");
+    let li = list.querySelector('li[data-seq="' + seq + '"]');
+    if (!li) {
+      li = document.createElement("li");
+      li.dataset.seq = String(seq);
+      list.insertBefore(li, list.firstChild);
+      while (list.children.length > 20) list.removeChild(list.lastChild);
+    }
     li.textContent = (pop.at || "").replace("T", " ").slice(0, 19) + " · " + t("pop_" + pop.kind) + " · " +
       (pop.caller_number || "?") + (pop.customer ? " · " + pop.customer.name : "");
-    const list = $("recent-list");
-    list.insertBefore(li, list.firstChild);
-    while (list.children.length > 20) list.removeChild(list.lastChild);
   }
 
   function onFrame(frame) {
     if (frame.type === "hello") {
       if (frame.epoch !== epoch) { lastSeq = 0; epoch = frame.epoch; }
+      reconnected = lastSeq > 0; // replays after this are pops missed while away
       sessionStorage.setItem("console.epoch", epoch);
       if (frame.state) showState(frame.state.status, frame.state.paused_reason);
       return;
@@ -203,8 +213,15 @@
         lastSeq = frame.seq;
         sessionStorage.setItem("console.lastSeq", String(lastSeq));
       }
-      renderPop(frame.pop, !!frame.replay);
-      addRecent(frame.pop);
+      shownSeq = frame.seq;
+      shownReplay = !!frame.replay && reconnected;
+      renderPop(frame.pop, shownReplay);
+      addRecent(frame.seq, frame.pop);
+      return;
+    }
+    if (frame.type === "pop.update") { // the customer lookup finished for a pop already shown
+      if (frame.seq === shownSeq) renderPop(frame.pop, shownReplay);
+      addRecent(frame.seq, frame.pop);
     }
   }
 
@@ -384,6 +401,6 @@
     }
   });
 
-  refreshState();
+  refreshState(true);
   connect();
 })();
