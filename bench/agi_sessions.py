@@ -1,18 +1,20 @@
 """FastAGI benchmark: 1,000 concurrent IVR sessions against (a) our AgiServer running
 ivr_flows/hotline.yaml and (b) panoramisk 1.4's fast_agi.Application running a hand-coded flow
-that sends the same command sequence.
+that sends the same command sequence; with --agi-only also (c) our AgiServer running that
+hand-coded flow (the AGI layer without the flow engine).
 
 Each server runs in its own process; the load comes from the emulator's FastAGI client
-(`callcenter.pbxsim.agi_client.run_agi_call`) in this process, with the simulated clock sped up so
-prompts take no real time. Rounds alternate between the two servers so that background load on
-the machine hits both alike; medians are reported. Per server:
+(`callcenter.pbxsim.agi_client.run_agi_call`) in --client-procs other processes, with the
+simulated clock sped up so prompts take no real time. Rounds alternate between the servers so
+that background load on the machine hits all alike; medians are reported. Per server:
 
 * completed calls/s (wall clock, all sessions started at once),
-* server CPU seconds per 1,000 calls (process_time of the server process),
+* server CPU ms per call (process_time of the server process; kernel part from getrusage; time
+  in the garbage collector from gc.callbacks), how busy the server was, the clients' CPU,
 * for our server, the p50/p99/max of the time between a reply having been parsed by our
   server and our next command being written (the `timing` hook of AgiServer).
 
-Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 5]
+Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 5] [--client-procs 2] [--agi-only]
 """
 
 from __future__ import annotations
@@ -269,8 +271,10 @@ def _client_process(pipe: Connection, population: list[CallerModel]) -> None:
             return
         port, n = msg
         cpu0 = time.process_time()
+        sys0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         t0, t1, routed = asyncio.run(run_round(port, population[:n]))
-        pipe.send((t0, t1, time.process_time() - cpu0, routed))
+        sys1 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        pipe.send((t0, t1, time.process_time() - cpu0, sys1 - sys0, routed))
 
 
 class _ClientProcs:
@@ -286,13 +290,18 @@ class _ClientProcs:
             proc.start()
             self.procs.append((proc, parent))
 
-    def run(self, port: int, n: int | None = None) -> tuple[float, float, list[str]]:
-        """(wall seconds, client CPU seconds, routed queues) of one round."""
+    def run(self, port: int, n: int | None = None) -> tuple[float, float, float, list[str]]:
+        """(wall seconds, client CPU seconds, of which kernel, routed queues) of one round."""
         for _, pipe in self.procs:
             pipe.send((port, n if n is not None else 10**9))
         reps = [pipe.recv() for _, pipe in self.procs]
         wall = max(r[1] for r in reps) - min(r[0] for r in reps)
-        return wall, sum(r[2] for r in reps), [q for r in reps for q in r[3]]
+        return (
+            wall,
+            sum(r[2] for r in reps),
+            sum(r[3] for r in reps),
+            [q for r in reps for q in r[4]],
+        )
 
     def stop(self) -> None:
         for proc, pipe in self.procs:
@@ -320,7 +329,7 @@ class _ServerProc:
     def measure(self, clients: _ClientProcs, calls: int) -> dict[str, Any]:
         self.pipe.send("mark")
         self.pipe.recv()
-        wall, client_cpu, routed = clients.run(self.port)
+        wall, client_cpu, client_sys, routed = clients.run(self.port)
         self.pipe.send("report")
         rep = self.pipe.recv()
         done = len(routed)
@@ -333,6 +342,7 @@ class _ServerProc:
             "gc": rep["gc"] / max(done, 1) * 1000,
             "sys": rep["sys"] / max(done, 1) * 1000,
             "client_cpu": client_cpu / max(done, 1) * 1000,
+            "client_sys": client_sys / max(done, 1) * 1000,
             "gaps": rep["gaps"],
             "routed": routed,
         }
@@ -368,7 +378,7 @@ def bench(
             srv.stop()
         clients.stop()
     for res in out.values():
-        for key in ("rate", "cpu", "busy", "client_cpu", "gc", "sys"):
+        for key in ("rate", "cpu", "busy", "client_cpu", "client_sys", "gc", "sys"):
             res[key] = statistics.median(m[key] for m in res["rounds"])
     return out
 
@@ -410,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         report(
             f"    server busy {r['busy'] * 100:.0f}% of wall clock; "
-            f"client CPU {r['client_cpu']:.3f} ms/call"
+            f"client CPU {r['client_cpu']:.3f} ms/call (kernel {r['client_sys']:.3f})"
         )
     report(
         f"  throughput ratio ours/panoramisk: {ours['rate'] / theirs['rate']:.2f}x (goal >= 1.5x)"

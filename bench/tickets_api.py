@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-import asyncpg  # noqa: E402
+import asyncpg  # type: ignore[import-untyped]  # noqa: E402
 from aiohttp import web  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
@@ -54,7 +54,13 @@ NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
 CATEGORIES = ("delivery", "billing", "service_attitude", "technical", "product", "refund", "other")
 SEVERITIES = ("low", "medium", "high", "critical")
 GROUPS = ("bookings", "complaints", "general", "technical")
-STATUS_MIX = (("closed", 70), ("resolved", 10), ("investigating", 10), ("open", 7), ("escalated", 3))
+STATUS_MIX = (
+    ("closed", 70),
+    ("resolved", 10),
+    ("investigating", 10),
+    ("open", 7),
+    ("escalated", 3),
+)
 N_USERS = 60
 N_CUSTOMERS = 20_000
 
@@ -132,7 +138,17 @@ async def load(db_url: str, tickets: int, seed: int = 7) -> dict[str, Any]:
         )
         await conn.execute("SELECT setval('users_id_seq', $1)", N_USERS)
         customers = [
-            (i, f"客户{i:05d}", None, "key" if i % 50 == 0 else "normal", "", False, False, NOW, NOW)
+            (
+                i,
+                f"客户{i:05d}",
+                None,
+                "key" if i % 50 == 0 else "normal",
+                "",
+                False,
+                False,
+                NOW,
+                NOW,
+            )
             for i in range(1, N_CUSTOMERS + 1)
         ]
         await conn.copy_records_to_table(
@@ -151,9 +167,7 @@ async def load(db_url: str, tickets: int, seed: int = 7) -> dict[str, Any]:
             ],
         )
         await conn.execute("SELECT setval('customers_id_seq', $1)", N_CUSTOMERS)
-        numbers = [
-            (i, f"13{i:09d}", f"8613{i:09d}", NOW) for i in range(1, N_CUSTOMERS + 1)
-        ]
+        numbers = [(i, f"13{i:09d}", f"8613{i:09d}", NOW) for i in range(1, N_CUSTOMERS + 1)]
         await conn.copy_records_to_table(
             "customer_numbers",
             records=numbers,
@@ -171,12 +185,20 @@ async def load(db_url: str, tickets: int, seed: int = 7) -> dict[str, Any]:
                 created = NOW - timedelta(seconds=span * (1 - cid / tickets)) - timedelta(hours=1)
                 status = _status_of(rnd)
                 severity = SEVERITIES[rnd.randrange(4)]
-                owner = None if (status == "open" and rnd.random() < 0.5) else rnd.randint(1, N_USERS)
+                owner = (
+                    None if (status == "open" and rnd.random() < 0.5) else rnd.randint(1, N_USERS)
+                )
                 first_due = created + timedelta(hours=(2, 4, 8, 8)[SEVERITIES.index(severity)])
                 resolution_due = created + timedelta(days=(1, 2, 3, 3)[SEVERITIES.index(severity)])
                 done = status in ("resolved", "closed")
                 resolved = created + timedelta(hours=rnd.randint(1, 80)) if done else None
-                responded = created + timedelta(minutes=rnd.randint(5, 600)) if status != "open" else None
+                responded = (
+                    created + timedelta(minutes=rnd.randint(5, 600)) if status != "open" else None
+                )
+                # the history was checked all along: past breaches are already stamped
+                active = not done
+                first_breach = first_due if responded is None and first_due < NOW else None
+                resolution_breach = resolution_due if active and resolution_due < NOW else None
                 rows.append(
                     (
                         cid,
@@ -195,8 +217,8 @@ async def load(db_url: str, tickets: int, seed: int = 7) -> dict[str, Any]:
                         resolved if status == "closed" else None,
                         ("compensated", "explained", "rejected")[cid % 3] if done else None,
                         0,
-                        None,
-                        None,
+                        first_breach,
+                        resolution_breach,
                         0,
                         created,
                         created,
@@ -299,7 +321,7 @@ async def _bare_server(pipe: Connection) -> None:
     await runner.cleanup()
 
 
-def _start(target: Callable[..., None], *args: Any) -> tuple[mp.Process, Connection, int]:
+def _start(target: Callable[..., None], *args: Any) -> tuple[Any, Connection, int]:
     parent, child = mp.Pipe()
     proc = mp.get_context("spawn").Process(target=target, args=(*args, child), daemon=True)
     proc.start()
@@ -312,10 +334,11 @@ def _start(target: Callable[..., None], *args: Any) -> tuple[mp.Process, Connect
 
 async def _sign_in(db_url: str) -> dict[str, dict[str, str]]:
     """Sessions for an agent (user001, group "general") and a supervisor, made in the store."""
+    from argon2 import PasswordHasher
+
     from callcenter.db.engine import create_engine, create_session_factory
     from callcenter.users.repository import SessionRepository, UserRepository
     from callcenter.users.service import Passwords
-    from argon2 import PasswordHasher
 
     engine = create_engine(db_url)
     sessions = create_session_factory(engine)
@@ -391,7 +414,7 @@ async def latencies(
             times.append((time.perf_counter() - t0) * 1000)
             total = int(data.get("total", -1))
     times.sort()
-    p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
     return statistics.median(times), p99, times[-1], total
 
 
@@ -408,15 +431,19 @@ async def explain(db_url: str, sql: str) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    name = f"bench_tickets_{uuid.uuid4().hex[:8]}"
+    name = args.database or f"bench_tickets_{uuid.uuid4().hex[:8]}"
     admin = args.pg_url
     db_url = async_url(admin).set(database=name).render_as_string(hide_password=False)
-    await _admin(admin, f'CREATE DATABASE "{name}"')
-    procs: list[tuple[mp.Process, Connection]] = []
+    procs: list[tuple[Any, Connection]] = []
+    if not args.database:
+        await _admin(admin, f'CREATE DATABASE "{name}"')
     try:
-        print(f"loading {args.tickets:,} complaints into {name} ...", flush=True)
-        info = await load(db_url, args.tickets)
-        print(f"  COPY took {info['load_seconds']:.1f} s (+ VACUUM ANALYZE)")
+        if args.database:
+            print(f"reusing database {name} (loaded by an earlier --keep run)")
+        else:
+            print(f"loading {args.tickets:,} complaints into {name} ...", flush=True)
+            info = await load(db_url, args.tickets)
+            print(f"  COPY took {info['load_seconds']:.1f} s (+ VACUUM ANALYZE)")
         heads = await _sign_in(db_url)
         real_proc, real_pipe, real_port = _start(_serve_real, db_url)
         bare_proc, bare_pipe, bare_port = _start(_serve_bare)
@@ -501,7 +528,8 @@ async def main(args: argparse.Namespace) -> None:
         p50, p99, mx, total = await latencies(
             f"{real}/api/v1/complaints", requests=args.requests, headers=agent
         )
-        print(f"  {'agent view (own + group + unowned)':44s} {p50:6.1f}ms {p99:6.1f}ms {mx:6.1f}ms  {total:,}")
+        label = "agent view (own + group + unowned)"
+        print(f"  {label:44s} {p50:6.1f}ms {p99:6.1f}ms {mx:6.1f}ms  {total:,}")
 
         plans = {
             "newest 50": "SELECT id FROM complaints ORDER BY created_at DESC, id DESC LIMIT 50",
@@ -523,7 +551,7 @@ async def main(args: argparse.Namespace) -> None:
             proc.join(10)
             if proc.is_alive():
                 proc.terminate()
-        if not args.keep:
+        if not args.keep and not args.database:
             await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         else:
             print(f"kept database {name}")
@@ -538,6 +566,7 @@ def cli() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--keep", action="store_true", help="keep the loaded database")
+    parser.add_argument("--database", help="reuse a database kept by an earlier --keep run")
     asyncio.run(main(parser.parse_args()))
 
 

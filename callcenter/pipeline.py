@@ -2,10 +2,14 @@
 notifiers (bus) and the call log (database).
 
 One consumer task applies every event in arrival order (the trackers' contract); the AMI client
-only enqueues. Writes to the call log happen on a second task, so a slow database never delays
-event handling. Both queues are bounded: a full inbox makes the AMI client stop reading
-(back-pressure), a full writer queue drops the record with an error log. Everything fails
-open: an error is logged and the next item goes on.
+only enqueues. The consumer works through what is queued in batches of at most `_SLICE`
+seconds: call effects are published event by event, agent and queue state once per batch (the
+latest state of each agent and queue; under a burst the intermediate ones are skipped). Writes
+to the call log happen on a second task, so a slow database never delays event handling; the
+writer gathers the records of up to `save_delay` seconds into one transaction. Both queues are
+bounded: a full inbox makes the AMI client stop reading (back-pressure), a full writer queue
+drops the record with an error log. Everything fails open: an error is logged and the next item
+goes on.
 """
 
 from __future__ import annotations
@@ -174,7 +178,11 @@ class EventPipeline:
     # -- consumers --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Apply queued items in order until cancelled."""
+        """Apply queued items in order until cancelled.
+
+        Call effects are published event by event. Agent and queue state is published once
+        per batch of work (at most `_SLICE` seconds): under a burst, subscribers get the latest
+        state of each agent and queue instead of every intermediate one."""
         inbox = self._inbox
         popleft = inbox.popleft
         loop = asyncio.get_running_loop()
@@ -192,7 +200,11 @@ class EventPipeline:
             while inbox:
                 item = popleft()
                 try:
-                    await self._handle(item)
+                    call_fx, agent_fx = self._apply(item)
+                    if call_fx:
+                        await self._call_publisher.publish(call_fx)
+                    if agent_fx:
+                        await self._agent_publisher.publish(agent_fx)
                 except Exception:
                     self.stats.errors += 1
                     log.exception("event pipeline: failed to handle %s", _describe(item))
@@ -202,8 +214,22 @@ class EventPipeline:
                     self._release_space()
                 done += 1
                 if not done & 31 and clock() > deadline:
+                    await self._publish_agents()
                     await asyncio.sleep(0)
                     deadline = clock() + _SLICE
+            await self._publish_agents()
+
+    async def _publish_agents(self) -> None:
+        try:
+            effects = self._agents.flush(self._clock())
+        except Exception:
+            effects = self._failed("agent tracker", None)
+        if effects:
+            try:
+                await self._agent_publisher.publish(effects)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("event pipeline: failed to publish agent state")
 
     async def write(self) -> None:
         """Persist call records in order until cancelled. Records that arrive within
@@ -277,7 +303,9 @@ class EventPipeline:
             for waiter in waiters:
                 _resolve(waiter)
 
-    async def _handle(self, item: _Item) -> None:
+    def _apply(self, item: _Item) -> tuple[Sequence[CallEffect], Sequence[AgentEffect]]:
+        """Run one item through the trackers and queue the records to save; return the
+        effects to publish (synchronous: most events publish nothing)."""
         now = self._clock()
         call_fx: Sequence[CallEffect]
         agent_fx: Sequence[AgentEffect]
@@ -285,16 +313,17 @@ class EventPipeline:
             event = decode_event(item)
             if event is None:
                 self.stats.ignored += 1
-                return
+                return (), ()
             self.stats.events += 1
             try:
                 call_fx = self._calls.apply(event, now)
             except Exception:
                 call_fx = self._failed("call tracker", item)
+            agent_fx = ()
             try:
-                agent_fx = self._agents.apply(event, now)
+                self._agents.update(event, now)  # published by run() at the end of the batch
             except Exception:
-                agent_fx = self._failed("agent tracker", item)
+                self._failed("agent tracker", item)
         elif isinstance(item, _Resync):
             snap = item.snapshot
             call_fx = self._guard("call tracker", item, lambda: self._calls.reconcile(snap, now))
@@ -306,18 +335,19 @@ class EventPipeline:
                 "call tracker", item, lambda: self._calls.expire(now) if expire else []
             )
             agent_fx = self._guard("agent tracker", item, lambda: self._agents.tick(now))
-        if call_fx:
-            for effect in call_fx:
-                kind = type(effect)
-                if kind is CallStarted or kind is CallEnded or (
+        for effect in call_fx:
+            kind = type(effect)
+            if (
+                kind is CallStarted
+                or kind is CallEnded
+                or (
                     kind is CallUpdated and effect.change in SAVED_CHANGES  # type: ignore[union-attr]
-                ):
-                    self._save(effect.record)
-            await self._call_publisher.publish(call_fx)
-        if agent_fx:
-            await self._agent_publisher.publish(agent_fx)
+                )
+            ):
+                self._save(effect.record)
+        return call_fx, agent_fx
 
-    def _failed(self, who: str, item: _Item) -> list[T]:
+    def _failed(self, who: str, item: _Item | None) -> list[T]:
         """A tracker bug loses that step only, never the other tracker's."""
         self.stats.errors += 1
         log.exception("%s failed on %s", who, _describe(item))
@@ -338,8 +368,10 @@ class EventPipeline:
         self._saves.append(record)
         self._saves_busy += 1
         w = self._saves_wakeup
-        if w is not None and not w.done() and (
-            len(self._saves) == 1 or len(self._saves) >= self._save_batch
+        if (
+            w is not None
+            and not w.done()
+            and (len(self._saves) == 1 or len(self._saves) >= self._save_batch)
         ):
             w.set_result(None)
 
@@ -349,7 +381,9 @@ def _resolve(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
-def _describe(item: _Item) -> str:
+def _describe(item: _Item | None) -> str:
+    if item is None:
+        return "batch end"
     if isinstance(item, AmiMessage):
         return f"AMI {item.kind} {item.name!r}"
     return type(item).__name__.lstrip("_").lower()

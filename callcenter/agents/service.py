@@ -185,20 +185,38 @@ class AgentStateTracker:
             QueueEntryListed: self._on_entry,
         }
         self._touched_agents: set[str] = set()
+        self._touched_queues: set[str] = set()
 
     # -- public API ----------------------------------------------------------------------------
 
     def apply(self, event: AmiEvent, now: datetime) -> list[AgentEffect]:
+        """Apply one event and return the effects (with any left by `update`)."""
+        self.update(event, now)
+        return self.flush(now)
+
+    def update(self, event: AmiEvent, now: datetime) -> None:
+        """Apply one event but keep its effects for the next `flush` (or apply/tick/reconcile).
+        A consumer working through a burst flushes once per batch: subscribers then get the
+        latest state of each agent and queue, not every intermediate one."""
         handler = self._handlers.get(type(event))
-        if handler is None:
-            return self.tick(now) if self._wrapping else []
         if self._wrapping:
             self._finish_wrap_ups(now)
-        return self._flush(now, handler(event, now))
+        if handler is not None:
+            touched = handler(event, now)
+            if touched:
+                self._touched_queues |= touched
+
+    def flush(self, now: datetime) -> list[AgentEffect]:
+        """The effects of everything applied since the last flush."""
+        if not self._touched_agents and not self._touched_queues:
+            return []
+        return self._flush(now, set())
 
     def tick(self, now: datetime) -> list[AgentEffect]:
         """End the wrap-ups that are over (call it periodically)."""
-        return self._flush(now, set()) if self._finish_wrap_ups(now) else []
+        if self._wrapping:
+            self._finish_wrap_ups(now)
+        return self.flush(now)
 
     def _finish_wrap_ups(self, now: datetime) -> bool:
         done = []
@@ -311,6 +329,9 @@ class AgentStateTracker:
 
     def _flush(self, now: datetime, queues: set[str]) -> list[AgentEffect]:
         effects: list[AgentEffect] = []
+        if self._touched_queues:
+            queues |= self._touched_queues
+            self._touched_queues = set()
         for interface in self._touched_agents:
             agent = self._agents.get(interface)
             if agent is None:

@@ -2,8 +2,9 @@
 
 Contract (see PROTOCOL.md §5 and §8 "Server, FastAGI"):
 
-* ``read_environment`` reads the ``agi_*`` block up to the empty line, bounded in size and line
-  count, decoding with replacement; EOF before the empty line raises ``AgiConnectionLost``.
+* ``read_environment`` (a stream) / ``parse_environment_block`` (bytes) read the ``agi_*`` block
+  up to the empty line, bounded in size and line count, decoding with replacement; EOF before
+  the empty line raises ``AgiConnectionLost``.
 * ``format_command`` quotes arguments; every command line ends with a bare ``\\n``.
 * ``ReplyAssembler`` turns reply lines into ``AgiReply`` objects: ``100`` lines are skipped,
   multi-line ``520-`` blocks are consumed up to the ``520 `` line, and an unsolicited ``HANGUP``
@@ -11,7 +12,9 @@ Contract (see PROTOCOL.md §5 and §8 "Server, FastAGI"):
 * ``AgiConnection`` sends one command at a time. After a hangup only dead-allowed commands are
   written; anything else raises ``AgiHangup`` without touching the socket.
 * ``AgiServer`` routes on ``agi_network_script`` without its query string and always closes
-  the socket when the handler returns. Unknown scripts go to the operator queue.
+  the socket when the handler returns. Unknown scripts go to the operator queue. Sockets are
+  ``asyncio.BufferedProtocol`` objects parsing what they read in place (sans I/O); a session
+  task starts once the environment is complete (see bench/README.md, FastAGI, for why).
 """
 
 from __future__ import annotations

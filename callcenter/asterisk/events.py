@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from operator import itemgetter
+from typing import Literal, Protocol, cast
 
 from callcenter.asterisk.message import AmiMessage
 
@@ -324,16 +325,27 @@ AmiEvent = (
 # Decoders
 
 
+_STATES = {str(n): n for n in range(16)}  # ChannelState as sent: one or two digits
+_UNKNOWN_CIDS = frozenset((UNKNOWN_CALLER, "unknown", ""))
+
+
 def _snap(f: _Fields) -> tuple[str, str, str, int | None, str, str, str, str]:
+    get = f.get
+    raw_state = get("channelstate")
+    state = _STATES.get(raw_state) if raw_state is not None else None
+    if state is None:
+        state = _int(raw_state)
+    number = get("calleridnum", "")
+    name = get("calleridname", "")
     return (
-        f.get("channel", ""),
-        f.get("uniqueid", ""),
-        f.get("linkedid", ""),
-        _int(f.get("channelstate")),
-        _clean_cid(f.get("calleridnum", "")),
-        _clean_cid(f.get("calleridname", "")),
-        f.get("context", ""),
-        f.get("exten", ""),
+        get("channel", ""),
+        get("uniqueid", ""),
+        get("linkedid", ""),
+        state,
+        "" if number in _UNKNOWN_CIDS else number,  # _clean_cid, inlined: every event has two
+        "" if name in _UNKNOWN_CIDS else name,
+        get("context", ""),
+        get("exten", ""),
     )
 
 
@@ -528,6 +540,143 @@ SUBSCRIBED_EVENTS: frozenset[str] = frozenset(_DECODERS)
 """The event names the trackers use (for an AMI `Events`/filter setup, if wanted)."""
 
 
+# -- the fast path ------------------------------------------------------------------------------
+# Events of one kind repeat the same header names in the same order, so for each (event, header
+# names) seen, the positions of the headers a decoder needs are worked out once; then decoding
+# picks those values by position instead of building a dict of every header. A header layout
+# that lacks one of them goes the dict way (`_decode_fields`), which handles defaults.
+# The caches are emptied when full, so odd streams cost speed, never memory.
+
+_PLANS_MAX = 256
+_Values = tuple[str, ...]
+
+
+def _state(raw: str) -> int | None:
+    state = _STATES.get(raw)
+    return state if state is not None else _int(raw)
+
+
+def _snapv(v: _Values) -> tuple[str, str, str, int | None, str, str, str, str]:
+    number, name = v[4], v[5]
+    return (
+        v[0],
+        v[1],
+        v[2],
+        _state(v[3]),
+        "" if number in _UNKNOWN_CIDS else number,
+        "" if name in _UNKNOWN_CIDS else name,
+        v[6],
+        v[7],
+    )
+
+
+def _agentv(v: _Values) -> tuple[str, str, str, str, str, str]:
+    return v[8], v[9], v[10], v[11], v[12], v[13]
+
+
+_SNAP_KEYS = (
+    "channel", "uniqueid", "linkedid", "channelstate", "calleridnum", "calleridname", "context",
+    "exten",
+)  # fmt: skip
+_AGENT_KEYS = (*_SNAP_KEYS, "destchannel", "destuniqueid", "destlinkedid", "queue", "interface",
+               "membername")  # fmt: skip
+
+
+class _FastDecoder:
+    """Decodes one event kind from header values picked by position (see above)."""
+
+    __slots__ = ("build", "keys", "plans")
+
+    def __init__(self, keys: tuple[str, ...], build: Callable[[_Values], AmiEvent]) -> None:
+        self.keys = keys
+        self.build = build
+        self.plans: dict[tuple[str, ...], Callable[[_Values], _Values] | None] = {}
+
+    def plan(self, names: tuple[str, ...]) -> Callable[[_Values], _Values] | None:
+        first: dict[str, int] = {}
+        for i, name in enumerate(names):
+            first.setdefault(name.lower(), i)  # a repeated header: the first one wins
+        positions = [first.get(key) for key in self.keys]
+        picker = None
+        if None not in positions:
+            picker = cast(Callable[[_Values], _Values], itemgetter(*cast(list[int], positions)))
+        if len(self.plans) >= _PLANS_MAX:
+            self.plans.clear()
+        self.plans[names] = picker
+        return picker
+
+
+_FAST: dict[str, _FastDecoder] = {
+    "Newchannel": _FastDecoder(_SNAP_KEYS, lambda v: ChannelCreated(*_snapv(v))),
+    "Newstate": _FastDecoder(_SNAP_KEYS, lambda v: ChannelStateChanged(*_snapv(v))),
+    "NewCallerid": _FastDecoder(_SNAP_KEYS, lambda v: CallerIdChanged(*_snapv(v))),
+    "Newexten": _FastDecoder(
+        (*_SNAP_KEYS, "application", "appdata"), lambda v: DialplanStep(*_snapv(v), v[8], v[9])
+    ),
+    "VarSet": _FastDecoder(
+        (*_SNAP_KEYS, "variable", "value"), lambda v: VariableSet(*_snapv(v), v[8], v[9])
+    ),
+    "HangupRequest": _FastDecoder(
+        (*_SNAP_KEYS, "cause"), lambda v: HangupRequested(*_snapv(v), _int(v[8]), False)
+    ),
+    "SoftHangupRequest": _FastDecoder(
+        (*_SNAP_KEYS, "cause"), lambda v: HangupRequested(*_snapv(v), _int(v[8]), True)
+    ),
+    "Hangup": _FastDecoder(
+        (*_SNAP_KEYS, "cause", "cause-txt"),
+        lambda v: ChannelHungUp(*_snapv(v), _int(v[8]), v[9]),
+    ),
+    "AGIExecStart": _FastDecoder(
+        (*_SNAP_KEYS, "commandid", "command"),
+        lambda v: AgiCommandStarted(*_snapv(v), v[8], v[9]),
+    ),
+    "BridgeEnter": _FastDecoder(
+        (*_SNAP_KEYS, "bridgeuniqueid"), lambda v: BridgeEntered(*_snapv(v), v[8])
+    ),
+    "QueueCallerJoin": _FastDecoder(
+        (*_SNAP_KEYS, "queue", "position", "count"),
+        lambda v: QueueCallerJoined(*_snapv(v), v[8], _int(v[9]), _int(v[10])),
+    ),
+    "QueueCallerLeave": _FastDecoder(
+        (*_SNAP_KEYS, "queue", "position", "count"),
+        lambda v: QueueCallerLeft(*_snapv(v), v[8], _int(v[9]), _int(v[10])),
+    ),
+    "QueueCallerAbandon": _FastDecoder(
+        (*_SNAP_KEYS, "queue", "position", "originalposition", "holdtime"),
+        lambda v: QueueCallerAbandoned(*_snapv(v), v[8], _int(v[9]), _int(v[10]), _int(v[11])),
+    ),
+    "AgentCalled": _FastDecoder(_AGENT_KEYS, lambda v: AgentCalled(*_snapv(v), *_agentv(v))),
+    "AgentDump": _FastDecoder(_AGENT_KEYS, lambda v: AgentDumped(*_snapv(v), *_agentv(v))),
+    "AgentRingNoAnswer": _FastDecoder(
+        (*_AGENT_KEYS, "ringtime"),
+        lambda v: AgentRingNoAnswer(*_snapv(v), *_agentv(v), _int(v[14])),
+    ),
+    "AgentConnect": _FastDecoder(
+        (*_AGENT_KEYS, "holdtime", "ringtime"),
+        lambda v: AgentConnected(*_snapv(v), *_agentv(v), _int(v[14]), _int(v[15])),
+    ),
+    "AgentComplete": _FastDecoder(
+        (*_AGENT_KEYS, "holdtime", "talktime", "reason"),
+        lambda v: AgentCompleted(*_snapv(v), *_agentv(v), _int(v[14]), _int(v[15]), v[16]),
+    ),
+}
+
+# Header names as sent -> the same names lower-cased, in reverse order (the dict way).
+_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _decode_fields(
+    decoder: Callable[[_Fields], AmiEvent], names: tuple[str, ...], values: _Values
+) -> AmiEvent:
+    keys = _KEYS.get(names)
+    if keys is None:
+        if len(_KEYS) >= _PLANS_MAX:
+            _KEYS.clear()
+        keys = _KEYS[names] = tuple(name.lower() for name in reversed(names))
+    # reversed: when a header repeats (ChanVariable), the first one wins
+    return decoder(dict(zip(keys, reversed(values), strict=True)))
+
+
 def decode_event(msg: AmiMessage) -> AmiEvent | None:
     """Decode `msg` if it is an event in the subscription table; otherwise return None cheaply."""
     headers = msg.headers
@@ -535,11 +684,13 @@ def decode_event(msg: AmiMessage) -> AmiEvent | None:
         return None
     first_name, event_name = headers[0]
     decoder = _DECODERS.get(event_name)
-    if decoder is None or first_name.lower() != "event":
+    if decoder is None or (first_name != "Event" and first_name.lower() != "event"):
         return None
-    fields: _Fields = {}
-    for name, value in headers:
-        key = name.lower()
-        if key not in fields:  # repeated headers (ChanVariable): the first one wins
-            fields[key] = value
-    return decoder(fields)
+    names, values = zip(*headers, strict=True)
+    fast = _FAST.get(event_name)
+    if fast is not None:
+        plans = fast.plans
+        picker = plans[names] if names in plans else fast.plan(names)
+        if picker is not None:
+            return fast.build(picker(values))
+    return _decode_fields(decoder, names, values)

@@ -3,7 +3,8 @@
 A publisher never waits: when a subscriber's buffer is full the oldest message in it is dropped
 and counted (`MemorySubscription.dropped`, `MemoryBus.dropped`). Payloads travel as JSON text,
 exactly like on the Redis bus, so a payload that Redis could not carry fails here too, and no
-subscriber sees another's mutations.
+subscriber sees another's mutations. A payload is encoded once per publish, whatever the number
+of subscribers; `publish_json` takes text a publisher already encoded.
 """
 
 from __future__ import annotations
@@ -104,12 +105,16 @@ class MemoryBus:
         return len(self._subscriptions)
 
     async def publish(self, channel: str, payload: Payload) -> None:
-        text = encode_payload(payload)
+        await self.publish_json(channel, encode_payload(payload))
+
+    async def publish_json(self, channel: str, text: str) -> None:
+        """Publish a payload already encoded as JSON text (a JSON object, as `encode_payload`
+        makes it; not checked again). Subscribers decode it like any other message."""
         if self._closed:
             log.debug("bus closed: dropping message on %s", channel)
             return
         self.published += 1
-        for subscription in tuple(self._subscriptions):
+        for subscription in self._subscriptions:
             if channel in subscription.channels:
                 subscription.push(channel, text)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal, TypedDict, cast, get_args
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
@@ -48,6 +49,25 @@ _DIRECTIONS = ("inbound", "outbound")
 _ABANDON_STAGES: tuple[str, ...] = get_args(AbandonStage)
 _END_REASONS: tuple[str, ...] = get_args(EndReason)
 _MAX_PAGE = 1000
+
+
+def _text_limits() -> tuple[tuple[str, int], ...]:
+    """(column, max length) of the calls table's text columns."""
+    limits = []
+    for column in CallRow.__table__.columns:
+        length = getattr(column.type, "length", None)
+        if isinstance(length, int):
+            limits.append((column.name, length))
+    return tuple(limits)
+
+
+_CALL_TEXT_LIMITS = _text_limits()
+
+
+@lru_cache(maxsize=4096)
+def _normalised(number: str, country: str) -> str:
+    # one call is saved several times with the same caller number
+    return normalise_number(number, country)
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +430,7 @@ class CallRepository:
             "channel": r.channel,
             "started_at": _aware("started_at", r.started_at),
             "caller_number": r.caller_number,
-            "caller_number_normalised": normalise_number(r.caller_number, self._country),
+            "caller_number_normalised": _normalised(r.caller_number, self._country),
             "caller_name": r.caller_name,
             "dialed_number": r.dialed_number,
             "direction": r.direction,
@@ -440,7 +460,10 @@ class CallRepository:
             "adopted": bool(r.adopted),
         }
         _check_required(values, ("uniqueid",))
-        check_lengths(CallRow.__table__, values)
+        for name, length in _CALL_TEXT_LIMITS:  # check_lengths(CallRow), on the hot path
+            value = values.get(name)
+            if isinstance(value, str) and len(value) > length:
+                check_lengths(CallRow.__table__, {name: value})  # raises its clear error
         return values
 
     def _filters(

@@ -698,9 +698,10 @@ class CallTracker:
         call.transfer_pending = False
         call.connect_place = (ev.context, ev.exten)
         call.in_queue = None
-        out.append(CallUpdated(call.record(), "answered"))
+        record = call.record()  # records are immutable: both effects share one
+        out.append(CallUpdated(record, "answered"))
         ring = float(ev.ring_time) if ev.ring_time is not None else None
-        out.append(AgentAnswered(call.record(), *_leg(ev), hold_seconds=held, ring_seconds=ring))
+        out.append(AgentAnswered(record, *_leg(ev), hold_seconds=held, ring_seconds=ring))
         return out
 
     def _on_agent_complete(self, ev: AgentCompleted, now: datetime) -> list[CallEffect]:

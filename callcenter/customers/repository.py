@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.calls.model import CallRecord
 from callcenter.calls.repository import CallRepository
-from callcenter.console.model import HistoryItem
 from callcenter.customers.model import (
     Customer,
     CustomerChanges,
@@ -37,7 +36,6 @@ __all__ = [
     "CustomerNotFoundError",
     "CustomerRepository",
     "NumberInUseError",
-    "PopTicketHistory",
 ]
 
 
@@ -405,29 +403,6 @@ class CustomerHistory:
                     )
         entries.sort(key=lambda e: (e.at, e.kind, e.ref), reverse=True)
         return entries[:limit]
-
-
-class PopTicketHistory:
-    """The console's TicketHistory (screen-pop): a customer's bookings, complaints and
-    callbacks, newest first, as the pop's HistoryItem lines (the pop adds calls itself)."""
-
-    def __init__(self, *, history: CustomerHistory) -> None:
-        self._history = history
-
-    async def __call__(self, customer_id: int, limit: int) -> list[HistoryItem]:
-        try:
-            entries = await self._history.timeline(customer_id, limit=limit, include_calls=False)
-        except CustomerNotFoundError:
-            return []
-        return [
-            HistoryItem(
-                kind=e.kind,
-                at=e.at.isoformat(),
-                summary=f"{e.summary} ({e.status})" if e.status else e.summary,
-                ref=e.ref,
-            )
-            for e in entries
-        ]
 
 
 def _call_entry(call: CallRecord, number: str) -> HistoryEntry:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -39,6 +40,8 @@ __all__ = [
     "COMPLAINT_SEVERITIES",
     "COMPLAINT_STATUSES",
     "CUSTOMER_TIERS",
+    "FIRST_RESPONSE_PENDING",
+    "RESOLUTION_PENDING",
     "USER_LANGUAGES",
     "USER_ROLES",
     "AgentRow",
@@ -72,6 +75,9 @@ BOOKING_STATUSES = ("new", "confirmed", "fulfilled", "cancelled")
 COMPLAINT_SEVERITIES = ("low", "medium", "high", "critical")
 COMPLAINT_STATUSES = ("open", "investigating", "escalated", "resolved", "closed")
 CASE_TYPES = ("complaint", "booking", "customer")
+# complaints whose deadline is still being watched (the breach checker's partial indexes)
+FIRST_RESPONSE_PENDING = "first_response_breached_at IS NULL AND first_responded_at IS NULL"
+RESOLUTION_PENDING = "resolution_breached_at IS NULL AND status NOT IN ('resolved', 'closed')"
 
 # Stable constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -443,9 +449,19 @@ class ComplaintRow(Base):
         Index("ix_complaints_owner_id_created_at", "owner_id", "created_at", "id"),
         Index("ix_complaints_created_by_created_at", "created_by", "created_at", "id"),
         Index("ix_complaints_category_created_at", "category", "created_at", "id"),
-        # the breach checker: open cases by deadline
-        Index("ix_complaints_status_first_response_due", "status", "first_response_due"),
-        Index("ix_complaints_status_resolution_due", "status", "resolution_due"),
+        # the breach checker: partial indexes hold only deadlines not yet met nor notified
+        Index(
+            "ix_complaints_first_response_pending",
+            "first_response_due",
+            postgresql_where=text(FIRST_RESPONSE_PENDING),
+            sqlite_where=text(FIRST_RESPONSE_PENDING),
+        ),
+        Index(
+            "ix_complaints_resolution_pending",
+            "resolution_due",
+            postgresql_where=text(RESOLUTION_PENDING),
+            sqlite_where=text(RESOLUTION_PENDING),
+        ),
     )
 
 

@@ -174,6 +174,10 @@ class _CallerHangup(Exception):
     pass
 
 
+_NO_DIGITS: Final = Digits()
+_OFF_PATH: Final = (GotoNode, SetNode, PlayNode)  # nodes not listed in Outcome.path
+
+
 Gen = Generator[Command, Reply, "Outcome"]
 
 _VAR_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -215,6 +219,9 @@ class _Call:
     def prompt(self, name: str) -> str:
         return f"{self.language}/{name}" if self.flow.languages else name
 
+    # The helpers below yield their command themselves rather than through further
+    # ``yield from`` levels: every level costs a generator per command and a hop per reply.
+
     def _ask(self, cmd: Command) -> Generator[Command, Reply, Reply]:
         reply = yield cmd
         if isinstance(reply, _HungUp):
@@ -224,22 +231,28 @@ class _Call:
     def _digits(
         self, cmd: Play | GetData | WaitDigit | SayDigits
     ) -> Generator[Command, Reply, Digits]:
-        reply = yield from self._ask(cmd)
-        return reply if isinstance(reply, Digits) else Digits()
+        reply = yield cmd
+        if isinstance(reply, _HungUp):
+            raise _CallerHangup
+        return reply if isinstance(reply, Digits) else _NO_DIGITS
 
     def _play(self, name: str | None, escape: str = "") -> Generator[Command, Reply, str]:
         if name is None:
             return ""
-        d = yield from self._digits(Play(self.prompt(name), escape))
-        return d.digits[:1]
+        reply = yield Play(self.prompt(name), escape)
+        if isinstance(reply, _HungUp):
+            raise _CallerHangup
+        return reply.digits[:1] if isinstance(reply, Digits) else ""
 
-    def _step(
-        self, node: AnyNode, *, input: str | None = None, result: str | None = None
-    ) -> Generator[Command, Reply, None]:
-        yield Step(node.id, node_kind(node), input, result)
+    @staticmethod
+    def _step(node: AnyNode, *, input: str | None = None, result: str | None = None) -> Step:
+        """A path record, yielded as ``yield self._step(...)`` (its Ack is not looked at)."""
+        return Step(node.id, node_kind(node), input, result)
 
     def _set(self, name: str, value: str) -> Generator[Command, Reply, None]:
-        yield from self._ask(SetVar(name, value))
+        reply = yield SetVar(name, value)
+        if isinstance(reply, _HungUp):
+            raise _CallerHangup
 
     def _queue_end(
         self, node: AnyNode, queue: str, priority: int, reason: str
@@ -250,7 +263,7 @@ class _Call:
         if "IVR_CHOICE" in self.vars:  # the call tracker's ivr_choice (the last menu key)
             yield from self._set("IVR_CHOICE", self.vars["IVR_CHOICE"])
         yield from self._set("CALLCENTER_IVR_PATH", ",".join(self.path))
-        yield from self._step(node, result=reason)
+        yield self._step(node, result=reason)
         return Outcome("queue", tuple(self.path), queue, prio, dict(self.vars))
 
     # main loop ---------------------------------------------------------------------------
@@ -263,7 +276,7 @@ class _Call:
                 visits += 1
                 if visits > MAX_NODE_VISITS:
                     return (yield from self._queue_end(current, self.default_queue, 0, "loop"))
-                if not isinstance(current, GotoNode | SetNode | PlayNode):
+                if not isinstance(current, _OFF_PATH):
                     self.path.append(current.id)
                 nxt = yield from self._node(current)
                 if isinstance(nxt, Outcome):
@@ -278,17 +291,17 @@ class _Call:
             case PlayNode():
                 for p in node.prompts:
                     yield from self._play(p)
-                yield from self._step(node, result="played")
+                yield self._step(node, result="played")
                 return node.next
             case GotoNode():
-                yield from self._step(node, result=node.target)
+                yield self._step(node, result=node.target)
                 return node.target
             case SetNode():
                 value = _VAR_REF.sub(lambda m: self.vars.get(m[1], ""), node.value)
                 self.vars[node.var] = value
                 if node.channel:
                     yield from self._set(node.var, value)
-                yield from self._step(node, input=value, result="set")
+                yield self._step(node, input=value, result="set")
                 return node.next
             case MenuNode():
                 return (yield from self._menu(node))
@@ -307,7 +320,7 @@ class _Call:
                 return (yield from self._callback(node))
             case HangupNode():
                 yield from self._play(node.prompt)
-                yield from self._step(node, result="hangup_by_ivr")
+                yield self._step(node, result="hangup_by_ivr")
                 yield from self._ask(Hangup())
                 return Outcome("hangup", tuple(self.path), None, self.priority, dict(self.vars))
         raise AssertionError(f"unhandled node {node!r}")
@@ -321,12 +334,12 @@ class _Call:
                 key = d.digits[:1]
             if not key:
                 timeouts += 1
-                yield from self._step(node, result="timeout")
+                yield self._step(node, result="timeout")
                 if timeouts >= node.max_timeouts:
                     break
                 yield from self._play(node.timeout_prompt)
             elif key == node.replay_key:
-                yield from self._step(node, input=key, result="replay")
+                yield self._step(node, input=key, result="replay")
             elif key == node.operator_key:
                 self.path.append(key)
                 self.vars["IVR_CHOICE"] = key
@@ -335,16 +348,16 @@ class _Call:
                 target = node.options[key]
                 self.path.append(key)
                 self.vars["IVR_CHOICE"] = key
-                yield from self._step(node, input=key, result=target)
+                yield self._step(node, input=key, result=target)
                 return target
             else:
                 invalid += 1
-                yield from self._step(node, input=key, result="invalid")
+                yield self._step(node, input=key, result="invalid")
                 if invalid >= node.max_invalid:
                     break
                 yield from self._play(node.invalid_prompt)
         if node.on_exhausted is not None:
-            yield from self._step(node, result="exhausted")
+            yield self._step(node, result="exhausted")
             return node.on_exhausted
         return (yield from self._queue_end(node, self.default_queue, 0, "exhausted"))
 
@@ -357,14 +370,12 @@ class _Call:
             if digits.isdigit() and node.min_digits <= len(digits) <= node.max_digits:
                 self.vars[node.var] = digits
                 yield from self._set(f"CALLCENTER_{node.var}", digits)
-                yield from self._step(node, input=digits, result="ok")
+                yield self._step(node, input=digits, result="ok")
                 return node.next
-            yield from self._step(
-                node, input=digits or None, result="invalid" if digits else "timeout"
-            )
+            yield self._step(node, input=digits or None, result="invalid" if digits else "timeout")
             if attempt < node.max_attempts:
                 yield from self._play(node.invalid_prompt)
-        yield from self._step(node, result="failed")
+        yield self._step(node, result="failed")
         return node.on_fail or node.next
 
     def _hours(self, node: HoursNode) -> Generator[Command, Reply, str]:
@@ -378,20 +389,20 @@ class _Call:
             result, target = "holiday", node.holiday or node.closed
         else:
             result, target = "closed", node.closed
-        yield from self._step(node, input=status.holiday, result=result)
+        yield self._step(node, input=status.holiday, result=result)
         return target
 
     def _lookup(self, node: LookupNode) -> Generator[Command, Reply, str]:
         if not self.caller:
-            yield from self._step(node, result="anonymous")
+            yield self._step(node, result="anonymous")
             return node.next
         reply = yield from self._ask(Lookup(self.caller))
         if not isinstance(reply, LookupResult) or reply.failed:
-            yield from self._step(node, input=self.caller, result="failed")
+            yield self._step(node, input=self.caller, result="failed")
             return node.next
         customer = reply.customer
         if customer is None:
-            yield from self._step(node, input=self.caller, result="unknown")
+            yield self._step(node, input=self.caller, result="unknown")
             return node.next
         self.vars["CUSTOMER_ID"] = customer.customer_id
         self.vars["CUSTOMER_NAME"] = customer.name
@@ -405,7 +416,7 @@ class _Call:
         ):
             self._use_language(customer.language)
         result = "key" if customer.is_key_customer else "known"
-        yield from self._step(node, input=self.caller, result=result)
+        yield self._step(node, input=self.caller, result=result)
         return node.next
 
     def _use_language(self, lang: str) -> None:
@@ -415,7 +426,7 @@ class _Call:
 
     def _language(self, node: LanguageNode) -> Generator[Command, Reply, str]:
         if node.skip_if_known and self.language_known:
-            yield from self._step(node, result=self.language)
+            yield self._step(node, result=self.language)
             return node.next
         # The language question is bilingual: it is played without a language prefix.
         d = yield from self._digits(Play(node.prompt, "".join(node.options)))
@@ -426,20 +437,20 @@ class _Call:
         lang = node.options.get(key, node.default)
         self._use_language(lang)
         yield from self._set("CALLCENTER_LANGUAGE", lang)
-        yield from self._step(node, input=key or None, result=lang)
+        yield self._step(node, input=key or None, result=lang)
         return node.next
 
     def _callback(self, node: CallbackNode) -> Generator[Command, Reply, str | Outcome]:
         number = yield from self._callback_number(node)
         if number is None:
-            yield from self._step(node, result="failed")
+            yield self._step(node, result="failed")
             return (yield from self._leave(node))
         ack = yield from self._ask(RecordCallback(number, node.queue, f"ivr:{self.flow.name}"))
         if not (isinstance(ack, Ack) and ack.ok):
-            yield from self._step(node, input=number, result="record_failed")
+            yield self._step(node, input=number, result="record_failed")
             return (yield from self._leave(node))
         yield from self._set("CALLCENTER_CALLBACK", number)
-        yield from self._step(node, input=number, result="requested")
+        yield self._step(node, input=number, result="requested")
         yield from self._play(node.done_prompt)
         yield from self._ask(Hangup())
         return Outcome("callback", tuple(self.path), node.queue, self.priority, dict(self.vars))
@@ -461,24 +472,22 @@ class _Call:
                     d = yield from self._digits(WaitDigit(node.timeout_ms))
                     key = d.digits[:1]
                 if key == "1":
-                    yield from self._step(node, input=key, result="confirmed")
+                    yield self._step(node, input=key, result="confirmed")
                     return self.caller
                 if key == "2":
-                    yield from self._step(node, input=key, result="other_number")
+                    yield self._step(node, input=key, result="other_number")
                     use_caller = False
                     continue
-                yield from self._step(
-                    node, input=key or None, result="invalid" if key else "timeout"
-                )
+                yield self._step(node, input=key or None, result="invalid" if key else "timeout")
             else:
                 d = yield from self._digits(
                     GetData(self.prompt(node.enter_prompt), node.timeout_ms, node.max_digits)
                 )
                 if d.digits.isdigit() and node.min_digits <= len(d.digits) <= node.max_digits:
-                    yield from self._step(node, input=d.digits, result="entered")
+                    yield self._step(node, input=d.digits, result="entered")
                     return d.digits
                 result = "invalid" if d.digits else "timeout"
-                yield from self._step(node, input=d.digits or None, result=result)
+                yield self._step(node, input=d.digits or None, result=result)
             if attempt < node.max_attempts:
                 yield from self._play(node.invalid_prompt)
         return None

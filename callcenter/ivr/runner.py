@@ -184,10 +184,11 @@ class IvrRunner:
     async def _perform(self, conn: AgiConnection, cmd: Command) -> Reply:
         try:
             match cmd:
+                # The two commands of nearly every step; command() directly, no wrapper.
                 case Play(file=f, escape_digits=esc):
-                    return self._playback(conn, await conn.stream_file(f, esc))
+                    return self._playback(conn, await conn.command("STREAM FILE", f, esc))
                 case SetVar(name=n, value=v):
-                    await conn.set_variable(n, v)
+                    await conn.command("SET VARIABLE", n, v)
                     return _ACK
                 case SayDigits(digits=d):
                     return self._playback(conn, await conn.say_digits(d))

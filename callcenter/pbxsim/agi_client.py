@@ -276,17 +276,32 @@ def _parse_args_escaped(line: str) -> list[str]:
     return argv
 
 
-_COMMAND_WORDS = frozenset(COMMANDS)
-_MAX_COMMAND_WORDS = max(len(c) for c in COMMANDS)
+#: COMMANDS by first word, longest first, with their names (no command has more than 3 words)
+_BY_FIRST_WORD: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
+    first: tuple(
+        (c, " ".join(c))
+        for c in sorted((c for c in COMMANDS if c[0] == first), key=len, reverse=True)
+    )
+    for first in {c[0] for c in COMMANDS}
+}
+assert max(len(c) for c in COMMANDS) <= 3
+_HANDLER_NAMES = {" ".join(c): "cmd_" + "_".join(c) for c in COMMANDS}
 
 
 def find_command(argv: Sequence[str]) -> str | None:
     """The longest command name the first words of `argv` spell (case-insensitive)."""
-    lowered = tuple(a.lower() for a in argv[:_MAX_COMMAND_WORDS])
-    for n in range(len(lowered), 0, -1):
-        words = lowered[:n]
-        if words in _COMMAND_WORDS:
-            return " ".join(words)
+    if not argv:
+        return None
+    candidates = _BY_FIRST_WORD.get(argv[0].lower())
+    if candidates is None:
+        return None
+    n = len(argv)
+    for words, name in candidates:
+        k = len(words)
+        if k == 1:
+            return name
+        if n >= k and argv[1].lower() == words[1] and (k == 2 or argv[2].lower() == words[2]):
+            return name
     return None
 
 
@@ -745,7 +760,7 @@ class AgiSession:
         elif self._dead and name not in DEAD_ALLOWED:
             reply, code, rc = REPLY_511, 511, R_SUCCESS
         else:
-            handler = getattr(self, "cmd_" + name.replace(" ", "_"))
+            handler = getattr(self, _HANDLER_NAMES[name])
             try:
                 outcome = await handler(argv)
             except (ValueError, OverflowError, IndexError):

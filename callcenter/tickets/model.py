@@ -360,11 +360,11 @@ class DispositionOut(BaseModel):
 
 class BookingPage(Page[BookingOut]):
     total_exact: bool = Field(
-        True, description="false: more than 10,000 match and `total` is an estimate"
+        True, description="false: more than 1,000 match and `total` is an estimate"
     )
 
 
 class ComplaintPage(Page[ComplaintOut]):
     total_exact: bool = Field(
-        True, description="false: more than 10,000 match and `total` is an estimate"
+        True, description="false: more than 1,000 match and `total` is an estimate"
     )

@@ -13,13 +13,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from callcenter.customers.service import normalise_number
 from callcenter.db.engine import dialect_insert
 from callcenter.db.models import (
+    FIRST_RESPONSE_PENDING,
+    RESOLUTION_PENDING,
     BookingRow,
     CaseEventRow,
     ComplaintCallRow,
@@ -76,7 +78,7 @@ Clock = Callable[[], datetime]
 MAX_SEARCH_CUSTOMERS: Final = 200
 MAX_ATTEMPTS: Final = 5
 # list totals are exact up to this many matches, estimated above (PostgreSQL)
-COUNT_CAP: Final = 10_000
+COUNT_CAP: Final = 1_000
 T = TypeVar("T")
 
 
@@ -681,7 +683,7 @@ class TicketRepository:
                     )
                 )
             )
-        if not text.isdigit():
+        if not normalised:  # a phone number is not also looked for in names
             pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             customers.update(
                 await session.scalars(
@@ -745,24 +747,30 @@ class TicketRepository:
         (the stamp is set with a guarded UPDATE, so two checkers never both report it)."""
         now = self.now()
         found: list[Breach] = []
-        active = ComplaintRow.status.not_in(("resolved", "closed"))
-        candidates = (
-            select(ComplaintRow)
-            .where(
-                or_(
-                    (ComplaintRow.first_response_breached_at.is_(None))
-                    & ComplaintRow.first_responded_at.is_(None)
-                    & (ComplaintRow.first_response_due < now),
-                    active
-                    & ComplaintRow.resolution_breached_at.is_(None)
-                    & (ComplaintRow.resolution_due < now),
-                )
-            )
-            .order_by(ComplaintRow.id)
+        # two scans, each over its partial index (only deadlines still watched are in it)
+        first_due = (
+            select(ComplaintRow.id)
+            .where(text(FIRST_RESPONSE_PENDING), ComplaintRow.first_response_due < now)
+            .order_by(ComplaintRow.first_response_due)
+            .limit(limit)
+        )
+        resolution_due = (
+            select(ComplaintRow.id)
+            .where(text(RESOLUTION_PENDING), ComplaintRow.resolution_due < now)
+            .order_by(ComplaintRow.resolution_due)
             .limit(limit)
         )
         async with self._sessions() as session, session.begin():
-            current = [_to_complaint(r, ()) for r in await session.scalars(candidates)]
+            pending = set(await session.scalars(first_due))
+            pending |= set(await session.scalars(resolution_due))
+            if not pending:
+                return found
+            rows = await session.scalars(
+                select(ComplaintRow)
+                .where(ComplaintRow.id.in_(sorted(pending)))
+                .order_by(ComplaintRow.id)
+            )
+            current = [_to_complaint(r, ()) for r in rows]
             due = {c.id: due_breaches(c, now) for c in current}
             stamped: dict[BreachKind, set[int]] = {}
             for kind, column in (

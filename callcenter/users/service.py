@@ -156,8 +156,15 @@ def landing_path(role: str) -> str:
 
 
 def safe_next(target: str | None, role: str) -> str:
-    """A same-site path to continue to after sign-in (no open redirects)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """A same-site path to continue to after sign-in (no open redirects); the site root means
+    "my usual page"."""
+    if (
+        target
+        and target != "/"
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+    ):
         return target
     return landing_path(role)
 

@@ -215,11 +215,21 @@ def upgrade() -> None:
         op.create_index(
             f"ix_complaints_{column}_created_at", "complaints", [column, "created_at", "id"]
         )
+    first_pending = "first_response_breached_at IS NULL AND first_responded_at IS NULL"
+    resolution_pending = "resolution_breached_at IS NULL AND status NOT IN ('resolved', 'closed')"
     op.create_index(
-        "ix_complaints_status_first_response_due", "complaints", ["status", "first_response_due"]
+        "ix_complaints_first_response_pending",
+        "complaints",
+        ["first_response_due"],
+        postgresql_where=sa.text(first_pending),
+        sqlite_where=sa.text(first_pending),
     )
     op.create_index(
-        "ix_complaints_status_resolution_due", "complaints", ["status", "resolution_due"]
+        "ix_complaints_resolution_pending",
+        "complaints",
+        ["resolution_due"],
+        postgresql_where=sa.text(resolution_pending),
+        sqlite_where=sa.text(resolution_pending),
     )
 
     op.create_table(

@@ -1,8 +1,8 @@
-"""The agent console against the real app (create_app) and the emulator over real AMI/FastAGI
-sockets: a call rings agent 1 -> the screen-pop reaches agent 1's tabs (customer card, IVR
-digits) and never agent 2; a reconnecting tab gets the missed pops; state changes become
-QueuePause/QueueRemove/QueueAdd in the (emulated) Asterisk; wrap-up cannot end before the
-disposition."""
+"""The agent console against the real app (create_app, on SQLite and PostgreSQL) and the
+emulator over real AMI/FastAGI sockets: a call rings agent 1 -> the screen-pop reaches agent 1's
+tabs (customer card, IVR digits) and never agent 2; a reconnecting tab gets the missed pops;
+state changes become QueuePause/QueueRemove/QueueAdd in the (emulated) Asterisk; wrap-up cannot
+end before the disposition."""
 
 from __future__ import annotations
 
@@ -91,9 +91,9 @@ class Live:
 
 
 @pytest.fixture
-async def live(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Live]:
+async def live(db_url: str, tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Live]:
     settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'console.db'}",
+        database_url=db_url,
         flows_dir=FLOWS,
         recordings_dir=tmp_path / "recordings",
         agi_port=0,
@@ -199,6 +199,8 @@ async def test_a_reconnecting_tab_gets_the_pops_it_missed(live: Live) -> None:
     hello = json.loads((await tab.receive()).data)
     await tab.close()  # the browser drops off
     uid = await live.call("13800138000", "ZHANG", "1", "1")
+    # no console open: no wrap-up is enforced (it could never get its disposition)
+    assert live.member("bookings", ALICE).paused is False
 
     again = await live.socket("alice", f"?last_seq={hello['seq']}&epoch={hello['epoch']}")
     frames = await frames_until(again, is_pop("finished"))
@@ -236,6 +238,7 @@ async def test_state_goes_to_asterisk_and_wrap_up_needs_a_disposition(live: Live
     assert resp.status == 200
     assert live.member("complaints", ALICE).paused is False
 
+    console = await live.socket("alice")  # the agent works in the console
     uid = await live.call("13800138000", "ZHANG", "1", "3")
     m = live.member("general", ALICE)  # the call ended: paused in wrap-up by the console
     assert (m.paused, m.paused_reason) == (True, "wrap-up")
@@ -269,6 +272,7 @@ async def test_state_goes_to_asterisk_and_wrap_up_needs_a_disposition(live: Live
     back = await c.post("/api/v1/agent/state", json={"state": "available"}, headers=h)
     assert back.status == 200
     assert live.member("general", ALICE).paused is False
+    await console.close()
 
 
 async def test_an_agent_without_membership_is_added_and_removed(live: Live) -> None:

@@ -12,8 +12,7 @@ import pytest
 from tickets_support import Client, Clock, Person, body_of, error_of, make_clocked_app, person
 
 from callcenter.calls.model import CallbackRequest, CallRecord
-from callcenter.customers.repository import PopTicketHistory
-from callcenter.web.keys import AUDIT, CALL_REPOSITORY, CUSTOMER_HISTORY, CUSTOMERS, TICKETS
+from callcenter.web.keys import AUDIT, CALL_REPOSITORY, CUSTOMERS, TICKETS
 
 
 @pytest.fixture
@@ -283,13 +282,3 @@ async def test_history_merges_calls_bookings_complaints_and_callbacks(
         await client.get("/api/v1/customers/999/history", headers=amy.headers), 404
     )
     assert err["code"] == "customer_not_found"
-
-
-async def test_pop_history_for_the_console(client: Client, people: dict[str, Person]) -> None:
-    app = client.app
-    customer = await app[CUSTOMERS].create(name="周杰", numbers=["187 0018 7008"])
-    await app[TICKETS].create_booking(actor_id=people["amy"].id, customer_id=customer.id, item="x")
-    pop = PopTicketHistory(history=app[CUSTOMER_HISTORY])
-    items = await pop(customer.id, 5)
-    assert [(i.kind, i.summary) for i in items] == [("booking", "x (new)")]
-    assert await pop(987654, 5) == []

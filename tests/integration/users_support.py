@@ -40,8 +40,8 @@ def app_settings(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "agi_port": 0,
         "ami_port": closed_port(),
         "ami_secret": "unused",
-        "ami_reconnect_min": 5.0,
-        "ami_reconnect_max": 30.0,
+        "ami_reconnect_min": 30.0,
+        "ami_reconnect_max": 60.0,
         # cheap argon2 for tests (production keeps argon2-cffi's defaults)
         "password_time_cost": 1,
         "password_memory_kib": 1024,

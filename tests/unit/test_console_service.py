@@ -410,11 +410,14 @@ async def test_wrap_up_cannot_end_before_the_disposition() -> None:
 
     control = AgentStateController(ami=lambda: ami, has_disposition=has, default_queues=["q"])
     service = make_service(on_pop=control.on_pop)
+    service.feed(payload("agent.answered", "PJSIP/1002", "8.1", hold_seconds=2.0))
+    service.attach(Sink(), interface="PJSIP/1001", user_id=1)  # agent 1 uses the console
     service.feed(payload("agent.answered", "PJSIP/1001", "9.1", hold_seconds=2.0))
     service.feed(payload("agent.finished", "PJSIP/1001", "9.1", talk_seconds=30.0))
     await settle(service)
     assert ami.actions == [("pause", "PJSIP/1001", None, True, "wrap-up")]
     assert control.pending("PJSIP/1001") == ["9.1"]
+    assert control.pending("PJSIP/1002") == []  # not in the console: nothing to enforce
 
     member = MemberView(queues=("q",), name="Alice")
     with pytest.raises(DispositionRequired) as err:

@@ -234,5 +234,6 @@ def test_landing_and_safe_next() -> None:
     assert landing_path("agent") == "/console" and landing_path("specialist") == "/console"
     assert landing_path("qa") == "/" and landing_path("admin") == "/"
     assert safe_next("/api/docs", "agent") == "/api/docs"
+    assert safe_next("/", "agent") == "/console" and safe_next("/", "supervisor") == "/"
     for evil in ("//evil.example", "https://evil.example", "/\\evil", "", None, "javascript:x"):
         assert safe_next(evil, "agent") == "/console"

@@ -4,8 +4,14 @@
 
 (function () {
   const ALL = window.CALLCENTER_STRINGS;
-  const lang = [navigator.language, (navigator.language || "").split("-")[0], "en"].find((l) => l && ALL[l]);
-  const T = Object.assign({}, ALL.en, ALL[lang] || {});
+  // The signed-in user's language wins (set on start-up from /api/v1/me), then the browser's.
+  const browserLang = [navigator.language, (navigator.language || "").split("-")[0]].find((l) => l && ALL[l]);
+  const T = Object.assign({}, ALL.en, ALL[browserLang] || {});
+  let csrfToken = null;
+
+  function toLogin() {
+    location.href = "/login?next=" + encodeURIComponent(location.pathname);
+  }
 
   const $ = (id) => document.getElementById(id);
 
@@ -77,6 +83,7 @@
 
   async function getJSON(url) {
     const resp = await fetch(url, { headers: { Accept: "application/json" } });
+    if (resp.status === 401) toLogin(); // the sign-in expired
     if (!resp.ok) throw new Error(url + ": " + resp.status);
     return resp.json();
   }
@@ -191,9 +198,26 @@
     };
   }
 
-  document.title = T.title;
-  for (const el of document.querySelectorAll("[data-t]")) el.textContent = T[el.dataset.t];
-  setStatus("connecting", "");
-  refreshAll();
-  connect();
+  async function signOut() {
+    const headers = csrfToken ? { "X-CSRF-Token": csrfToken } : {};
+    await fetch("/api/v1/auth/logout", { method: "POST", headers }).catch(() => null);
+    location.href = "/login";
+  }
+
+  async function start() {
+    try {
+      const me = await getJSON("/api/v1/me");
+      csrfToken = me.csrf_token;
+      Object.assign(T, ALL.en, ALL[me.language] || {});
+      document.documentElement.lang = me.language;
+    } catch (e) { /* not signed in: getJSON already went to the sign-in page */ }
+    document.title = T.title;
+    for (const el of document.querySelectorAll("[data-t]")) el.textContent = T[el.dataset.t];
+    $("signout").addEventListener("click", signOut);
+    setStatus("connecting", "");
+    refreshAll();
+    connect();
+  }
+
+  start();
 })();

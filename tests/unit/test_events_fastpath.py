@@ -1,0 +1,70 @@
+"""decode_event's positional fast path gives exactly what the dict path gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from callcenter.asterisk import events
+from callcenter.asterisk.framing import AmiFramer
+from callcenter.asterisk.message import AmiMessage
+
+RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
+requires_raw = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")
+
+
+def _slow(msg: AmiMessage) -> object:
+    names, values = zip(*msg.headers, strict=True)
+    return events._decode_fields(events._DECODERS[msg.name], names, values)
+
+
+@requires_raw
+def test_every_transcript_event_decodes_alike() -> None:
+    seen: set[str] = set()
+    for path in sorted(RAW.glob("*.raw")):
+        for msg in AmiFramer().feed(path.read_bytes()):
+            if msg.kind == "event" and msg.name in events._FAST:
+                seen.add(msg.name)
+                assert events.decode_event(msg) == _slow(msg), (path.name, msg.headers)
+    assert {"Newchannel", "VarSet", "Hangup", "AgentConnect", "QueueCallerJoin"} <= seen
+
+
+SNAP = (
+    ("Channel", "PJSIP/trunk-00000001"),
+    ("ChannelState", "6"),
+    ("CallerIDNum", "<unknown>"),
+    ("CallerIDName", "张三"),
+    ("Context", "from-trunk"),
+    ("Exten", "5551000"),
+    ("Uniqueid", "1.1"),
+    ("Linkedid", "1.1"),
+)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (("Event", "Hangup"), *SNAP, ("Cause", "16"), ("Cause-txt", "Normal Clearing")),
+        # Cause-txt missing: the dict path supplies the default
+        (("Event", "Hangup"), *SNAP, ("Cause", "x")),
+        # a repeated header: the first one wins on both paths
+        (("Event", "VarSet"), *SNAP, ("Variable", "A"), ("Value", "1"), ("Value", "2")),
+        # names in another case, state out of the usual range
+        (("Event", "Newstate"), *((k.upper(), v) for k, v in SNAP[:1]), ("ChannelState", "42")),
+        (("Event", "AgentComplete"), *SNAP, ("DestChannel", "PJSIP/1001-1"), ("Queue", "q")),
+    ],
+)
+def test_odd_layouts_decode_alike(headers: tuple[tuple[str, str], ...]) -> None:
+    msg = AmiMessage(headers)
+    for _ in range(2):  # once to build the plan, once to use it
+        assert events.decode_event(msg) == _slow(msg)
+
+
+def test_varset_values() -> None:
+    msg = AmiMessage(
+        (("Event", "VarSet"), *SNAP, ("Variable", "A"), ("Value", "1"), ("Value", "2"))
+    )
+    ev = events.decode_event(msg)
+    assert isinstance(ev, events.VariableSet)
+    assert (ev.caller_number, ev.caller_name, ev.state, ev.value) == ("", "张三", 6, "1")
