@@ -24,7 +24,7 @@ Measured (same bytes, same chunk boundaries, one process, timings are wall-clock
     (typed events -> CallTracker + AgentStateTracker -> notifiers on an in-process bus ->
     call-log writer upserting into a migrated SQLite file, or `--database-url`), timed until
     every event is applied AND every call record is persisted (`pipeline.drain()`), as a ratio
-    to (a), panoramisk's bare parse rate (goal >= 1.0x).
+    to (a), panoramisk's bare parse rate, by CPU time of the whole process (goal >= 1.0x).
 
 `full_path_handler`: an async callable taking an AmiMessage can also replace the no-op consumer
 in (b) and (c) through `run()` / `replay_tcp()`.

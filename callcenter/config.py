@@ -1,4 +1,4 @@
-"""One frozen Settings object, read from CALLCENTER_* environment variables and an optional TOML file.
+"""One frozen Settings object, from CALLCENTER_* environment variables and an optional TOML file.
 
 Secrets (the AMI secret, the database URL with its password) are `SecretStr`: they never appear in
 reprs or logs. Use `Settings.database_url_display` when a URL must be shown.
@@ -98,7 +98,8 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings: explicit overrides > environment > TOML file (argument or CALLCENTER_CONFIG)."""
+    """Read settings: explicit overrides > environment > TOML file (the argument or
+    CALLCENTER_CONFIG)."""
     if config_file is not None:
         if not config_file.is_file():
             raise FileNotFoundError(f"config file not found: {config_file}")

@@ -17,6 +17,7 @@ class Bus(Protocol):
     def subscribe(
         self, *channels: str
     ) -> AbstractAsyncContextManager[AsyncIterator[tuple[str, Payload]]]:
-        """`async with bus.subscribe("calls", "agents") as messages: async for channel, payload in messages`."""
+        """Usage: `async with bus.subscribe("calls", "agents") as messages:` then
+        `async for channel, payload in messages`."""
 
     async def close(self) -> None: ...

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from callcenter.customers.model import Customer, CustomerChanges, HistoryEntry
 from callcenter.customers.repository import CustomerNotFoundError, NumberInUseError
-from callcenter.customers.service import InvalidNumberError
+from callcenter.customers.service import InvalidNumberError, parse_number
 from callcenter.tickets.model import CaseEventOut, DbId, InputModel
 from callcenter.users.model import POLICY, Principal
 from callcenter.users.service import mask_number
@@ -403,6 +403,22 @@ async def update_customer(request: web.Request) -> web.Response:
     if before.provisional and "name" in fields and "provisional" not in fields:
         fields["provisional"] = False  # the agent completed the unknown caller's record
     await _check_contact(request, fields.get("contact_user_id"))
+    # check every number before changing anything, so bad input changes nothing
+    for field, numbers in (
+        ("add_numbers", body.add_numbers),
+        ("remove_numbers", body.remove_numbers),
+    ):
+        for i, number in enumerate(numbers):
+            try:
+                parse_number(number)
+            except InvalidNumberError as exc:
+                raise ValidationFailed(
+                    "invalid number", fields={f"{field}.{i}": str(exc)}
+                ) from None
+    for number in body.add_numbers:
+        owner = await repo.find_by_number(number)
+        if owner is not None and owner.id != path.customer_id:
+            raise _number_errors(NumberInUseError(number, owner.id), "add_numbers")
     changes: CustomerChanges = fields  # type: ignore[assignment]
     try:
         customer = await repo.update(path.customer_id, changes) if changes else before

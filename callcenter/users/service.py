@@ -11,7 +11,7 @@ import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -175,6 +175,27 @@ def mask_number(number: str | None, principal: Principal | None) -> str | None:
     if number is None or (principal is not None and principal.role in FULL_NUMBER_ROLES):
         return number
     return mask_digits(number)
+
+
+# Keys whose values are a caller's phone number, wherever they appear in a bus payload.
+NUMBER_KEYS: Final = frozenset(
+    {"caller_number", "number", "number_raw", "number_normalised", "connected_number"}
+)
+
+
+def redact_numbers(payload: Any) -> Any:
+    """A copy of a JSON-like payload with every caller number (NUMBER_KEYS) masked, for the
+    live feeds of roles that may not see numbers in full."""
+    if isinstance(payload, dict):
+        return {
+            key: mask_digits(value)
+            if key in NUMBER_KEYS and isinstance(value, str) and value
+            else redact_numbers(value)
+            for key, value in payload.items()
+        }
+    if isinstance(payload, list):
+        return [redact_numbers(item) for item in payload]
+    return payload
 
 
 def mask_digits(number: str) -> str:

@@ -16,14 +16,14 @@ OPENAPI = web.AppKey[dict[str, object]]("openapi_document")
 router = ApiRouter(tag="docs", scope=None, in_schema=False)
 
 
+async def build_document(app: web.Application) -> None:
+    """on_startup: the router is frozen by then, so the document is built once, here."""
+    app[OPENAPI] = build_openapi(app, cookie_name=SESSION_COOKIE)
+
+
 @router.get("/api/openapi.json", roles=None, summary="OpenAPI 3.1 document")
 async def openapi_json(request: web.Request) -> web.Response:
-    app = request.app
-    document = app.get(OPENAPI)
-    if document is None:  # routes are frozen once the app runs: build it once
-        document = build_openapi(app, cookie_name=SESSION_COOKIE)
-        app[OPENAPI] = document
-    return json_response(document, headers={"Cache-Control": "no-cache"})
+    return json_response(request.app[OPENAPI], headers={"Cache-Control": "no-cache"})
 
 
 @router.get(

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from callcenter.bus.base import Bus, Payload
 
 log = logging.getLogger(__name__)
+
+# Rewrites a payload for one kind of viewer (e.g. masks caller numbers); applied once per
+# broadcast per distinct function, however many clients share it.
+Redactor = Callable[[Payload], Payload]
 
 
 def encode(channel: str, payload: Payload) -> str:
@@ -36,6 +40,7 @@ def encode(channel: str, payload: Payload) -> str:
 class _Client:
     ws: web.WebSocketResponse
     outbox: asyncio.Queue[str]
+    redact: Redactor | None = None
     dropped: bool = False
 
 
@@ -90,10 +95,14 @@ class WebSocketHub:
                 backoff = min(backoff * 2, 10.0)
 
     def broadcast(self, channel: str, payload: Payload) -> None:
-        text = encode(channel, payload)
+        texts: dict[Redactor | None, str] = {}
         for client in list(self._clients):
             if client.dropped:
                 continue
+            text = texts.get(client.redact)
+            if text is None:
+                shown = payload if client.redact is None else client.redact(payload)
+                text = texts[client.redact] = encode(channel, shown)
             try:
                 client.outbox.put_nowait(text)
             except asyncio.QueueFull:
@@ -101,14 +110,16 @@ class WebSocketHub:
                 log.warning("websocket client too slow, disconnecting it")
                 self._spawn(client.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow"))
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        """The `/ws` handler."""
+    async def handle(
+        self, request: web.Request, *, redact: Redactor | None = None
+    ) -> web.WebSocketResponse:
+        """The `/ws` handler. `redact`, if given, rewrites every payload this client gets."""
         ws = web.WebSocketResponse(heartbeat=self._heartbeat)
         await ws.prepare(request)
         if self._closing:
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
             return ws
-        client = _Client(ws=ws, outbox=asyncio.Queue(maxsize=self._outbox_size))
+        client = _Client(ws=ws, outbox=asyncio.Queue(maxsize=self._outbox_size), redact=redact)
         self._clients.add(client)
         writer = asyncio.create_task(self._write_loop(client))
         try:

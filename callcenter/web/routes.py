@@ -11,9 +11,10 @@ from callcenter.console import api as console_api
 from callcenter.customers import api as customers_api
 from callcenter.tickets import api as tickets_api
 from callcenter.users import api as users_api
-from callcenter.users.model import POLICY
+from callcenter.users.model import FULL_NUMBER_ROLES, POLICY
+from callcenter.users.service import redact_numbers
 from callcenter.web import docs
-from callcenter.web.api import ApiRouter
+from callcenter.web.api import ApiRouter, require_principal
 from callcenter.web.auth import check_same_origin
 from callcenter.web.keys import HUB
 
@@ -35,7 +36,9 @@ async def index(request: web.Request) -> web.FileResponse:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: live bus events, see callcenter.web.hub."""
     check_same_origin(request)
-    return await request.app[HUB].handle(request)
+    principal = require_principal(request)
+    full = principal.role in FULL_NUMBER_ROLES
+    return await request.app[HUB].handle(request, redact=None if full else redact_numbers)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -63,3 +66,4 @@ def setup_routes(app: web.Application) -> None:
     ):
         app.add_routes(router.routes())
     app.add_routes(console_api.router.routes())
+    app.on_startup.append(docs.build_document)

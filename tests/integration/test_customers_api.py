@@ -180,6 +180,25 @@ async def test_unknown_caller_gets_a_provisional_record_the_agent_completes(
         422,
     )
     assert err["fields"] == {"contact_user_id": "no such user"}
+    # a bad number changes nothing, not even the other fields of the request
+    other = await client.app[CUSTOMERS].create(name="someone else", numbers=["13300133010"])
+    for extra, status, field in (
+        ({"remove_numbers": ["not a number"]}, 422, "remove_numbers.0"),
+        ({"add_numbers": ["13900139001", "x"]}, 422, "add_numbers.1"),
+        ({"add_numbers": ["133 0013 3010"]}, 409, "add_numbers"),
+    ):
+        err = await error_of(
+            await client.patch(
+                f"/api/v1/customers/{customer['id']}",
+                headers=amy.headers,
+                json={"notes": "should not be saved", **extra},
+            ),
+            status,
+        )
+        assert field in err["fields"], err
+    unchanged = await client.app[CUSTOMERS].get(customer["id"])
+    assert unchanged is not None and unchanged.notes == ""
+    assert other.id != customer["id"]
     err = await error_of(
         await client.patch("/api/v1/customers/424242", headers=amy.headers, json={"notes": "x"}),
         404,

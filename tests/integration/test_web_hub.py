@@ -11,6 +11,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from callcenter.bus.base import Bus
 from callcenter.bus.memory import MemoryBus
+from callcenter.users.service import redact_numbers
 from callcenter.web.hub import WebSocketHub
 
 HUB = web.AppKey("hub", WebSocketHub)
@@ -35,6 +36,11 @@ def _app(bus: Bus, *, outbox_size: int = 16) -> web.Application:
     app.cleanup_ctx.append(run_hub)
     app.on_shutdown.append(close_hub)
     app.router.add_get("/ws", hub.handle)
+
+    async def masked(request: web.Request) -> web.WebSocketResponse:
+        return await hub.handle(request, redact=redact_numbers)
+
+    app.router.add_get("/ws-masked", masked)
     return app
 
 
@@ -100,3 +106,35 @@ async def test_slow_client_is_dropped_not_buffered(aiohttp_client: Any) -> None:
                 closed = ws.close_code
     assert closed == WSCloseCode.TRY_AGAIN_LATER
     await _until(lambda: hub.client_count == 0)
+
+
+async def test_a_redacting_client_gets_masked_numbers_the_others_in_full(
+    aiohttp_client: Any,
+) -> None:
+    bus = MemoryBus()
+    client = await aiohttp_client(_app(bus))
+    hub = client.app[HUB]
+    full = await client.ws_connect("/ws")
+    masked = await client.ws_connect("/ws-masked")
+    await _until(lambda: hub.client_count == 2)
+    payload = {
+        "type": "agent.ringing",
+        "caller_number": "13812348000",
+        "call": {"caller_number": "13812348000", "caller_name": "张三", "queue": "general"},
+        "callers": [{"caller_number": "12345678"}],
+    }
+    await bus.publish("agents", payload)
+    got_full = await full.receive_json(timeout=5)
+    got_masked = await masked.receive_json(timeout=5)
+    assert got_full["payload"] == payload
+    shown = got_masked["payload"]
+    assert shown["caller_number"] == "138****8000"
+    assert shown["call"] == {
+        "caller_number": "138****8000",
+        "caller_name": "张三",
+        "queue": "general",
+    }
+    assert shown["callers"][0]["caller_number"] == "******78"
+    assert "13812348000" not in str(shown)
+    await full.close()
+    await masked.close()
