@@ -14,7 +14,11 @@ that background load on the machine hits all alike; medians are reported. Per se
 * for our server, the p50/p99/max of the time between a reply having been parsed by our
   server and our next command being written (the `timing` hook of AgiServer).
 
+With --loop both (the default) every server runs twice, once on asyncio's default event loop and
+once on uvloop, all in the same alternating rounds; the load generators always run on asyncio.
+
 Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 5] [--client-procs 2] [--agi-only]
+            [--loop asyncio|uvloop|both]
 """
 
 from __future__ import annotations
@@ -205,12 +209,22 @@ async def _control_loop(pipe: Connection, port: int, gaps: list[float] | None) -
             return
 
 
-def _server_process(kind: str, pipe: Connection) -> None:
+def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None = asyncio's default event loop."""
+    if loop == "asyncio":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def _server_process(kind: str, loop: str, pipe: Connection) -> None:
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)
     serve = {"ours": _serve_ours, "panoramisk": _serve_panoramisk, "agi-only": _serve_agi_only}
-    asyncio.run(serve[kind](pipe))
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        runner.run(serve[kind](pipe))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,11 +332,11 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class _ServerProc:
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, loop: str) -> None:
         ctx = mp.get_context("spawn")
-        self.kind = kind
+        self.kind = f"{kind}/{loop}"
         self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_server_process, args=(kind, child), daemon=True)
+        self.proc = ctx.Process(target=_server_process, args=(kind, loop, child), daemon=True)
         self.proc.start()
         self.port: int = self.pipe.recv()
 
@@ -353,13 +367,18 @@ class _ServerProc:
 
 
 def bench(
-    calls: int, rounds: int, client_procs: int, kinds: tuple[str, ...] = ("ours", "panoramisk")
+    calls: int,
+    rounds: int,
+    client_procs: int,
+    kinds: tuple[str, ...] = ("ours", "panoramisk"),
+    loops: tuple[str, ...] = ("asyncio",),
 ) -> dict[str, dict[str, Any]]:
-    """Both servers run side by side; rounds alternate between them so that background load
-    on the machine affects both alike. Medians over the rounds are reported."""
+    """All servers (kind x event loop, keyed "kind/loop") run side by side; rounds alternate
+    between them so that background load on the machine affects all alike. Medians over the
+    rounds are reported."""
     population = callers(calls, seed=7)
     clients = _ClientProcs(population, client_procs)
-    servers = {kind: _ServerProc(kind) for kind in kinds}
+    servers = {f"{k}/{lp}": _ServerProc(k, lp) for lp in loops for k in kinds}
     out: dict[str, dict[str, Any]] = {k: {"rounds": [], "gaps": [], "queues": {}} for k in servers}
     try:
         for srv in servers.values():
@@ -383,6 +402,24 @@ def bench(
     return out
 
 
+NAMES = {
+    "ours": "ours (AgiServer + hotline.yaml)",
+    "panoramisk": "panoramisk 1.4 fast_agi",
+    "agi-only": "AgiServer + hand-coded handler",
+}
+
+
+def _ratios(results: dict[str, dict[str, Any]], ours: str, theirs: str, goal: bool = True) -> str:
+    """calls/s ours/theirs (median of the per-round ratios) and CPU per call theirs/ours."""
+    a, b = results[ours]["rounds"], results[theirs]["rounds"]
+    rate = statistics.median(x["rate"] / y["rate"] for x, y in zip(a, b, strict=True))
+    cpu = statistics.median(y["cpu"] / x["cpu"] for x, y in zip(a, b, strict=True))
+    return (
+        f"calls/s {ours} / {theirs} {rate:.2f}x{' (goal >= 1.5x)' if goal else ''}; "
+        f"server CPU per call {theirs} / {ours} {cpu:.2f}x"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=1000)
@@ -393,26 +430,26 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also run our AgiServer with the hand-coded handler (no flow engine)",
     )
+    ap.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop", "both"),
+        default="both",
+        help="the servers' event loop (both: every server on each; the clients use asyncio)",
+    )
     args = ap.parse_args(argv)
     report: Callable[[str], None] = print
     kinds = ("ours", "panoramisk", "agi-only") if args.agi_only else ("ours", "panoramisk")
-    results = bench(args.calls, args.rounds, args.client_procs, kinds)
-    ours, theirs = results["ours"], results["panoramisk"]
-    gaps_ms = [g * 1000 for g in ours["gaps"]]
+    loops = ("asyncio", "uvloop") if args.loop == "both" else (args.loop,)
+    results = bench(args.calls, args.rounds, args.client_procs, kinds, loops)
     report(
         f"FastAGI sessions: {args.calls} concurrent calls from {args.client_procs} client "
         f"processes x {args.rounds} alternating rounds (median [per round])"
     )
-    names = {
-        "ours": "ours (AgiServer + hotline.yaml)",
-        "panoramisk": "panoramisk 1.4 fast_agi",
-        "agi-only": "AgiServer + hand-coded handler",
-    }
-    for kind, r in results.items():
-        name = names[kind]
+    for key, r in results.items():
+        kind, loop = key.split("/")
         rates = ", ".join(f"{m['rate']:.0f}" for m in r["rounds"])
         cpus = ", ".join(f"{m['cpu']:.3f}" for m in r["rounds"])
-        report(f"  {name}: routed {r['queues']}")
+        report(f"  {NAMES[kind]} on {loop}: routed {r['queues']}")
         report(f"    calls/s             {r['rate']:7.0f}  [{rates}]")
         report(
             f"    server CPU ms/call  {r['cpu']:7.3f}  [{cpus}]  "
@@ -422,15 +459,33 @@ def main(argv: list[str] | None = None) -> None:
             f"    server busy {r['busy'] * 100:.0f}% of wall clock; "
             f"client CPU {r['client_cpu']:.3f} ms/call (kernel {r['client_sys']:.3f})"
         )
-    report(
-        f"  throughput ratio ours/panoramisk: {ours['rate'] / theirs['rate']:.2f}x (goal >= 1.5x)"
-    )
-    report(f"  server CPU per call, panoramisk/ours: {theirs['cpu'] / ours['cpu']:.2f}x")
-    report(
-        f"  reply parsed -> next command written (ours, {len(gaps_ms)} gaps): "
-        f"p50 {percentile(gaps_ms, 50):.3f} ms, p99 {percentile(gaps_ms, 99):.3f} ms, "
-        f"max {max(gaps_ms):.3f} ms (goal p99 < 2 ms)"
-    )
+        if kind == "ours":
+            gaps_ms = [g * 1000 for g in r["gaps"]]
+            report(
+                f"    reply parsed -> next command written ({len(gaps_ms)} gaps): "
+                f"p50 {percentile(gaps_ms, 50):.3f} ms, p99 {percentile(gaps_ms, 99):.3f} ms, "
+                f"max {max(gaps_ms):.3f} ms (goal p99 < 2 ms)"
+            )
+    report("  ratios (median of per-round ratios):")
+    for loop in loops:
+        report(f"    same loop, {loop}: " + _ratios(results, f"ours/{loop}", f"panoramisk/{loop}"))
+        if "agi-only" in kinds:
+            report(
+                f"    AGI layer alone, {loop}: "
+                + _ratios(results, f"agi-only/{loop}", f"panoramisk/{loop}")
+            )
+    if len(loops) == 2:
+        report(
+            "    each on its default (ours uvloop, panoramisk asyncio): "
+            + _ratios(results, "ours/uvloop", "panoramisk/asyncio")
+        )
+        report(
+            "    ours, uvloop vs asyncio: " + _ratios(results, "ours/uvloop", "ours/asyncio", False)
+        )
+        report(
+            "    panoramisk, uvloop vs asyncio: "
+            + _ratios(results, "panoramisk/uvloop", "panoramisk/asyncio", False)
+        )
 
 
 if __name__ == "__main__":

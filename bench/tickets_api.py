@@ -16,7 +16,8 @@ What it does:
    rounds alternating between the servers so machine noise hits both): bare GET, POST
    /api/v1/complaints (create), GET /api/v1/complaints (list, newest 50 of 1M+). Ratios to bare.
 4. Latency: `--requests` sequential requests per query shape (list filters, pages, searches,
-   an agent's restricted view), p50/p99/max, and whether PostgreSQL's plan uses an index.
+   an agent's restricted view, customer search), p50/p99/max, and the index each plan uses.
+   The load average is printed at the start and the end (the figures depend on it).
 
 Nothing asserts on timing: these are figures for bench/README.md.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import random
 import statistics
 import sys
@@ -141,7 +143,8 @@ async def load(db_url: str, tickets: int, seed: int = 7) -> dict[str, Any]:
             (
                 i,
                 f"客户{i:05d}",
-                None,
+                # every 4th customer is a company's contact: 1,000 companies, 5 contacts each
+                f"贸易公司{i // 4 % 1000:03d}" if i % 4 == 0 else None,
                 "key" if i % 50 == 0 else "normal",
                 "",
                 False,
@@ -333,7 +336,7 @@ def _start(target: Callable[..., None], *args: Any) -> tuple[Any, Connection, in
 
 
 async def _sign_in(db_url: str) -> dict[str, dict[str, str]]:
-    """Sessions for an agent (user001, group "general") and a supervisor, made in the store."""
+    """Sessions for an agent (user001, group "complaints") and a supervisor, made in the store."""
     from argon2 import PasswordHasher
 
     from callcenter.db.engine import create_engine, create_session_factory
@@ -444,6 +447,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"loading {args.tickets:,} complaints into {name} ...", flush=True)
             info = await load(db_url, args.tickets)
             print(f"  COPY took {info['load_seconds']:.1f} s (+ VACUUM ANALYZE)")
+        print(f"load average at start: {_load()}")
         heads = await _sign_in(db_url)
         real_proc, real_pipe, real_port = _start(_serve_real, db_url)
         bare_proc, bare_pipe, bare_port = _start(_serve_bare)
@@ -530,7 +534,21 @@ async def main(args: argparse.Namespace) -> None:
         )
         label = "agent view (own + group + unowned)"
         print(f"  {label:44s} {p50:6.1f}ms {p99:6.1f}ms {mx:6.1f}ms  {total:,}")
+        customer_queries = {
+            "customers q=<name>": "?q=%E5%AE%A2%E6%88%B712345",
+            "customers q=<company>": "?q=%E5%85%AC%E5%8F%B8777",
+            "customers q=<number>": "?q=%2B86%20130%200001%202345",
+        }
+        for label, qs in customer_queries.items():
+            p50, p99, mx, total = await latencies(
+                f"{real}/api/v1/customers{qs}", requests=args.requests, headers=sup
+            )
+            print(f"  {label:44s} {p50:6.1f}ms {p99:6.1f}ms {mx:6.1f}ms  {total:,}")
+        print(f"load average after the latency runs: {_load()}")
 
+        # what the app sends for user001: its id and its group's (every 4th user from 1)
+        ids = ", ".join(str(i) for i in range(1, N_USERS + 1, len(GROUPS)))
+        agent_view = f"(created_by IN ({ids}) OR owner_id IN ({ids}) OR owner_id IS NULL)"
         plans = {
             "newest 50": "SELECT id FROM complaints ORDER BY created_at DESC, id DESC LIMIT 50",
             "status=open": "SELECT id FROM complaints WHERE status IN ('open') "
@@ -539,12 +557,20 @@ async def main(args: argparse.Namespace) -> None:
             "ORDER BY created_at DESC, id DESC LIMIT 50",
             "customer search": "SELECT id FROM complaints WHERE customer_id IN (12345) "
             "ORDER BY created_at DESC, id DESC LIMIT 50",
+            "name search": "SELECT id FROM customers WHERE name ILIKE '%客户12345%' LIMIT 200",
+            "customers q=": "SELECT id FROM customers WHERE name ILIKE '%公司777%' "
+            "OR company ILIKE '%公司777%' OR id IN (12345) ORDER BY name, id LIMIT 20",
+            "agent view": f"SELECT id FROM complaints WHERE {agent_view} "
+            "ORDER BY created_at DESC, id DESC LIMIT 50",
+            "agent view count": "SELECT count(*) FROM (SELECT id FROM complaints "
+            f"WHERE {agent_view} LIMIT 1001) AS capped",
         }
-        print("\nPlans (first line of EXPLAIN):")
+        print("\nPlans (first index line of EXPLAIN):")
         for label, sql in plans.items():
             plan = await explain(db_url, sql)
             used = [ln.strip() for ln in plan.splitlines() if "Index" in ln]
             print(f"  {label:18s} {used[0] if used else plan.splitlines()[0]}")
+        print(f"load average at the end: {_load()}")
     finally:
         for proc, pipe in procs:
             pipe.send("stop")
@@ -555,6 +581,10 @@ async def main(args: argparse.Namespace) -> None:
             await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         else:
             print(f"kept database {name}")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def cli() -> None:

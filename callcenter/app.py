@@ -23,7 +23,6 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -56,6 +55,7 @@ from callcenter.pipeline import EventPipeline, cancel_and_wait
 from callcenter.tickets.notifier import TICKETS as TICKETS_CHANNEL
 from callcenter.tickets.notifier import BreachChecker, TicketNotifier
 from callcenter.tickets.repository import TicketRepository
+from callcenter.users.repository import utc_now
 from callcenter.web.auth import auth_middleware, install_auth
 from callcenter.web.hub import WebSocketHub
 from callcenter.web.keys import (
@@ -99,10 +99,6 @@ HUB_CHANNELS = (CALLS, AGENTS, QUEUES, CALLBACKS, SYSTEM, TICKETS_CHANNEL)
 BREACH_CHECK_SECONDS = 60.0
 
 
-def utc_clock() -> datetime:
-    return datetime.now(UTC)
-
-
 class EmbeddedPbx(Protocol):
     """An in-process PBX (the emulator) the app starts and stops itself (the demo)."""
 
@@ -133,7 +129,7 @@ def create_app(
         middlewares=[error_middleware, auth_middleware], client_max_size=64 * 1024
     )
     app[SETTINGS] = settings
-    app[CLOCK] = clock or utc_clock
+    app[CLOCK] = clock or utc_now
     app[HEALTH_CHECKS] = {}
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
@@ -165,6 +161,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[CALL_REPOSITORY] = CallRepository(
         session_factory=sessions, answer_target_seconds=settings.answer_target_seconds
     )
+    app[CUSTOMERS] = CustomerRepository(session_factory=sessions)
     install_auth(app, session_factory=sessions, settings=settings)
     await app[WEB_SESSIONS].purge_expired()
 
@@ -287,9 +284,7 @@ async def _agi(app: web.Application) -> AsyncIterator[None]:
         )
     runner = IvrRunner(
         flows=flows,
-        customers=CustomerLookupAdapter(
-            repository=CustomerRepository(session_factory=app[SESSIONS])
-        ),
+        customers=CustomerLookupAdapter(repository=app[CUSTOMERS]),
         recorder=app[CALL_REPOSITORY],
         calendar=None,
         clock=app[CLOCK],
@@ -317,12 +312,11 @@ async def _agi(app: web.Application) -> AsyncIterator[None]:
 async def _tickets(app: web.Application) -> AsyncIterator[None]:
     # customer archive + bookings/complaints; deadlines use the flows' (hot-reloaded) calendar
     flows = app[FLOWS]
-    customers = CustomerRepository(session_factory=app[SESSIONS])
+    customers = app[CUSTOMERS]
     tickets = TicketRepository(
         session_factory=app[SESSIONS], calendar=lambda: flows.calendar, clock=app[CLOCK]
     )
     notifier = TicketNotifier(bus=app[BUS])
-    app[CUSTOMERS] = customers
     app[TICKETS] = tickets
     app[TICKET_NOTIFIER] = notifier
     app[CUSTOMER_HISTORY] = CustomerHistory(
@@ -442,12 +436,8 @@ def install_stop_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def serve(settings: Settings) -> int:
-    """`callcenter serve`: run until SIGINT/SIGTERM (0) or a fatal AMI error (1)."""
-    return asyncio.run(_serve(settings))
-
-
 async def _serve(settings: Settings) -> int:
+    """`callcenter serve`: run until SIGINT/SIGTERM (0) or a fatal AMI error (1)."""
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False)
     try:

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +21,8 @@ log = logging.getLogger("callcenter")
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and found problems (flows check) or failed
 EXIT_CONFIG = 2  # bad arguments or configuration; never started
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
 def setup_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
@@ -39,6 +41,43 @@ def setup_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # alembic announces every plugin and migration step at INFO
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+
+
+# --------------------------------------------------------------------------------- event loop
+
+
+class EventLoopUnavailable(RuntimeError):
+    """CALLCENTER_EVENT_LOOP=uvloop, but uvloop cannot be imported."""
+
+
+def loop_factory(choice: str) -> tuple[str, LoopFactory | None]:
+    """(name, factory) for the `event_loop` setting; factory None = asyncio's default loop.
+
+    `auto` takes uvloop when it is importable (it is not on Windows), else asyncio."""
+    if choice == "asyncio":
+        return "asyncio", None
+    try:
+        import uvloop
+    except ImportError as exc:
+        if choice == "uvloop":
+            raise EventLoopUnavailable(
+                f"event_loop=uvloop but uvloop is not importable: {exc}"
+            ) from exc
+        return "asyncio", None
+    return f"uvloop {getattr(uvloop, '__version__', '?')}", uvloop.new_event_loop
+
+
+def run_with_loop(settings: Settings, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a long-lived command's coroutine on the configured event loop, logging which one."""
+    name, factory = loop_factory(settings.event_loop)
+
+    async def logged() -> int:
+        loop = asyncio.get_running_loop()
+        log.info("event loop: %s (%s.%s)", name, type(loop).__module__, type(loop).__qualname__)
+        return await main()
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(logged())
 
 
 # --------------------------------------------------------------------------------- parser
@@ -211,13 +250,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(settings, args)
         if args.command == "pbxsim":
-            return cmd_pbxsim(args)
+            return cmd_pbxsim(settings, args)
         if args.command in ("users", "tokens"):
             from callcenter.users.cli import run_user_command
 
             return asyncio.run(run_user_command(settings, args))
     except KeyboardInterrupt:
         return 130
+    except EventLoopUnavailable as exc:
+        print(f"callcenter: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     parser.error(f"unknown command {args.command!r}")
     return EXIT_CONFIG  # pragma: no cover - parser.error exits
 
@@ -249,13 +291,13 @@ async def cmd_db_upgrade(settings: Settings) -> int:
 
 
 def cmd_serve(settings: Settings) -> int:
-    from callcenter.app import serve
+    from callcenter.app import _serve
 
-    return serve(settings)
+    return run_with_loop(settings, lambda: _serve(settings))
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from callcenter.demo import DemoOptions, run_demo
+    from callcenter.demo import DemoOptions, demo
 
     options = DemoOptions(
         calls=args.calls,
@@ -272,22 +314,21 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         from callcenter.users.seed import demo_users_text
 
         print(demo_users_text(), flush=True)
-    return run_demo(settings, options)
+    return run_with_loop(settings, lambda: demo(settings, options, out=sys.stdout))
 
 
-def cmd_pbxsim(args: argparse.Namespace) -> int:
-    from callcenter.demo import PbxsimOptions, run_pbxsim
+def cmd_pbxsim(settings: Settings, args: argparse.Namespace) -> int:
+    from callcenter.demo import PbxsimOptions, pbxsim
 
-    return run_pbxsim(
-        PbxsimOptions(
-            ami_host=args.ami_host,
-            ami_port=args.ami_port,
-            agi_url=args.agi,
-            username=args.username,
-            secret=args.secret,
-            calls=args.calls,
-            speed=args.speed,
-            seed=args.seed,
-            recordings=args.recordings,
-        )
+    options = PbxsimOptions(
+        ami_host=args.ami_host,
+        ami_port=args.ami_port,
+        agi_url=args.agi,
+        username=args.username,
+        secret=args.secret,
+        calls=args.calls,
+        speed=args.speed,
+        seed=args.seed,
+        recordings=args.recordings,
     )
+    return run_with_loop(settings, lambda: pbxsim(options))

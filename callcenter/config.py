@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     password_parallelism: int = Field(4, ge=1, le=64)
 
     log_level: str = "INFO"
+    # serve/demo/pbxsim: auto = uvloop when it is installed, else the standard asyncio loop
+    # (asyncio by default: see bench/README.md, "uvloop", for why)
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "asyncio"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sqlite_in_data_dir(cls, data: Any) -> Any:
+        """Without a database_url, the SQLite call log lives in data_dir."""
+        if isinstance(data, dict) and "data_dir" in data and "database_url" not in data:
+            path = Path(data["data_dir"]) / "callcenter.db"
+            return {**data, "database_url": f"sqlite+aiosqlite:///{path}"}
+        return data
 
     @property
     def database_url_display(self) -> str:

@@ -32,6 +32,7 @@ from callcenter.db.migrate import upgrade_database
 from callcenter.db.seed import DEMO_AGENTS, DEMO_QUEUES, seed_demo_data
 from callcenter.ivr.calendar import BusinessCalendar, always_open
 from callcenter.ivr.loader import CALENDAR_FILE, FlowLoadError, load_calendar
+from callcenter.ivr.model import is_dtmf_key
 from callcenter.pbxsim.agi_client import AgiUrl
 from callcenter.pbxsim.callers import CallerMix
 from callcenter.pbxsim.emulator import Emulator, EmulatorConfig
@@ -47,7 +48,6 @@ DEMO_RATE_PER_MINUTE = 3.0  # simulated calls per simulated minute in the endles
 DEMO_INTERVAL = 12.0  # simulated seconds between call arrivals with --calls
 DEMO_CONCURRENCY = 25  # at most this many simulated calls at once with --calls
 PAGE = 500
-DTMF_KEYS = frozenset("0123456789*#")
 REPO_FLOWS = Path(__file__).resolve().parents[1] / "ivr_flows"
 SETTLE_TIMEOUT = 60.0  # real seconds to wait for the last events after the last call ended
 
@@ -86,7 +86,6 @@ class DemoIncomplete(RuntimeError):
 
 def demo_settings(settings: Settings, options: DemoOptions) -> Settings:
     """The demo's settings: loopback, ephemeral FastAGI port, SQLite unless told otherwise."""
-    # the configured database (default: SQLite in ./data) unless --database-url says otherwise
     url = options.database_url or settings.database_url.get_secret_value()
     update: dict[str, Any] = {
         "database_url": url,
@@ -95,7 +94,6 @@ def demo_settings(settings: Settings, options: DemoOptions) -> Settings:
         "agi_port": 0,
         "ami_username": "callcenter",
         "ami_secret": secrets.token_hex(16),
-        "web_host": settings.web_host,
         "ami_reconnect_min": 0.2,
         "ami_reconnect_max": 2.0,
     }
@@ -171,10 +169,7 @@ async def latest_call_start(settings: Settings) -> datetime | None:
         newest = await repo.list_calls(limit=1)
     finally:
         await engine.dispose()
-    if not newest:
-        return None
-    started = newest[0].started_at
-    return started if started.tzinfo else started.replace(tzinfo=UTC)
+    return newest[0].started_at if newest else None  # aware: the column type sees to it
 
 
 def _calendar(settings: Settings) -> BusinessCalendar:
@@ -186,10 +181,6 @@ def _calendar(settings: Settings) -> BusinessCalendar:
 
 
 # ------------------------------------------------------------------------------ the demo
-
-
-def run_demo(settings: Settings, options: DemoOptions, *, out: TextIO | None = None) -> int:
-    return asyncio.run(demo(settings, options, out=out or sys.stdout))
 
 
 async def demo(settings: Settings, options: DemoOptions, *, out: TextIO) -> int:
@@ -375,7 +366,7 @@ def _ivr_choices(calls: list[CallRecord]) -> dict[str, int]:
     for call in calls:
         choice = call.ivr_choice
         if choice is None:
-            keys = [step for step in call.ivr_path if step and step in DTMF_KEYS]
+            keys = [step for step in call.ivr_path if is_dtmf_key(step)]
             choice = keys[-1] if keys else None
         if choice is not None:
             counts[choice] += 1
@@ -412,10 +403,6 @@ def _render(summary: dict[str, Any], *, as_json: bool) -> str:
 
 
 # ------------------------------------------------------------------------------ pbxsim
-
-
-def run_pbxsim(options: PbxsimOptions) -> int:
-    return asyncio.run(pbxsim(options))
 
 
 async def pbxsim(options: PbxsimOptions, *, out: TextIO | None = None) -> int:

@@ -150,9 +150,7 @@ class EventPipeline:
     def _push(self, item: _Item) -> None:
         self._inbox.append(item)
         self._inbox_busy += 1
-        w = self._inbox_wakeup
-        if w is not None and not w.done():
-            w.set_result(None)
+        _resolve(self._inbox_wakeup)
 
     async def _wait_for_space(self) -> None:
         loop = asyncio.get_running_loop()
@@ -367,13 +365,8 @@ class EventPipeline:
             return
         self._saves.append(record)
         self._saves_busy += 1
-        w = self._saves_wakeup
-        if (
-            w is not None
-            and not w.done()
-            and (len(self._saves) == 1 or len(self._saves) >= self._save_batch)
-        ):
-            w.set_result(None)
+        if len(self._saves) == 1 or len(self._saves) >= self._save_batch:
+            _resolve(self._saves_wakeup)
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:

@@ -45,7 +45,7 @@ DESCRIPTIONS = {
     "web_port": "web listen port",
     "flows_dir": "IVR flow files (`*.yaml`, `calendar.yaml`)",
     "recordings_dir": "where call recordings are found/written",
-    "data_dir": "local data (the SQLite database by default)",
+    "data_dir": "where the SQLite call log `callcenter.db` goes when database_url is unset",
     "timezone": "business hours and daily reports",
     "default_queue": "queue for callers when the IVR cannot decide (fail open)",
     "operator_queue": "queue of the IVR's 'talk to a person' option",
@@ -60,6 +60,8 @@ DESCRIPTIONS = {
     "password_memory_kib": "argon2id memory per hash, KiB",
     "password_parallelism": "argon2id lanes",
     "log_level": "DEBUG, INFO, WARNING, ERROR",
+    "event_loop": "`serve`/`demo`/`pbxsim` event loop: `auto` (uvloop when installed), "
+    "`asyncio`, `uvloop`",
 }
 
 

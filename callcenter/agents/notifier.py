@@ -18,9 +18,6 @@ from callcenter.agents.service import AgentEffect, AgentStateChanged
 from callcenter.bus.base import Bus, Payload
 from callcenter.bus.keys import AGENTS, QUEUES
 
-AGENTS_CHANNEL = AGENTS
-QUEUES_CHANNEL = QUEUES
-
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -85,12 +82,12 @@ def queue_stats_to_dict(stats: QueueStats) -> dict[str, Any]:
 def effect_message(effect: AgentEffect) -> tuple[str, Payload]:
     """The (channel, payload) an effect is published as."""
     if isinstance(effect, AgentStateChanged):
-        return AGENTS_CHANNEL, {
+        return AGENTS, {
             "type": "agent.state",
             "previous": effect.previous,
             "agent": agent_state_to_dict(effect.agent),
         }
-    return QUEUES_CHANNEL, {"type": "queue.stats", "queue": queue_stats_to_dict(effect.stats)}
+    return QUEUES, {"type": "queue.stats", "queue": queue_stats_to_dict(effect.stats)}
 
 
 class AgentNotifier:

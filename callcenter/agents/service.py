@@ -143,10 +143,6 @@ class _Queue:
         self.params: QueueParamsListed | None = None
 
 
-def _ignored(_ev: Any, _now: datetime) -> set[str]:
-    return set()
-
-
 class AgentStateTracker:
     """Pure agent/queue state machine. Feed it from one task, in arrival order."""
 
@@ -218,7 +214,7 @@ class AgentStateTracker:
             self._finish_wrap_ups(now)
         return self.flush(now)
 
-    def _finish_wrap_ups(self, now: datetime) -> bool:
+    def _finish_wrap_ups(self, now: datetime) -> None:
         done = []
         for interface in self._wrapping:
             until = self._agents[interface].wrap_until
@@ -228,7 +224,6 @@ class AgentStateTracker:
             self._wrapping.discard(interface)
             self._agents[interface].wrap_until = None
             self._touched_agents.add(interface)
-        return bool(done)
 
     def reconcile(self, snapshot: ResyncSource, now: datetime) -> list[AgentEffect]:
         """Replace member and waiting-caller state of the queues in a QueueStatus resync."""

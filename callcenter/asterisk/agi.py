@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import parse_qs
 
 log = logging.getLogger(__name__)
@@ -133,21 +133,22 @@ class AgiEnvironment:
     def language(self) -> str:
         return self.get("language")
 
+    def known(self, name: str) -> str | None:
+        """The stripped value, or None when Asterisk reports it as ``unknown`` or empty."""
+        value = self.get(name).strip()
+        return None if value in ("", "unknown") else value
+
     @property
     def callerid(self) -> str | None:
-        """The caller number, or None when Asterisk reports it as ``unknown``/empty."""
-        value = self.get("callerid").strip()
-        return None if value in ("", "unknown") else value
+        return self.known("callerid")
 
     @property
     def calleridname(self) -> str | None:
-        value = self.get("calleridname").strip()
-        return None if value in ("", "unknown") else value
+        return self.known("calleridname")
 
     @property
     def dnid(self) -> str | None:
-        value = self.get("dnid").strip()
-        return None if value in ("", "unknown") else value
+        return self.known("dnid")
 
     @property
     def args(self) -> tuple[str, ...]:
@@ -228,8 +229,6 @@ def quote_arg(arg: str) -> str:
         raise ValueError(f"AGI argument contains a line break: {arg!r}")
     if arg == "":
         return '""'
-    if not _NEEDS_QUOTES.search(arg):
-        return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -476,7 +475,6 @@ class _AgiProtocol(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[AgiReply] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._eof = False
-        self._started = False
         self._ended = False
         self._paused_reading = False
         self._header_timer: asyncio.TimerHandle | None = None
@@ -484,8 +482,8 @@ class _AgiProtocol(asyncio.BufferedProtocol):
     # asyncio callbacks ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not an isinstance check: uvloop's transports are no asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         self._header_timer = self._loop.call_later(
             self._server._header_timeout, self._header_timed_out
         )
@@ -566,11 +564,13 @@ class _AgiProtocol(asyncio.BufferedProtocol):
         except AgiProtocolError as exc:
             self._end_before_session(exc)
             return
+        self._cancel_header_timer()
+        self.conn = self._server._start_session(self, env)
+
+    def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-        self._started = True
-        self.conn = self._server._start_session(self, env)
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
@@ -578,12 +578,10 @@ class _AgiProtocol(asyncio.BufferedProtocol):
             self._end_before_session(TimeoutError())
 
     def _end_before_session(self, exc: Exception) -> None:
-        if self._ended or self._started:
+        if self._ended or self.conn is not None:
             return
         self._ended = True
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._cancel_header_timer()
         self._server._ended_before_session(self, exc)
         if self.transport is not None:
             self.transport.close()
@@ -792,9 +790,6 @@ class AgiConnection:
     async def get_variable(self, name: str) -> str | None:
         reply = await self.command("GET VARIABLE", name)
         return reply.data if reply.result == "1" else None
-
-    async def verbose(self, message: str, level: int = 1) -> AgiReply:
-        return await self.command("VERBOSE", message, str(level))
 
     async def hangup(self) -> AgiReply:
         return await self.command("HANGUP")

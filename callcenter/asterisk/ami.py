@@ -743,14 +743,9 @@ class AmiClient:
                     if self._wait_first and not established:
                         self._stop_with(exc, notify=False)
                         return
-                    delay = backoff_delay(
-                        attempt,
-                        minimum=self._reconnect_min,
-                        maximum=self._reconnect_max,
-                        rand=self._rand,
-                    )
+                    delay = self._backoff(attempt)
                     attempt += 1
-                    log.warning("AMI %s; retrying in %.2fs", exc, delay)
+                    log.warning("%s; retrying in %.2fs", exc, delay)
                     self._state = "reconnecting" if established else "connecting"
                     await asyncio.sleep(delay)
                     continue
@@ -761,12 +756,7 @@ class AmiClient:
                 self._state = "reconnecting"
                 if loop.time() - started >= self._reconnect_max:
                     attempt = 0
-                delay = backoff_delay(
-                    attempt,
-                    minimum=self._reconnect_min,
-                    maximum=self._reconnect_max,
-                    rand=self._rand,
-                )
+                delay = self._backoff(attempt)
                 attempt += 1
                 log.info("AMI reconnecting in %.2fs", delay)
                 await asyncio.sleep(delay)
@@ -779,8 +769,13 @@ class AmiClient:
                 proto_now.close()
             if was_connected:
                 self._defer(self._on_disconnected, AmiClosed("AMI client closed"))
-            self._resolve_ready(None)
+            self._resolve_ready()
             raise
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(
+            attempt, minimum=self._reconnect_min, maximum=self._reconnect_max, rand=self._rand
+        )
 
     async def _open_session(self) -> _AmiProtocol:
         assert self._manager is not None
@@ -835,7 +830,7 @@ class AmiClient:
             for task in (watchdog, resync):
                 task.cancel()
             await asyncio.gather(watchdog, resync, return_exceptions=True)
-        self._resolve_ready(None)
+        self._resolve_ready()
         reason = AmiConnectionLost(f"AMI connection lost: {exc or 'closed by peer'}")
         log.warning("%s", reason)
         self._defer(self._on_disconnected, reason)
@@ -887,7 +882,7 @@ class AmiClient:
                 self._resync_failures += 1
                 log.error("AMI resync refused by Asterisk (read permission?); state may be stale")
         finally:
-            self._resolve_ready(None)
+            self._resolve_ready()
 
     def _stop_with(self, exc: AmiError, *, notify: bool) -> None:
         self._failure = exc
@@ -896,13 +891,11 @@ class AmiClient:
         log.error("AMI client stopped: %s", exc)
         if notify:
             self._defer(self._on_disconnected, exc)
-        if self._ready is not None and not self._ready.done():
-            if self._wait_first:
-                self._ready.set_exception(exc)
-            else:
-                self._ready.set_result(None)
+        if self._wait_first and self._ready is not None and not self._ready.done():
+            self._ready.set_exception(exc)
+        self._resolve_ready()
 
-    def _resolve_ready(self, _: None) -> None:
+    def _resolve_ready(self) -> None:
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
 
@@ -914,6 +907,9 @@ class AmiClient:
 
     def _enqueue(self, item: _Item) -> None:
         self._inbox.append(item)
+        self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
         w = self._wakeup
         if w is not None and not w.done():
             w.set_result(None)
@@ -922,9 +918,7 @@ class AmiClient:
         """Called from data_received: queue messages for the consumer; pause reading if full."""
         inbox = self._inbox
         inbox.extend(msgs)
-        w = self._wakeup
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wake_consumer()
         if len(inbox) > self._high_water and self._paused is None:
             transport.pause_reading()  # type: ignore[attr-defined]
             self._paused = transport

@@ -18,11 +18,12 @@ from callcenter.asterisk.message import AmiMessage
 _Fields = dict[str, str]  # lower-cased header name -> first value
 
 UNKNOWN_CALLER = "<unknown>"
+# Asterisk prints an empty caller id as `<unknown>` (snapshots) or `unknown` (QueueEntry).
+_UNKNOWN_CIDS = frozenset((UNKNOWN_CALLER, "unknown", ""))
 
 
 def _clean_cid(value: str) -> str:
-    """Asterisk prints an empty caller id as `<unknown>` (snapshots) or `unknown` (QueueEntry)."""
-    return "" if value in (UNKNOWN_CALLER, "unknown") else value
+    return "" if value in _UNKNOWN_CIDS else value
 
 
 def _int(value: str | None) -> int | None:
@@ -326,15 +327,17 @@ AmiEvent = (
 
 
 _STATES = {str(n): n for n in range(16)}  # ChannelState as sent: one or two digits
-_UNKNOWN_CIDS = frozenset((UNKNOWN_CALLER, "unknown", ""))
+
+
+def _state(raw: str) -> int | None:
+    state = _STATES.get(raw)
+    return state if state is not None else _int(raw)
 
 
 def _snap(f: _Fields) -> tuple[str, str, str, int | None, str, str, str, str]:
     get = f.get
     raw_state = get("channelstate")
-    state = _STATES.get(raw_state) if raw_state is not None else None
-    if state is None:
-        state = _int(raw_state)
+    state = _state(raw_state) if raw_state is not None else None
     number = get("calleridnum", "")
     name = get("calleridname", "")
     return (
@@ -549,11 +552,6 @@ SUBSCRIBED_EVENTS: frozenset[str] = frozenset(_DECODERS)
 
 _PLANS_MAX = 256
 _Values = tuple[str, ...]
-
-
-def _state(raw: str) -> int | None:
-    state = _STATES.get(raw)
-    return state if state is not None else _int(raw)
 
 
 def _snapv(v: _Values) -> tuple[str, str, str, int | None, str, str, str, str]:

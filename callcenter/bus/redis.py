@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from callcenter.bus.base import Payload
-from callcenter.bus.keys import DEFAULT_PREFIX
+from callcenter.bus.keys import DEFAULT_PREFIX, strip_prefix
 from callcenter.bus.memory import decode_payload, encode_payload
 
 __all__ = ["RedisBus", "RedisSubscription"]
@@ -172,7 +172,7 @@ class RedisSubscription:
         if message.get("type") != "message":
             return None
         name = _text(message["channel"])
-        channel = name[len(self._prefix) :] if name.startswith(self._prefix) else name
+        channel = strip_prefix(name, self._prefix)
         try:
             return channel, decode_payload(message["data"])
         except ValueError as exc:  # someone else published non-JSON on our channel

@@ -14,18 +14,18 @@ import typing
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from pathlib import PurePath
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from callcenter.agents.model import AgentState, QueueStats, WaitingCaller
 from callcenter.calls.model import CallRecord, IvrStep
 from callcenter.calls.repository import CallbackEntry
 from callcenter.users.model import POLICY, Principal
-from callcenter.users.service import mask_number
-from callcenter.web.api import ApiRouter, Page, require_principal
+from callcenter.users.service import numbers_for
+from callcenter.web.api import ApiRouter, Page, parse_query, require_principal
 from callcenter.web.errors import CallNotFound, ValidationFailed
 from callcenter.web.keys import (
     CALL_REPOSITORY,
@@ -36,7 +36,6 @@ from callcenter.web.keys import (
     SETTINGS,
     ComponentHealth,
 )
-from callcenter.web.middlewares import validation_fields
 
 HEALTH_TIMEOUT = 2.0
 MAX_PAGE = 500
@@ -109,21 +108,14 @@ def _aware_cmp(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo("UTC"))
 
 
-def parse_query(model: type[Q], request: web.Request) -> Q:
-    """The query string as `model`; 422 with one message per bad field otherwise."""
-    raw: dict[str, str] = {}
-    for name in request.query:
-        values = request.query.getall(name)
-        if len(values) > 1:
-            raise ValidationFailed("invalid query", fields={name: "given more than once"})
-        raw[name] = values[0]
+def _parse_period(request: web.Request, model: type[Q]) -> Q:
+    """`parse_query`, with the since/until ordering error reported on `until`."""
     try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        fields = validation_fields(exc)
-        if "__root__" in fields:
-            fields["until"] = fields.pop("__root__").removeprefix("Value error, ")
-        raise ValidationFailed("invalid query", fields=fields) from None
+        return parse_query(request, model)
+    except ValidationFailed as exc:
+        if "__root__" in exc.fields:
+            exc.fields["until"] = exc.fields.pop("__root__")
+        raise
 
 
 def _zone(request: web.Request) -> ZoneInfo:
@@ -227,24 +219,6 @@ class HealthOut(BaseModel):
 # ------------------------------------------------------------------------------ privacy
 
 
-def _visible_number(value: Any, principal: Principal) -> Any:
-    return mask_number(value, principal) if isinstance(value, str) and value else value
-
-
-def _mask_call(data: dict[str, Any], principal: Principal) -> dict[str, Any]:
-    """Caller numbers as this principal may see them (QA sees them masked)."""
-    data["caller_number"] = _visible_number(data.get("caller_number"), principal)
-    callback = data.get("callback")
-    if isinstance(callback, dict):
-        request = callback.get("request")
-        if isinstance(request, dict):
-            request["number"] = _visible_number(request.get("number"), principal)
-        callback["number_normalised"] = _visible_number(
-            callback.get("number_normalised"), principal
-        )
-    return data
-
-
 def _own_calls_only(principal: Principal) -> bool:
     # agents see the calls they took; specialists investigate any call
     return principal.role == "agent"
@@ -268,7 +242,7 @@ async def list_calls(request: web.Request) -> web.Response:
     """The call log, newest first, filtered and paged. Agents see only calls they answered;
     QA sees caller numbers masked."""
     principal = require_principal(request)
-    q = parse_query(CallsQuery, request)
+    q = _parse_period(request, CallsQuery)
     zone = _zone(request)
     filters: dict[str, Any] = {
         "since": _localise(q.since, zone),
@@ -287,7 +261,7 @@ async def list_calls(request: web.Request) -> web.Response:
     total = await repo.count_calls(**filters)
     return web.json_response(
         {
-            "items": [_mask_call(to_json(c), principal) for c in items],
+            "items": numbers_for(principal, to_json(items)),
             "total": total,
             "limit": q.limit,
             "offset": q.offset,
@@ -306,7 +280,7 @@ async def list_calls(request: web.Request) -> web.Response:
 async def calls_summary(request: web.Request) -> web.Response:
     """Operating statistics for calls started in [since, until); no since = today (local time
     zone); no until = now."""
-    q = parse_query(PeriodQuery, request)
+    q = _parse_period(request, PeriodQuery)
     zone = _zone(request)
     now = request.app[CLOCK]().astimezone(zone)
     since = _localise(q.since, zone)
@@ -332,7 +306,7 @@ async def live_calls(request: web.Request) -> web.Response:
     """The calls in progress, oldest first."""
     principal = require_principal(request)
     calls = request.app[LIVE_CALLS].active_calls()
-    return web.json_response({"items": [_mask_call(to_json(c), principal) for c in calls]})
+    return web.json_response({"items": numbers_for(principal, to_json(calls))})
 
 
 @router.get(
@@ -371,7 +345,7 @@ def _visible_call(body: dict[str, Any], principal: Principal, uniqueid: str) -> 
         not principal.agent_interface or body.get("agent_interface") != principal.agent_interface
     ):
         raise CallNotFound(f"no call {uniqueid}")  # not "forbidden": do not confirm it exists
-    return _mask_call(body, principal)
+    return cast(dict[str, Any], numbers_for(principal, body))
 
 
 @live_router.get(
@@ -391,11 +365,7 @@ async def list_queues(request: web.Request) -> web.Response:
     principal = require_principal(request)
     now = request.app[CLOCK]()
     queues = sorted(request.app[LIVE_AGENTS].queues(now), key=lambda q: q.queue)
-    items = [_queue_json(q) for q in queues]
-    for item in items:
-        for caller in item["callers"]:
-            caller["caller_number"] = _visible_number(caller.get("caller_number"), principal)
-    return web.json_response({"items": items})
+    return web.json_response({"items": numbers_for(principal, [_queue_json(q) for q in queues])})
 
 
 @health_router.get(

@@ -13,7 +13,6 @@ Channels and payloads (the contract with subscribers: web fan-out, agent console
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -22,6 +21,7 @@ from typing import Any
 
 from callcenter.bus.base import Bus, Payload
 from callcenter.bus.keys import AGENTS, CALLS
+from callcenter.bus.memory import encode_payload
 from callcenter.calls.model import CallRecord
 from callcenter.calls.service import (
     AgentAnswered,
@@ -34,9 +34,6 @@ from callcenter.calls.service import (
     CallStarted,
     CallUpdated,
 )
-
-CALLS_CHANNEL = CALLS
-SCREENPOP_CHANNEL = AGENTS
 
 # JSON string literal, non-ASCII kept as is (json.dumps(..., ensure_ascii=False) does the same)
 _jstr = encode_basestring
@@ -121,24 +118,24 @@ def _screen_pop(effect: AgentLegEffect) -> Payload:
 def effect_message(effect: CallEffect) -> tuple[str, Payload]:
     """The (channel, payload) an effect is published as."""
     if isinstance(effect, CallStarted):
-        return CALLS_CHANNEL, {
+        return CALLS, {
             "type": "call.started",
             "change": None,
             "call": call_record_to_dict(effect.record),
         }
     if isinstance(effect, CallUpdated):
-        return CALLS_CHANNEL, {
+        return CALLS, {
             "type": "call.updated",
             "change": effect.change,
             "call": call_record_to_dict(effect.record),
         }
     if isinstance(effect, CallEnded):
-        return CALLS_CHANNEL, {
+        return CALLS, {
             "type": "call.ended",
             "change": None,
             "call": call_record_to_dict(effect.record),
         }
-    return SCREENPOP_CHANNEL, _screen_pop(effect)
+    return AGENTS, _screen_pop(effect)
 
 
 # -- JSON text straight from the records -------------------------------------------------------
@@ -280,13 +277,12 @@ def effect_json(effect: CallEffect) -> tuple[str, str]:
 
 
 def _effect_json(effect: CallEffect, call: str | None) -> tuple[str, str]:
-    channel = SCREENPOP_CHANNEL if isinstance(effect, AgentLegEffect) else CALLS_CHANNEL
+    channel = AGENTS if isinstance(effect, AgentLegEffect) else CALLS
     try:
         return channel, _fast_json(effect, call or _call_json(effect.record))
     except (TypeError, ValueError, AttributeError, KeyError):
         _, payload = effect_message(effect)  # the slow path raises json's own error, if any
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        return channel, text
+        return channel, encode_payload(payload)
 
 
 class CallNotifier:

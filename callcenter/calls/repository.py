@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal, TypedDict, cast, get_args
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.calls.model import (
@@ -215,13 +215,7 @@ class CallRepository:
         if status not in CALLBACK_STATUSES:
             raise ValueError(f"status must be one of {', '.join(CALLBACK_STATUSES)}")
         async with self._sessions() as session, session.begin():
-            row = (
-                await session.scalars(
-                    select(CallbackRequestRow).where(
-                        CallbackRequestRow.call_uniqueid == call_uniqueid
-                    )
-                )
-            ).first()
+            row = (await session.scalars(_callback_of(call_uniqueid))).first()
             if row is None:
                 return False
             row.status = status
@@ -238,12 +232,7 @@ class CallRepository:
     async def get_steps(self, uniqueid: str) -> list[IvrStep]:
         """The IVR steps of a call in order (steps exist before the call row is written)."""
         async with self._sessions() as session:
-            rows = await session.scalars(
-                select(IvrStepRow)
-                .where(IvrStepRow.call_uniqueid == uniqueid)
-                .order_by(IvrStepRow.seq)
-            )
-            return [_to_step(row) for row in rows]
+            return [_to_step(row) for row in await session.scalars(_steps_of(uniqueid))]
 
     async def get_call_detail(self, uniqueid: str) -> CallDetail | None:
         """The call with its IVR steps and callback request; None if the call is not logged."""
@@ -251,16 +240,8 @@ class CallRepository:
             row = await session.get(CallRow, uniqueid)
             if row is None:
                 return None
-            steps = await session.scalars(
-                select(IvrStepRow)
-                .where(IvrStepRow.call_uniqueid == uniqueid)
-                .order_by(IvrStepRow.seq)
-            )
-            callback = (
-                await session.scalars(
-                    select(CallbackRequestRow).where(CallbackRequestRow.call_uniqueid == uniqueid)
-                )
-            ).first()
+            steps = await session.scalars(_steps_of(uniqueid))
+            callback = (await session.scalars(_callback_of(uniqueid))).first()
             return CallDetail(
                 call=_to_record(row),
                 steps=tuple(_to_step(s) for s in steps),
@@ -304,9 +285,10 @@ class CallRepository:
         caller: str | None = None,
     ) -> int:
         """How many calls `list_calls` with the same filters would page through."""
-        where = self._filters(since, until, queue, agent, abandoned, caller)
+        stmt = select(func.count()).select_from(CallRow)
+        stmt = stmt.where(*self._filters(since, until, queue, agent, abandoned, caller))
         async with self._sessions() as session:
-            return int(await session.scalar(select(func.count()).where(*where)) or 0)
+            return int(await session.scalar(stmt) or 0)
 
     async def list_callbacks(
         self,
@@ -492,9 +474,15 @@ class CallRepository:
                 where.append(CallRow.caller_number_normalised == normalised)
             else:  # "anonymous" and friends: match what was stored
                 where.append(CallRow.caller_number == caller)
-        if not where:
-            where.append(CallRow.uniqueid.is_not(None))  # gives count() its FROM
         return where
+
+
+def _steps_of(uniqueid: str) -> Select[IvrStepRow]:
+    return select(IvrStepRow).where(IvrStepRow.call_uniqueid == uniqueid).order_by(IvrStepRow.seq)
+
+
+def _callback_of(uniqueid: str) -> Select[CallbackRequestRow]:
+    return select(CallbackRequestRow).where(CallbackRequestRow.call_uniqueid == uniqueid)
 
 
 def _count_if(condition: ColumnElement[bool]) -> ColumnElement[int]:

@@ -66,7 +66,6 @@ from callcenter.calls.model import AbandonStage, CallRecord, EndReason, Transfer
 VAR_DID = "CALLCENTER_DID"
 VAR_IVR_PATH = "CALLCENTER_IVR_PATH"
 VAR_IVR_CHOICE = "IVR_CHOICE"
-VAR_IVR_QUEUE = "IVR_QUEUE"
 VAR_QUEUE_PRIO = "QUEUE_PRIO"
 VAR_RECORDING = "MIXMONITOR_FILENAME"
 KEPT_VAR_PREFIXES = ("CALLCENTER_", "IVR_", "QUEUE_")
@@ -413,10 +412,7 @@ class CallTracker:
 
     def get(self, uniqueid: str) -> CallRecord | None:
         """The live record of a call, by its key or by the uniqueid of any of its channels."""
-        call = self._calls.get(uniqueid)
-        if call is None:
-            key = self._legs.get(uniqueid)
-            call = self._calls.get(key) if key is not None else None
+        call = self._find(uniqueid, uniqueid)
         return call.record() if call is not None else None
 
     def __len__(self) -> int:

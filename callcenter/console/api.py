@@ -19,6 +19,7 @@ from callcenter.console.notifier import AGENT_CONTROL, SCREEN_POPS
 from callcenter.console.service import DispositionRequired, MemberView
 from callcenter.users.model import LANGUAGES, POLICY, Principal
 from callcenter.web.api import ApiRouter, json_response, parse_body, require_principal
+from callcenter.web.auth import check_same_origin
 from callcenter.web.errors import Conflict, ServiceUnavailable
 from callcenter.web.keys import LIVE_AGENTS
 
@@ -129,10 +130,7 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     """WebSocket: `hello`, then `pop` frames (numbered per agent) and `state` frames, only for
     the signed-in user's own phone. Query `last_seq` + `epoch` replays missed pops."""
     principal = require_principal(request)
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.split("://", 1)[-1] != request.host:
-        # a WebSocket is not covered by CORS: refuse other sites' pages riding on our cookie
-        raise web.HTTPForbidden(text="cross-site WebSocket refused")
+    check_same_origin(request)
     service = request.app[SCREEN_POPS]
     last_seq: int | None
     try:

@@ -19,7 +19,6 @@ POP_TYPES: dict[str, PopKind] = {
 }
 
 ConsoleState = Literal["available", "paused", "wrap_up", "logged_out"]
-CONSOLE_STATES: tuple[ConsoleState, ...] = ("available", "paused", "wrap_up", "logged_out")
 # the QueuePause reason Asterisk shows while an agent is in wrap-up (set by the console)
 WRAP_UP_REASON = "wrap-up"
 LOGGED_OUT_REASON = "logged-out"  # static members (queues.conf) cannot be removed: paused so

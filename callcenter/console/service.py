@@ -42,6 +42,7 @@ from callcenter.console.model import (
     Pop,
 )
 from callcenter.customers.model import Customer
+from callcenter.web.hub import follow_bus
 
 log = logging.getLogger(__name__)
 
@@ -443,21 +444,14 @@ class ScreenPopService:
 
     async def run(self) -> None:
         """Follow the `agents` channel until cancelled; a broken bus is retried."""
-        backoff = 0.5
-        while not self._closing:
-            try:
-                async with self._bus.subscribe(AGENTS) as messages:
-                    self._subscribed.set()
-                    backoff = 0.5
-                    async for _channel, payload in messages:
-                        self.feed(payload)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("screen-pop: bus subscription failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        await follow_bus(
+            self._bus,
+            (AGENTS,),
+            lambda _channel, payload: self.feed(payload),
+            subscribed=self._subscribed,
+            stopping=lambda: self._closing,
+            what="screen-pop",
+        )
 
     def feed(self, payload: Payload) -> None:
         """One `agents` payload. A pop goes out at once, numbered in arrival order, with what

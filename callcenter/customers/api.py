@@ -29,9 +29,9 @@ from callcenter.web.api import (
     parse_query,
     require_principal,
 )
-from callcenter.web.auth import client_ip
+from callcenter.web.auth import audit
 from callcenter.web.errors import Conflict, NotFound, ValidationFailed
-from callcenter.web.keys import AUDIT, CUSTOMER_HISTORY, CUSTOMERS, TICKETS, USERS
+from callcenter.web.keys import CUSTOMER_HISTORY, CUSTOMERS, TICKETS, USERS
 
 __all__ = [
     "CustomerCreate",
@@ -196,18 +196,6 @@ def _history_out(entry: HistoryEntry, principal: Principal) -> HistoryItemOut:
     )
 
 
-async def _audit(
-    request: web.Request,
-    principal: Principal,
-    action: str,
-    entity_id: int | str | None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    await request.app[AUDIT].record(
-        principal, action, "customer", entity_id, details or {}, ip=client_ip(request)
-    )
-
-
 async def _get(request: web.Request, customer_id: int) -> Customer:
     customer = await request.app[CUSTOMERS].get(customer_id)
     if customer is None:
@@ -254,7 +242,7 @@ async def list_customers(request: web.Request) -> web.Response:
             tier=q.tier, provisional=q.provisional, limit=q.limit, offset=q.offset
         )
         total = await repo.count(tier=q.tier, provisional=q.provisional)
-    await _audit(request, principal, "list", None, {"q": q.q, "results": len(items)})
+    await audit(request, "list", "customer", None, {"q": q.q, "results": len(items)})
     page = Page[CustomerOut](
         items=[customer_out(c, principal) for c in items],
         total=total,
@@ -279,7 +267,7 @@ async def lookup_customer(request: web.Request) -> web.Response:
     customer = await request.app[CUSTOMERS].find_by_number(q.number)
     if customer is None:
         raise CustomerNotFound("no customer has that number")
-    await _audit(request, principal, "view", customer.id, {"via": "lookup"})
+    await audit(request, "view", "customer", customer.id, {"via": "lookup"})
     return json_response(customer_out(customer, principal))
 
 
@@ -310,7 +298,7 @@ async def create_customer(request: web.Request) -> web.Response:
         )
     except (InvalidNumberError, NumberInUseError) as exc:
         raise _number_errors(exc, "numbers") from None
-    await _audit(request, principal, "create", customer.id, {"name": customer.name})
+    await audit(request, "create", "customer", customer.id, {"name": customer.name})
     await request.app[TICKETS].record_event(
         "customer",
         customer.id,
@@ -341,10 +329,10 @@ async def create_provisional(request: web.Request) -> web.Response:
     except (InvalidNumberError, NumberInUseError) as exc:
         raise _number_errors(exc, "number") from None
     if created:
-        await _audit(
+        await audit(
             request,
-            principal,
             "create",
+            "customer",
             customer.id,
             {"provisional": True, "call_uniqueid": body.call_uniqueid},
         )
@@ -356,7 +344,7 @@ async def create_provisional(request: web.Request) -> web.Response:
             after={"name": customer.name, "call_uniqueid": body.call_uniqueid},
         )
     else:
-        await _audit(request, principal, "view", customer.id, {"via": "provisional"})
+        await audit(request, "view", "customer", customer.id, {"via": "provisional"})
     out = ProvisionalOut(created=created, customer=customer_out(customer, principal))
     return json_response(out, status=201 if created else 200)
 
@@ -372,7 +360,7 @@ async def get_customer(request: web.Request) -> web.Response:
     principal = require_principal(request)
     path = parse_path(request, CustomerPath)
     customer = await _get(request, path.customer_id)
-    await _audit(request, principal, "view", customer.id)
+    await audit(request, "view", "customer", customer.id)
     return json_response(customer_out(customer, principal))
 
 
@@ -393,11 +381,7 @@ async def update_customer(request: web.Request) -> web.Response:
     repo = request.app[CUSTOMERS]
     before = await _get(request, path.customer_id)
     fields = body.model_dump(exclude_unset=True, exclude={"add_numbers", "remove_numbers"})
-    if "name" in fields and fields["name"] is None:
-        raise ValidationFailed("invalid body", fields={"name": "cannot be null"})
-    if "tier" in fields and fields["tier"] is None:
-        raise ValidationFailed("invalid body", fields={"tier": "cannot be null"})
-    for key in ("notes", "do_not_call", "provisional"):
+    for key in ("name", "tier", "notes", "do_not_call", "provisional"):
         if key in fields and fields[key] is None:
             raise ValidationFailed("invalid body", fields={key: "cannot be null"})
     if before.provisional and "name" in fields and "provisional" not in fields:
@@ -440,7 +424,7 @@ async def update_customer(request: web.Request) -> web.Response:
     new_numbers = [n.raw for n in customer.numbers]
     if old_numbers != new_numbers:
         diff_before["numbers"], diff_after["numbers"] = old_numbers, new_numbers
-    await _audit(request, principal, "update", customer.id, {"fields": sorted(diff_after)})
+    await audit(request, "update", "customer", customer.id, {"fields": sorted(diff_after)})
     if diff_after:
         await request.app[TICKETS].record_event(
             "customer",
@@ -472,7 +456,7 @@ async def customer_history(request: web.Request) -> web.Response:
         )
     except CustomerNotFoundError:
         raise CustomerNotFound(f"no customer with id {path.customer_id}") from None
-    await _audit(request, principal, "view", path.customer_id, {"view": "history"})
+    await audit(request, "view", "customer", path.customer_id, {"view": "history"})
     out = HistoryOut(
         customer_id=path.customer_id, items=[_history_out(e, principal) for e in entries]
     )
@@ -491,7 +475,7 @@ async def customer_timeline(request: web.Request) -> web.Response:
     path = parse_path(request, CustomerPath)
     await _get(request, path.customer_id)
     events = await request.app[TICKETS].timeline("customer", path.customer_id)
-    await _audit(request, principal, "view", path.customer_id, {"view": "timeline"})
+    await audit(request, "view", "customer", path.customer_id, {"view": "timeline"})
     out = [CaseEventOut.model_validate(e) for e in events]
     for event in out:  # recorded number changes are masked like the card's numbers
         for side in (event.before, event.after):

@@ -178,7 +178,7 @@ class CustomerRepository:
         async with self._sessions() as session:
             stmt = (
                 select(CustomerRow)
-                .where(self._search_where(text), *_list_filters(tier, provisional))
+                .where(await self._search_where(session, text), *_list_filters(tier, provisional))
                 .order_by(CustomerRow.name, CustomerRow.id)
                 .limit(limit)
                 .offset(offset)
@@ -215,7 +215,7 @@ class CustomerRepository:
             stmt = (
                 select(func.count())
                 .select_from(CustomerRow)
-                .where(self._search_where(text), *_list_filters(tier, provisional))
+                .where(await self._search_where(session, text), *_list_filters(tier, provisional))
             )
             return int(await session.scalar(stmt) or 0)
 
@@ -277,7 +277,9 @@ class CustomerRepository:
             await session.delete(row)
             return True
 
-    def _search_where(self, text: str) -> ColumnElement[bool]:
+    async def _search_where(self, session: AsyncSession, text: str) -> ColumnElement[bool]:
+        """Name or company contains `text` (the trigram index on PostgreSQL), or the customer
+        owns the number `text` is a way of writing."""
         pattern = f"%{_escape_like(text.strip())}%"
         conditions: list[ColumnElement[bool]] = [
             CustomerRow.name.ilike(pattern, escape="\\"),
@@ -285,7 +287,14 @@ class CustomerRepository:
         ]
         normalised = normalise_number(text, self._country)
         if normalised:
-            conditions.append(CustomerRow.numbers.any(CustomerNumberRow.normalised == normalised))
+            # the owner is looked up first: with plain ids every branch of the OR is an index
+            # lookup, where a correlated EXISTS would make PostgreSQL scan every customer
+            owners = await session.scalars(
+                select(CustomerNumberRow.customer_id).where(
+                    CustomerNumberRow.normalised == normalised
+                )
+            )
+            conditions.append(CustomerRow.id.in_(sorted(set(owners))))
         return or_(*conditions)
 
     @asynccontextmanager

@@ -264,7 +264,7 @@ class CustomerRow(Base):
     __tablename__ = "customers"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255))
     company: Mapped[str | None] = mapped_column(String(255))
     tier: Mapped[str] = mapped_column(String(16), default="normal")
     credit_grade: Mapped[str | None] = mapped_column(String(8))
@@ -286,7 +286,18 @@ class CustomerRow(Base):
         lazy="selectin",
     )
 
-    __table_args__ = (CheckConstraint(_in_list("tier", CUSTOMER_TIERS), name="tier"),)
+    __table_args__ = (
+        CheckConstraint(_in_list("tier", CUSTOMER_TIERS), name="tier"),
+        # search by any part of a name or company (ILIKE '%...%'): a trigram GIN index on
+        # PostgreSQL (pg_trgm); SQLite ignores the postgresql_* options and builds a b-tree
+        Index(
+            "ix_customers_name_company",
+            "name",
+            "company",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops", "company": "gin_trgm_ops"},
+        ),
+    )
 
 
 class CustomerNumberRow(Base):
@@ -443,8 +454,15 @@ class ComplaintRow(Base):
         CheckConstraint(_in_list("severity", COMPLAINT_SEVERITIES), name="severity"),
         CheckConstraint(_in_list("status", COMPLAINT_STATUSES), name="status"),
         CheckConstraint("reopen_count >= 0", name="reopen_count"),
-        # list pages: newest first, optionally by status / owner / creator / category
-        Index("ix_complaints_created_at_id", "created_at", "id"),
+        # list pages: newest first, optionally by status / owner / creator / category. On
+        # PostgreSQL the newest-first index also carries what an agent's view filters on, so
+        # counting that view is an index-only scan (SQLite ignores postgresql_include)
+        Index(
+            "ix_complaints_created_at_id",
+            "created_at",
+            "id",
+            postgresql_include=["owner_id", "created_by"],
+        ),
         Index("ix_complaints_status_created_at", "status", "created_at", "id"),
         Index("ix_complaints_owner_id_created_at", "owner_id", "created_at", "id"),
         Index("ix_complaints_created_by_created_at", "created_by", "created_at", "id"),

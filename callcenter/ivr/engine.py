@@ -31,6 +31,7 @@ from typing import Final, Literal
 
 from callcenter.ivr.calendar import BusinessCalendar
 from callcenter.ivr.model import (
+    DTMF_KEYS,
     AnyNode,
     CallbackNode,
     CollectNode,
@@ -48,7 +49,6 @@ from callcenter.ivr.model import (
     node_kind,
 )
 
-ALL_KEYS: Final = "0123456789*#"
 MAX_NODE_VISITS: Final = 200
 
 
@@ -211,8 +211,7 @@ class _Call:
         self.vars: dict[str, str] = {**flow.variables, **variables}
         self.vars.setdefault("CALLER", caller or "")
         self.vars["LANG"] = self.language
-        if language and (not flow.languages or language in flow.languages):
-            self._use_language(language)
+        self._prefer_language(language)
 
     # helpers -----------------------------------------------------------------------------
 
@@ -240,6 +239,18 @@ class _Call:
         if name is None:
             return ""
         reply = yield Play(self.prompt(name), escape)
+        if isinstance(reply, _HungUp):
+            raise _CallerHangup
+        return reply.digits[:1] if isinstance(reply, Digits) else ""
+
+    def _key(self, prompt: Play, timeout_ms: int) -> Generator[Command, Reply, str]:
+        """One key: pressed during ``prompt``, else within ``timeout_ms`` after it ("" if none)."""
+        reply = yield prompt
+        if isinstance(reply, _HungUp):
+            raise _CallerHangup
+        if isinstance(reply, Digits) and reply.digits:
+            return reply.digits[:1]
+        reply = yield WaitDigit(timeout_ms)
         if isinstance(reply, _HungUp):
             raise _CallerHangup
         return reply.digits[:1] if isinstance(reply, Digits) else ""
@@ -328,10 +339,7 @@ class _Call:
     def _menu(self, node: MenuNode) -> Generator[Command, Reply, str | Outcome]:
         invalid = timeouts = 0
         while True:
-            key = yield from self._play(node.prompt, ALL_KEYS)
-            if not key:
-                d = yield from self._digits(WaitDigit(node.timeout_ms))
-                key = d.digits[:1]
+            key = yield from self._key(Play(self.prompt(node.prompt), DTMF_KEYS), node.timeout_ms)
             if not key:
                 timeouts += 1
                 yield self._step(node, result="timeout")
@@ -367,7 +375,7 @@ class _Call:
                 GetData(self.prompt(node.prompt), node.timeout_ms, node.max_digits)
             )
             digits = d.digits
-            if digits.isdigit() and node.min_digits <= len(digits) <= node.max_digits:
+            if _acceptable(digits, node):
                 self.vars[node.var] = digits
                 yield from self._set(f"CALLCENTER_{node.var}", digits)
                 yield self._step(node, input=digits, result="ok")
@@ -411,13 +419,15 @@ class _Call:
         if customer.is_key_customer:
             self.priority = max(self.priority, node.key_priority)
             yield from self._set("CALLCENTER_KEY_CUSTOMER", "1")
-        if customer.language and (
-            not self.flow.languages or customer.language in self.flow.languages
-        ):
-            self._use_language(customer.language)
+        self._prefer_language(customer.language)
         result = "key" if customer.is_key_customer else "known"
         yield self._step(node, input=self.caller, result=result)
         return node.next
+
+    def _prefer_language(self, lang: str | None) -> None:
+        """Use the caller's or customer's language when the flow offers it."""
+        if lang and (not self.flow.languages or lang in self.flow.languages):
+            self._use_language(lang)
 
     def _use_language(self, lang: str) -> None:
         self.language = lang
@@ -429,11 +439,7 @@ class _Call:
             yield self._step(node, result=self.language)
             return node.next
         # The language question is bilingual: it is played without a language prefix.
-        d = yield from self._digits(Play(node.prompt, "".join(node.options)))
-        key = d.digits[:1]
-        if not key:
-            d = yield from self._digits(WaitDigit(node.timeout_ms))
-            key = d.digits[:1]
+        key = yield from self._key(Play(node.prompt, "".join(node.options)), node.timeout_ms)
         lang = node.options.get(key, node.default)
         self._use_language(lang)
         yield from self._set("CALLCENTER_LANGUAGE", lang)
@@ -467,10 +473,8 @@ class _Call:
                 yield from self._play(node.confirm_prompt)
                 # SAY DIGITS answers 520 to anything but digits ("+86..." included).
                 yield from self._digits(SayDigits("".join(c for c in self.caller if c.isdigit())))
-                key = yield from self._play(node.confirm_menu_prompt, "12")
-                if not key:
-                    d = yield from self._digits(WaitDigit(node.timeout_ms))
-                    key = d.digits[:1]
+                confirm = Play(self.prompt(node.confirm_menu_prompt), "12")
+                key = yield from self._key(confirm, node.timeout_ms)
                 if key == "1":
                     yield self._step(node, input=key, result="confirmed")
                     return self.caller
@@ -483,7 +487,7 @@ class _Call:
                 d = yield from self._digits(
                     GetData(self.prompt(node.enter_prompt), node.timeout_ms, node.max_digits)
                 )
-                if d.digits.isdigit() and node.min_digits <= len(d.digits) <= node.max_digits:
+                if _acceptable(d.digits, node):
                     yield self._step(node, input=d.digits, result="entered")
                     return d.digits
                 result = "invalid" if d.digits else "timeout"
@@ -491,6 +495,10 @@ class _Call:
             if attempt < node.max_attempts:
                 yield from self._play(node.invalid_prompt)
         return None
+
+
+def _acceptable(digits: str, node: CollectNode | CallbackNode) -> bool:
+    return digits.isdigit() and node.min_digits <= len(digits) <= node.max_digits
 
 
 def run_flow(

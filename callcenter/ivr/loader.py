@@ -64,11 +64,11 @@ from callcenter.ivr.model import (
     PlayNode,
     QueueNode,
     SetNode,
+    is_dtmf_key,
     successors,
 )
 
 CALENDAR_FILE = "calendar.yaml"
-DTMF_KEYS = "0123456789*#"
 MAX_FILE_BYTES = 1_000_000
 
 _ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -272,7 +272,7 @@ def _parse_field(
             return None
         opts: dict[str, str] = {}
         for key, knode, vnode in pairs:
-            if len(key) != 1 or key not in DTMF_KEYS:
+            if not is_dtmf_key(key):
                 doc.error(knode, node_id, "bad_value", f"option key {key!r} is not one DTMF key")
                 continue
             value = doc.scalar(vnode, node_id, f"option {key!r}")
@@ -299,7 +299,7 @@ def _parse_field(
             return None
         return value
     if spec.kind == "key":
-        if len(value) != 1 or value not in DTMF_KEYS:
+        if not is_dtmf_key(value):
             doc.error(v, node_id, "bad_value", f"{what}: {value!r} is not one DTMF key")
             return None
         return value
@@ -682,25 +682,25 @@ def parse_calendar(text: str, *, source: str) -> tuple[BusinessCalendar | None, 
 # files
 
 
-def _read(path: Path) -> tuple[str | None, FlowError | None]:
+def _read(path: Path) -> str:
+    def fail(message: str) -> FlowLoadError:
+        return FlowLoadError([FlowError(str(path), 1, None, "io", message)])
+
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return None, FlowError(str(path), 1, None, "io", f"cannot read: {exc}")
+        raise fail(f"cannot read: {exc}") from exc
     if len(data) > MAX_FILE_BYTES:
-        return None, FlowError(str(path), 1, None, "io", f"file larger than {MAX_FILE_BYTES} bytes")
+        raise fail(f"file larger than {MAX_FILE_BYTES} bytes")
     try:
-        return data.decode("utf-8"), None
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, FlowError(str(path), 1, None, "io", f"not UTF-8: {exc}")
+        raise fail(f"not UTF-8: {exc}") from exc
 
 
 def load_flow(path: Path) -> Flow:
     """Load one flow file; raises ``FlowLoadError`` listing every problem."""
-    text, err = _read(path)
-    if err is not None or text is None:
-        raise FlowLoadError([err] if err else [])
-    flow, errors = parse_flow(text, source=str(path), default_name=path.stem)
+    flow, errors = parse_flow(_read(path), source=str(path), default_name=path.stem)
     if flow is None:
         raise FlowLoadError(errors)
     return flow
@@ -708,10 +708,7 @@ def load_flow(path: Path) -> Flow:
 
 def load_calendar(path: Path) -> BusinessCalendar:
     """Load the calendar file; raises ``FlowLoadError`` listing every problem."""
-    text, err = _read(path)
-    if err is not None or text is None:
-        raise FlowLoadError([err] if err else [])
-    cal, errors = parse_calendar(text, source=str(path))
+    cal, errors = parse_calendar(_read(path), source=str(path))
     if cal is None:
         raise FlowLoadError(errors)
     return cal
@@ -726,12 +723,19 @@ def flow_files(directory: Path) -> list[Path]:
     )
 
 
+def duplicate_flow_name(path: Path, name: str, other: Path) -> FlowError:
+    """Two files define the same flow name (the AGI script name must pick one flow)."""
+    return FlowError(
+        str(path), 1, None, "duplicate_key", f"flow name {name!r} already used by {other}"
+    )
+
+
 def check_flows(directory: Path) -> list[FlowError]:
     """Validate every flow file and the calendar of a directory (``callcenter flows check``)."""
     if not directory.is_dir():
         return [FlowError(str(directory), 1, None, "io", "flows directory does not exist")]
     errors: list[FlowError] = []
-    names: dict[str, str] = {}
+    names: dict[str, Path] = {}
     for path in flow_files(directory):
         try:
             flow = load_flow(path)
@@ -739,16 +743,8 @@ def check_flows(directory: Path) -> list[FlowError]:
             errors.extend(exc.errors)
             continue
         if flow.name in names:
-            errors.append(
-                FlowError(
-                    str(path),
-                    1,
-                    None,
-                    "duplicate_key",
-                    f"flow name {flow.name!r} already used by {names[flow.name]}",
-                )
-            )
-        names[flow.name] = str(path)
+            errors.append(duplicate_flow_name(path, flow.name, names[flow.name]))
+        names[flow.name] = path
     cal = directory / CALENDAR_FILE
     if cal.is_file():
         try:

@@ -13,6 +13,14 @@ from typing import Protocol
 
 from callcenter.calls.model import CallbackRequest, IvrStep
 
+DTMF_KEYS = "0123456789*#"
+
+
+def is_dtmf_key(text: str) -> bool:
+    """Exactly one telephone key."""
+    return len(text) == 1 and text in DTMF_KEYS
+
+
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 

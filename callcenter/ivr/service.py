@@ -19,6 +19,7 @@ from callcenter.ivr.loader import (
     CALENDAR_FILE,
     FlowError,
     FlowLoadError,
+    duplicate_flow_name,
     flow_files,
     load_calendar,
     load_flow,
@@ -43,10 +44,6 @@ class FlowRegistry:
         self._calendar_loaded = False
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
-
-    @property
-    def directory(self) -> Path:
-        return self._dir
 
     def get(self, name: str) -> Flow | None:
         for flow in self._flows_by_file.values():
@@ -104,17 +101,7 @@ class FlowRegistry:
                 flow = load_flow(path)
                 for other_path, other in self._flows_by_file.items():
                     if other_path != path and other.name == flow.name:
-                        raise FlowLoadError(
-                            [
-                                FlowError(
-                                    str(path),
-                                    1,
-                                    None,
-                                    "duplicate_key",
-                                    f"flow name {flow.name!r} already used by {other_path}",
-                                )
-                            ]
-                        )
+                        raise FlowLoadError([duplicate_flow_name(path, flow.name, other_path)])
                 self._flows_by_file[path] = flow
         except FlowLoadError as exc:
             self._errors[path] = exc.errors

@@ -18,7 +18,7 @@ import time as _time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import quote
 
 from callcenter.pbxsim.callers import CallerModel, IvrHangup, KeyPlan
@@ -33,6 +33,7 @@ from callcenter.pbxsim.pbx import (
     escape_ctl,
     null_sink,
 )
+from callcenter.pbxsim.wire import ast_false, ast_true
 
 log = logging.getLogger(__name__)
 
@@ -383,8 +384,8 @@ class _LineProtocol(asyncio.BufferedProtocol):
         self._read_buffer = memoryview(bytearray(4096))  # reads go here, then into buf
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer
@@ -511,9 +512,9 @@ class AgiSession:
         self.connect_timeout = connect_timeout
         self.extension_exists = extension_exists
         if exit_on_hangup is None:
-            exit_on_hangup = channel.get_var("AGIEXITONHANGUP") in ("yes", "true", "1", "on")
+            exit_on_hangup = ast_true(channel.get_var("AGIEXITONHANGUP") or "")
         self.exit_on_hangup = exit_on_hangup
-        self.sighup = sighup and channel.get_var("AGISIGHUP") not in ("no", "false", "0", "off")
+        self.sighup = sighup and not ast_false(channel.get_var("AGISIGHUP") or "")
         self.record_dirs = tuple(record_dirs)
         self.result = AgiCallResult(status="SUCCESS")
         self._proto: _LineProtocol | None = None
@@ -530,7 +531,8 @@ class AgiSession:
         self._break = False
 
     # ------------------------------------------------------------------ plumbing
-    def environment(self) -> bytes:
+    def environment(self) -> str:
+        """The `agi_*: value` block Asterisk sends first, ending with an empty line."""
         ch = self.ch
         lines: list[tuple[str, str]] = [("agi_network", "yes")]
         if self.url.script:
@@ -559,8 +561,7 @@ class AgiSession:
         ]
         lines += [(f"agi_arg_{i}", a) for i, a in enumerate(self.url.args, 1)]
         lines = [(k, self.env_overrides.get(k, v)) for k, v in lines]
-        text = "".join(f"{k}: {v}\n" for k, v in lines) + "\n"
-        return text.encode("utf-8", "replace")
+        return "".join(f"{k}: {v}\n" for k, v in lines) + "\n"
 
     async def _send(self, text: str) -> None:
         proto = self._proto
@@ -663,7 +664,7 @@ class AgiSession:
         self._proto = proto
         watcher = loop.create_task(self._watch_hangup(proto))
         try:
-            await self._send(self.environment().decode("utf-8", "replace"))
+            await self._send(self.environment())
             await self._loop(proto)
         except _ServerGone:
             pass
@@ -891,7 +892,7 @@ class AgiSession:
     async def cmd_control_stream_file(self, argv: list[str]) -> Outcome:
         if len(argv) < 4:
             return None
-        duration = self.prompts.duration(argv[3 - 1])
+        duration = self.prompts.duration(argv[2])
         keys = self._next_keys(bool(argv[3]))
         if duration is None:
             return "200 result=0\n", R_SUCCESS
@@ -1226,7 +1227,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 def uri_encode(text: str) -> str:
     """ast_uri_encode(ast_uri_http): keep letters, digits and -_.!~*'(), %XX everything else."""
-    return quote(text, safe="-_.!~*'()")
+    return quote(text, safe="-_.!~*'()", errors="replace")
 
 
 class AsyncAgiSession(AgiSession):
@@ -1249,9 +1250,10 @@ class AsyncAgiSession(AgiSession):
         self._out.append(text)
 
     async def run(self) -> AgiCallResult:
-        env = self.environment().decode("utf-8", "replace")
         env = "".join(
-            line + "\n" for line in env.split("\n")[:-1] if not line.startswith("agi_network")
+            line + "\n"
+            for line in self.environment().split("\n")[:-1]
+            if not line.startswith("agi_network")
         )
         self.pbx.emit("AsyncAGIStart", "agi", [*self.ch.snapshot(), ("Env", uri_encode(env))])
         self.result.connected = True

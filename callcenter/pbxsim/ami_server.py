@@ -22,16 +22,16 @@ Asterisk behaviours emulated (PROTOCOL.md §1, §8; transcripts 01, 02, 03, 08, 
 * One action at a time per session; queued events are written only between actions, never
   inside a list; an action handler may block (sync Originate). Logoff answers Goodbye and closes.
 * Events: `Privilege: <classes>,all`, optional Timestamp (timestampevents), SequenceNumber/File/
-  Line/Func (debug), SystemName (systemname), disabledevents; delivery checks read permission,
-  the session's event mask and its filters at write time.
+  Line/Func (debug), SystemName (systemname), disabledevents; read permission is checked when
+  an event is queued, the session's event mask and its filters when it is written.
 * authtimeout (silent drop), authlimit (refuse before the banner), writetimeout (a client that
   stops reading is disconnected instead of being buffered for), ListCommands, Command in the
   Asterisk >= 14 format (Output lines, "No such command ...", usage/failure texts, blacklist).
 * Shutdown: actions get "Asterisk is shutting down"; Event Shutdown to system readers, then every
   socket closes.
 
-Not emulated: TLS, HTTP manager (rawman/mxml), ACLs (permit/deny), per-user channelvars (the PBX
-adds `ChanVariable` fields itself), `SuppressEvents` (events are flushed between actions anyway).
+Not emulated: TLS, HTTP manager (rawman/mxml), ACLs (permit/deny), channelvars (no
+`ChanVariable` lines in channel snapshots), `SuppressEvents` (events are flushed between actions).
 """
 
 from __future__ import annotations
@@ -45,13 +45,16 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from callcenter.asterisk.message import AmiMessage
 from callcenter.pbxsim.wire import (
     Header,
     RawRequest,
     RequestFramer,
+    action_id_header,
+    ast_false,
+    ast_true,
     encode_message,
     format_timeval,
     render_lines,
@@ -133,10 +136,6 @@ def get_perm(text: str) -> int:
     return mask
 
 
-_TRUE = {"yes", "true", "y", "t", "1", "on"}
-_FALSE = {"no", "false", "n", "f", "0", "off"}
-
-
 def strings_to_mask(text: str) -> int:
     """`strings_to_mask`: -1 (invalid) for an empty value, else the mask to set."""
     if not text:
@@ -145,9 +144,9 @@ def strings_to_mask(text: str) -> int:
         # atoi() -> strtol() clamps, then the value is truncated to a C int
         value = min(int(text), 2**63 - 1) & 0xFFFFFFFF
         return value - 2**32 if value >= 2**31 else value
-    if text.lower() in _FALSE:
+    if ast_false(text):
         return 0
-    if text.lower() in _TRUE:
+    if ast_true(text):
         mask = 0
         for _, bit in EVENT_CLASSES:
             mask |= bit
@@ -368,16 +367,18 @@ class ActionReply:
         built, `Event:` first, ActionID where that item type puts it, no Privilege), then
         `<complete_event>` / ActionID / `EventList: Complete` / `ListItems: <n>` [+ extra]."""
         item_list = tuple(tuple(item) for item in items)
-        complete: list[Header] = [("Event", complete_event)]
-        if action_id:
-            complete.append(("ActionID", action_id))
-        complete += [("EventList", "Complete"), ("ListItems", str(len(item_list)))]
-        complete += list(complete_headers)
+        complete = (
+            ("Event", complete_event),
+            *action_id_header(action_id),
+            ("EventList", "Complete"),
+            ("ListItems", str(len(item_list))),
+            *complete_headers,
+        )
         return cls(
             "Success",
             message,
             event_list="start",
-            followups=(*item_list, tuple(complete)),
+            followups=(*item_list, complete),
         )
 
 
@@ -499,19 +500,16 @@ class AmiSession(asyncio.Protocol):
     def closed(self) -> bool:
         return self._closed
 
-    def can_write(self, classes: str) -> bool:
-        return bool(self._write_mask & class_mask(classes))
-
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._peer = (str(peer[0]), int(peer[1]))
         # Writes "block" as soon as the kernel does not take everything, like Asterisk's
         # blocking write with writetimeout; nothing piles up in an asyncio buffer.
-        transport.set_write_buffer_limits(high=0, low=0)
+        self._transport.set_write_buffer_limits(high=0, low=0)
         if not self._server._admit(self):
             # authlimit reached: manager.c drops the connection before the banner
             self._closed = True
@@ -593,11 +591,10 @@ class AmiSession(asyncio.Protocol):
         self._wake.set()
 
     def _wants(self, event: _Event) -> bool:
-        return (
-            self._authenticated
-            and (self._read_mask & event.mask) == event.mask
-            and (self._send_events & event.mask) == event.mask
-            and should_send(self._filters, event.name, event.text)
+        # Read permission was checked by _enqueue; the event mask and filters may have changed
+        # since (Action Events / Filter), so they are checked when the event is written.
+        return (self._send_events & event.mask) == event.mask and should_send(
+            self._filters, event.name, event.text
         )
 
     async def _flush_events(self) -> bool:
@@ -671,10 +668,7 @@ class AmiSession(asyncio.Protocol):
 
 def render_reply(action: AmiMessage, reply: ActionReply) -> bytes:
     """The bytes of a reply to `action` (astman_send_response_full + appended headers)."""
-    lines: list[Header] = [("Response", reply.response)]
-    action_id = action.get("ActionID")
-    if action_id:
-        lines.append(("ActionID", action_id))
+    lines: list[Header] = [("Response", reply.response), *action_id_header(action.get("ActionID"))]
     if reply.event_list is not None:
         lines.append(("EventList", reply.event_list))
     if reply.message is not None:

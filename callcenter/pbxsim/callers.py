@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
-
-Phase = Literal["ivr", "queue", "talk"]
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +53,6 @@ class CallerModel:
     dtmf_duration_ms: int = 120
     greeting: str = ""
     accountcode: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
 
     def key_plan(self, index: int) -> KeyPlan | None:
         if index >= len(self.keys):

@@ -41,7 +41,14 @@ from callcenter.pbxsim.agi_client import (
     Prompts,
     substitute,
 )
-from callcenter.pbxsim.ami_server import ActionReply, AmiServer, AmiSession, AmiUser, CliResult
+from callcenter.pbxsim.ami_server import (
+    ActionHandler,
+    ActionReply,
+    AmiServer,
+    AmiSession,
+    AmiUser,
+    CliResult,
+)
 from callcenter.pbxsim.callers import CallerModel
 from callcenter.pbxsim.pbx import (
     STATE_DOWN,
@@ -210,7 +217,7 @@ class Emulator:
         self.dialplan = build_dialplan(cfg)
         self.acd.extension_exists = self.dialplan.exists
         self.acd.spawn_dialplan = self._spawn_dialplan
-        self.acd.run_dialplan = self._run_from
+        self.acd.run_dialplan = self._run_dialplan
         self.acd.run_app = self._run_app_only
         self.astdb: dict[tuple[str, str], str] = {}
         self._async_agi: dict[str, AsyncAgiSession] = {}
@@ -348,11 +355,6 @@ class Emulator:
         self._legs.add(task)
         task.add_done_callback(self._legs.discard)
 
-    async def _run_from(
-        self, ch: Channel, where: Location, first_step: Callable[[], None] | None
-    ) -> None:
-        await self._run_dialplan(ch, where, first_step)
-
     async def _run_dialplan(
         self, ch: Channel, where: Location, first_step: Callable[[], None] | None
     ) -> None:
@@ -383,45 +385,21 @@ class Emulator:
                 first_step()
             if not ch.gone:
                 self.pbx.hangup(ch, ch.hangup_cause or 16)
-            self._cdr(ch)
+            self.pbx.cdr(ch)
 
-    def _mark(self, ch: Channel, outcome: str, **kw: str) -> None:
+    def _mark(self, ch: Channel, outcome: str, agent: str | None = None) -> None:
         s = self._summary_by_uid.get(ch.uniqueid)
         if s is not None:
             s.outcome = outcome
-            if "agent" in kw:
-                s.agent = kw["agent"]
-
-    def _cdr(self, ch: Channel) -> None:
-        self.pbx.cdr(
-            ch,
-            destination=ch.exten,
-            dest_channel=ch.dest_channel,
-            last_app=ch.last_app,
-            last_data=ch.last_data,
-            start=ch.created,
-            answer=ch.answered_at,
-            end=self.clock.time(),
-            disposition="ANSWERED" if ch.answered_at is not None else "NO ANSWER",
-        )
+            if agent is not None:
+                s.agent = agent
 
     async def _exec(self, ch: Channel, app: str, data: str) -> Location | None:
         """Run one dialplan application; the next location, or None to stop."""
         here = (ch.context, ch.exten, ch.priority + 1)
         name = app.lower()
-        pbx = self.pbx
-        if name == "set":
-            if "=" in data:
-                k, v = data.split("=", 1)
-                pbx.set_var(ch, k, v)
-            return here
-        if name == "answer":
-            pbx.set_state(ch, STATE_UP)
-            return here
-        if name in ("noop", "verbose"):
-            return here
         if name == "hangup":
-            pbx.hangup(ch, int(data) if data.isdigit() else 16)
+            self.pbx.hangup(ch, int(data) if data.isdigit() else 16)
             return None
         if name == "goto":
             parts = data.split(",")
@@ -561,8 +539,7 @@ class Emulator:
         target, *rest = data.split(",")
         timeout = float(rest[0]) if rest and rest[0].isdigit() else 60.0
         if "/" not in target:
-            pbx_var = "DIALSTATUS"
-            self.pbx.set_var(ch, pbx_var, "CHANUNAVAIL")
+            self.pbx.set_var(ch, "DIALSTATUS", "CHANUNAVAIL")
             return here
         tech, resource = target.split("/", 1)
         endpoint = resource.split("@", 1)[1] if "@" in resource else resource
@@ -652,9 +629,7 @@ class Emulator:
     def _register_actions(self, server: AmiServer) -> None:
         acd = self.acd
 
-        def simple(
-            fn: Callable[[dict[str, str]], Reply],
-        ) -> Callable[[AmiSession, AmiMessage], object]:
+        def simple(fn: Callable[[dict[str, str]], Reply]) -> ActionHandler:
             async def handler(session: AmiSession, msg: AmiMessage) -> ActionReply:
                 return to_action_reply(fn(headers_dict(msg)))
 
@@ -664,29 +639,25 @@ class Emulator:
             reply = await acd.action_originate(headers_dict(msg), msg.get_all("Variable"))
             return to_action_reply(reply)
 
-        table: list[tuple[str, Callable[[dict[str, str]], Reply], str]] = [
-            ("QueueStatus", acd.action_queue_status, ""),
-            ("QueueSummary", acd.action_queue_summary, ""),
-            ("QueueAdd", acd.action_queue_add, "agent"),
-            ("QueueRemove", acd.action_queue_remove, "agent"),
-            ("QueuePause", acd.action_queue_pause, "agent"),
-            ("CoreShowChannels", acd.action_core_show_channels, "system,reporting"),
-            ("Hangup", acd.action_hangup, "system,call"),
-            ("Redirect", acd.action_redirect, "call"),
+        table: list[tuple[str, ActionHandler, str]] = [
+            ("QueueStatus", simple(acd.action_queue_status), ""),
+            ("QueueSummary", simple(acd.action_queue_summary), ""),
+            ("QueueAdd", simple(acd.action_queue_add), "agent"),
+            ("QueueRemove", simple(acd.action_queue_remove), "agent"),
+            ("QueuePause", simple(acd.action_queue_pause), "agent"),
+            ("CoreShowChannels", simple(acd.action_core_show_channels), "system,reporting"),
+            ("Hangup", simple(acd.action_hangup), "system,call"),
+            ("Redirect", simple(acd.action_redirect), "call"),
             ("Getvar", self._action_getvar, "call,reporting"),
             ("Setvar", self._action_setvar, "call"),
         ]
-        for name, fn, priv in table:
+        for name, handler, priv in table:
             try:
-                server.register_action(name, simple(fn), privilege=priv)  # type: ignore[arg-type]
+                server.register_action(name, handler, privilege=priv)
             except ValueError:
                 log.info("pbxsim: AMI action %s already provided by the server", name)
         server.register_action("Originate", originate, privilege="originate")
-
-        async def agi(session: AmiSession, msg: AmiMessage) -> ActionReply:
-            return to_action_reply(self._action_agi(headers_dict(msg)))
-
-        server.register_action("AGI", agi, privilege="agi")
+        server.register_action("AGI", self._action_agi, privilege="agi")
         for cmd, cli in (
             ("core show version", self._cli_version),
             ("queue show", self._cli_queue_show),
@@ -697,43 +668,42 @@ class Emulator:
             except ValueError:
                 log.info("pbxsim: CLI command %r already provided by the server", cmd)
 
-    def _action_agi(self, a: dict[str, str]) -> Reply:
-        name, command = a.get("Channel", ""), a.get("Command", "")
+    async def _action_agi(self, session: AmiSession, msg: AmiMessage) -> ActionReply:
+        name, command = msg.get("Channel"), msg.get("Command")
         if not name or not command:
-            return [self.acd._resp(a, False, "Both, Channel and Command are *required*")]
+            return ActionReply.error("Both, Channel and Command are *required*")
         if name not in self.pbx.channels:
-            return [self.acd._resp(a, False, f"Channel {name} does not exist.")]
-        session = self._async_agi.get(name)
-        if session is None:
-            text = f"Failed to add AGI command to channel {name} queue"
-            return [self.acd._resp(a, False, text)]
-        session.add_command(command, a.get("CommandID", ""))
-        return [self.acd._resp(a, True, "Added AGI command to queue")]
+            return ActionReply.error(f"Channel {name} does not exist.")
+        agi_session = self._async_agi.get(name)
+        if agi_session is None:
+            return ActionReply.error(f"Failed to add AGI command to channel {name} queue")
+        agi_session.add_command(command, msg.get("CommandID"))
+        return ActionReply.success("Added AGI command to queue")
 
-    def _action_getvar(self, a: dict[str, str]) -> Reply:
-        var = a.get("Variable", "")
+    async def _action_getvar(self, session: AmiSession, msg: AmiMessage) -> ActionReply:
+        var = msg.get("Variable")
         if not var:
-            return [self.acd._resp(a, False, "No variable specified")]
-        name = a.get("Channel", "")
+            return ActionReply.error("No variable specified")
+        name = msg.get("Channel")
         value: str | None = ""
         if name:
             ch = self.pbx.channels.get(name)
             if ch is None:
-                return [self.acd._resp(a, False, "No such channel")]
+                return ActionReply.error("No such channel")
             value = ch.get_var(var)
-        resp = self.acd._resp(a, True)
-        return [[*resp, ("Variable", var), ("Value", value or "")]]
+        return ActionReply.success(headers=[("Variable", var), ("Value", value or "")])
 
-    def _action_setvar(self, a: dict[str, str]) -> Reply:
-        var = a.get("Variable", "")
+    async def _action_setvar(self, session: AmiSession, msg: AmiMessage) -> ActionReply:
+        var = msg.get("Variable")
         if not var:
-            return [self.acd._resp(a, False, "No variable specified")]
-        ch = self.pbx.channels.get(a.get("Channel", ""))
-        if a.get("Channel") and ch is None:
-            return [self.acd._resp(a, False, "No such channel")]
+            return ActionReply.error("No variable specified")
+        name = msg.get("Channel")
+        ch = self.pbx.channels.get(name)
+        if name and ch is None:
+            return ActionReply.error("No such channel")
         if ch is not None:
-            self.pbx.set_var(ch, var, a.get("Value", ""))
-        return [self.acd._resp(a, True, "Variable Set")]
+            self.pbx.set_var(ch, var, msg.get("Value"))
+        return ActionReply.success("Variable Set")
 
     async def _cli_version(self, args: Sequence[str]) -> CliResult:
         return CliResult(
@@ -748,8 +718,6 @@ class Emulator:
             if args and q.name != args[0]:
                 continue
             p = dict(q.params())
-            total = q.completed + q.abandoned
-            del total
             out.append(
                 f"{q.name} has {len(q.entries)} calls (max unlimited) in '{q.config.strategy}'"
                 f" strategy ({q.holdtime}s holdtime, {q.talktime}s talktime), W:{q.config.weight},"
@@ -817,38 +785,35 @@ def _member_line(m: Member, now: float) -> str:
 def headers_dict(msg: AmiMessage) -> dict[str, str]:
     """First occurrence wins, names normalised to the spelling used by the handlers."""
     out: dict[str, str] = {}
-    canon = {k.lower(): k for k in _CANON}
     for k, v in msg.headers:
-        key = canon.get(k.lower(), k)
-        out.setdefault(key, v)
+        out.setdefault(_CANON.get(k.lower(), k), v)
     return out
 
 
-_CANON = (
-    "ActionID",
-    "Queue",
-    "Interface",
-    "MemberName",
-    "Penalty",
-    "Paused",
-    "Reason",
-    "Member",
-    "Channel",
-    "Cause",
-    "Context",
-    "Exten",
-    "Priority",
-    "Timeout",
-    "CallerID",
-    "Application",
-    "Data",
-    "Async",
-    "ChannelId",
-    "Variable",
-    "Value",
-    "Command",
-    "CommandID",
-)
+_CANON = {
+    name.lower(): name
+    for name in (
+        "ActionID",
+        "Queue",
+        "Interface",
+        "MemberName",
+        "Penalty",
+        "Paused",
+        "Reason",
+        "Member",
+        "Channel",
+        "Cause",
+        "Context",
+        "Exten",
+        "Priority",
+        "Timeout",
+        "CallerID",
+        "Application",
+        "Data",
+        "Async",
+        "ChannelId",
+    )
+}
 
 
 def to_action_reply(reply: Reply) -> ActionReply:

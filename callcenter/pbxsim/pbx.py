@@ -57,11 +57,6 @@ CAUSE_TXT = {
 UNKNOWN = "<unknown>"
 
 
-def escape_value(value: str) -> str:
-    """ast_escape_c, applied by Asterisk to user-supplied values (caller names, VarSet values)."""
-    return escape_c(value)
-
-
 def escape_ctl(value: str) -> str:
     """Only CR/LF escaped: for raw protocol text (AGI command lines) that is not C-escaped."""
     return value.replace("\r", "\\r").replace("\n", "\\n")
@@ -287,8 +282,6 @@ class Channel:
     gone: bool = False
     #: CDR bookkeeping: the last dialed/bridged peer channel
     dest_channel: str = ""
-    last_app: str = ""
-    last_data: str = ""
 
     def snapshot(self, prefix: str = "") -> Fields:
         p = prefix
@@ -296,10 +289,10 @@ class Channel:
             (f"{p}Channel", self.name),
             (f"{p}ChannelState", str(self.state)),
             (f"{p}ChannelStateDesc", STATE_DESC.get(self.state, "Unknown")),
-            (f"{p}CallerIDNum", escape_value(self.caller_num) or UNKNOWN),
-            (f"{p}CallerIDName", escape_value(self.caller_name) or UNKNOWN),
-            (f"{p}ConnectedLineNum", escape_value(self.connected_num) or UNKNOWN),
-            (f"{p}ConnectedLineName", escape_value(self.connected_name) or UNKNOWN),
+            (f"{p}CallerIDNum", escape_c(self.caller_num) or UNKNOWN),
+            (f"{p}CallerIDName", escape_c(self.caller_name) or UNKNOWN),
+            (f"{p}ConnectedLineNum", escape_c(self.connected_num) or UNKNOWN),
+            (f"{p}ConnectedLineName", escape_c(self.connected_name) or UNKNOWN),
             (f"{p}Language", self.language),
             (f"{p}AccountCode", self.accountcode),
             (f"{p}Context", self.context),
@@ -435,7 +428,6 @@ class Pbx:
     def newexten(self, ch: Channel, priority: int, app: str, data: str) -> None:
         ch.priority = priority
         ch.application, ch.app_data = app, data
-        ch.last_app, ch.last_data = app, data
         self.emit(
             "Newexten",
             "dialplan",
@@ -447,7 +439,7 @@ class Pbx:
         self.emit(
             "VarSet",
             "dialplan",
-            [*ch.snapshot(), ("Variable", name), ("Value", escape_value(value))],
+            [*ch.snapshot(), ("Variable", name), ("Value", escape_c(value))],
         )
 
     def set_callerid(self, ch: Channel, num: str, name: str) -> None:
@@ -542,41 +534,31 @@ class Pbx:
             return ""
         return datetime.fromtimestamp(int(t), self.tz).strftime("%Y-%m-%d %H:%M:%S")
 
-    def cdr(
-        self,
-        ch: Channel,
-        *,
-        destination: str,
-        dest_channel: str,
-        last_app: str,
-        last_data: str,
-        start: float,
-        answer: float | None,
-        end: float,
-        disposition: str,
-    ) -> None:
+    def cdr(self, ch: Channel) -> None:
+        """The Cdr event of `ch`, ending now (cdr_manager, written when the channel ends)."""
+        start, answer, end = ch.created, ch.answered_at, self.now()
         duration = int(end) - int(start)
         billable = int(end) - int(answer) if answer is not None else 0
-        cid = f'"{escape_value(ch.caller_name)}" <{ch.caller_num}>'
+        cid = f'"{escape_c(ch.caller_name)}" <{ch.caller_num}>'
         self.emit(
             "Cdr",
             "cdr",
             [
                 ("AccountCode", ch.accountcode),
                 ("Source", ch.caller_num),
-                ("Destination", destination),
+                ("Destination", ch.exten),
                 ("DestinationContext", ch.context),
                 ("CallerID", cid),
                 ("Channel", ch.name),
-                ("DestinationChannel", dest_channel),
-                ("LastApplication", last_app),
-                ("LastData", last_data),
+                ("DestinationChannel", ch.dest_channel),
+                ("LastApplication", ch.application),
+                ("LastData", ch.app_data),
                 ("StartTime", self.fmt_time(start)),
                 ("AnswerTime", self.fmt_time(answer)),
                 ("EndTime", self.fmt_time(end)),
                 ("Duration", str(duration)),
                 ("BillableSeconds", str(billable)),
-                ("Disposition", disposition),
+                ("Disposition", "ANSWERED" if answer is not None else "NO ANSWER"),
                 ("AMAFlags", "DOCUMENTATION"),
                 ("UniqueID", ch.uniqueid),
                 ("UserField", ""),

@@ -28,9 +28,9 @@ from callcenter.pbxsim.pbx import (
     Fields,
     Pbx,
     duration_hms,
-    escape_value,
     wait_any,
 )
+from callcenter.pbxsim.wire import action_id_header, ast_true, escape_c
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Member:
     def event_fields(self) -> Fields:
         return [
             ("Queue", self.queue),
-            ("MemberName", escape_value(self.name)),
+            ("MemberName", escape_c(self.name)),
             ("Interface", self.interface),
             ("StateInterface", self.interface),
             ("Membership", self.membership),
@@ -148,7 +148,7 @@ class Member:
     def list_fields(self) -> Fields:
         return [
             ("Queue", self.queue),
-            ("Name", escape_value(self.name)),
+            ("Name", escape_c(self.name)),
             ("Location", self.interface),
             ("StateInterface", self.interface),
             ("Membership", "static" if self.membership == "static" else "dynamic"),
@@ -241,10 +241,6 @@ class Queue:
 QueueOutcome = Literal["hangup", "continue", "redirect", "timeout", "fail"]
 DialplanSpawner = Callable[[Channel, tuple[str, str, int]], None]
 Recorder = Callable[[Path, Channel, Channel, float, CallerModel | None, AgentProfile], None]
-
-
-def _true(value: str) -> bool:
-    return value.strip().lower() in ("yes", "true", "y", "t", "1", "on")
 
 
 class Acd:
@@ -390,7 +386,7 @@ class Acd:
                 *leg.snapshot("Dest"),
                 ("Queue", m.queue),
                 ("Interface", m.interface),
-                ("MemberName", escape_value(m.name)),
+                ("MemberName", escape_c(m.name)),
                 *tail,
             ],
         )
@@ -706,32 +702,33 @@ class Acd:
 
     # ------------------------------------------------------------------ AMI actions
     @staticmethod
-    def _resp(action: Mapping[str, str], ok: bool, message: str | None = None) -> Headers:
-        h: Headers = [("Response", "Success" if ok else "Error")]
-        if action.get("ActionID"):
-            h.append(("ActionID", action["ActionID"]))
+    def _aid(action: Mapping[str, str]) -> Headers:
+        return list(action_id_header(action.get("ActionID", "")))
+
+    @classmethod
+    def _resp(cls, action: Mapping[str, str], ok: bool, message: str | None = None) -> Headers:
+        h: Headers = [("Response", "Success" if ok else "Error"), *cls._aid(action)]
         if message is not None:
             h.append(("Message", message))
         return h
 
-    @staticmethod
-    def _list_start(action: Mapping[str, str], message: str) -> Headers:
-        h: Headers = [("Response", "Success")]
-        if action.get("ActionID"):
-            h.append(("ActionID", action["ActionID"]))
-        h += [("EventList", "start"), ("Message", message)]
-        return h
+    @classmethod
+    def _list_start(cls, action: Mapping[str, str], message: str) -> Headers:
+        return [
+            ("Response", "Success"),
+            *cls._aid(action),
+            ("EventList", "start"),
+            ("Message", message),
+        ]
 
-    @staticmethod
-    def _complete(action: Mapping[str, str], name: str, n: int) -> Headers:
-        h: Headers = [("Event", name)]
-        if action.get("ActionID"):
-            h.append(("ActionID", action["ActionID"]))
-        return [*h, ("EventList", "Complete"), ("ListItems", str(n))]
-
-    @staticmethod
-    def _aid(action: Mapping[str, str]) -> Headers:
-        return [("ActionID", action["ActionID"])] if action.get("ActionID") else []
+    @classmethod
+    def _complete(cls, action: Mapping[str, str], name: str, n: int) -> Headers:
+        return [
+            ("Event", name),
+            *cls._aid(action),
+            ("EventList", "Complete"),
+            ("ListItems", str(n)),
+        ]
 
     def action_queue_status(self, a: Mapping[str, str]) -> Reply:
         out: Reply = [self._list_start(a, "Queue status will follow")]
@@ -754,10 +751,10 @@ class Acd:
                         ("Position", str(pos)),
                         ("Channel", c.name),
                         ("Uniqueid", c.uniqueid),
-                        ("CallerIDNum", escape_value(c.caller_num) or "unknown"),
-                        ("CallerIDName", escape_value(c.caller_name) or "unknown"),
-                        ("ConnectedLineNum", escape_value(c.connected_num) or "unknown"),
-                        ("ConnectedLineName", escape_value(c.connected_name) or "unknown"),
+                        ("CallerIDNum", escape_c(c.caller_num) or "unknown"),
+                        ("CallerIDName", escape_c(c.caller_name) or "unknown"),
+                        ("ConnectedLineNum", escape_c(c.connected_num) or "unknown"),
+                        ("ConnectedLineName", escape_c(c.connected_name) or "unknown"),
                         ("Wait", str(int(now) - int(e.start))),
                         ("Priority", str(e.prio)),
                         *self._aid(a),
@@ -806,14 +803,15 @@ class Acd:
         if iface in q.members:
             return [self._resp(a, False, "Unable to add interface: Already there")]
         penalty = a.get("Penalty", "0")
+        paused = ast_true(a.get("Paused", ""))
         m = self.add_member(
             qname,
             iface,
             name=a.get("MemberName") or None,
             membership="dynamic",
             penalty=int(penalty) if penalty.isdigit() else 0,
-            paused=_true(a.get("Paused", "")),
-            paused_reason=a.get("Reason", "") if _true(a.get("Paused", "")) else "",
+            paused=paused,
+            paused_reason=a.get("Reason", "") if paused else "",
         )
         self.pbx.emit("QueueMemberAdded", "agent", m.event_fields())
         return [self._resp(a, True, "Added interface to queue")]
@@ -838,7 +836,7 @@ class Acd:
         iface, paused_s = a.get("Interface", ""), a.get("Paused", "")
         if not iface or not paused_s:
             return [self._resp(a, False, "Need 'Interface' and 'Paused' parameters.")]
-        paused = _true(paused_s)
+        paused = ast_true(paused_s)
         found = [
             q.members[iface]
             for q in self.queues.values()
@@ -865,7 +863,7 @@ class Acd:
                     *self._aid(a),
                     *ch.snapshot(),
                     ("Application", ch.application),
-                    ("ApplicationData", escape_value(ch.app_data)),
+                    ("ApplicationData", escape_c(ch.app_data)),
                     ("Duration", duration_hms(now - ch.created)),
                     ("BridgeId", ch.bridge_id),
                 ]
@@ -946,7 +944,7 @@ class Acd:
         ):
             return [self._resp(a, False, "Originate Access Forbidden: app or data blacklisted")]
         context, exten = a.get("Context", ""), a.get("Exten", "")
-        is_async = _true(a.get("Async", ""))
+        is_async = ast_true(a.get("Async", ""))
         if not app and exten and context and prio_s:
             if not self.extension_exists(context, exten, int(prio_s)):
                 return [self._resp(a, False, "Extension does not exist.")]
@@ -1036,8 +1034,8 @@ class Acd:
                 fields += [
                     ("Reason", str(reason)),
                     ("Uniqueid", uid),
-                    ("CallerIDNum", escape_value(cid_num) or UNKNOWN),
-                    ("CallerIDName", escape_value(cid_name) or UNKNOWN),
+                    ("CallerIDNum", escape_c(cid_num) or UNKNOWN),
+                    ("CallerIDName", escape_c(cid_name) or UNKNOWN),
                 ]
                 pbx.emit("OriginateResponse", "call", fields)
 
@@ -1078,11 +1076,6 @@ class Acd:
             agent.in_call = True
             self.device_changed(agent)
             sent = response(True, 4)
-            ran: dict[str, bool] = {}
-
-            def first_step() -> None:
-                ran["x"] = True
-                sent()
 
             async def run() -> None:
                 try:
@@ -1092,7 +1085,7 @@ class Acd:
                             await self.run_app(leg, app, data)
                         pbx.hangup(leg, 16)
                     elif self.run_dialplan is not None:
-                        await self.run_dialplan(leg, (context, exten, priority), first_step)
+                        await self.run_dialplan(leg, (context, exten, priority), sent)
                     else:
                         sent()
                         pbx.hangup(leg, 16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from callcenter.pbxsim.callers import CallerFactory, CallerMix
 
 if TYPE_CHECKING:
     from callcenter.pbxsim.emulator import CallSummary, Emulator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,18 +65,15 @@ async def run_calls(
             try:
                 summary.add(await emulator.inbound_call(factory.next()))
             except Exception:
+                log.exception("pbxsim: simulated call failed")
                 summary.errors += 1
-                raise
 
     tasks = []
     for _ in range(n):
         tasks.append(asyncio.ensure_future(one()))
         if interval > 0:
             await emulator.clock.sleep(interval)
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException) and not isinstance(r, Exception):
-            raise r
+    await asyncio.gather(*tasks)
     summary.sim_seconds = emulator.clock.time() - t0
     return summary
 
@@ -129,7 +129,9 @@ class TrafficGenerator:
         self._running.discard(task)
         if task.cancelled():
             return
-        if task.exception() is not None:
+        exc = task.exception()
+        if exc is not None:
+            log.error("pbxsim: simulated call failed", exc_info=exc)
             self.summary.errors += 1
         else:
             self.summary.add(task.result())

@@ -87,6 +87,20 @@ def format_timeval(ns: int) -> str:
     return f"{sec}.{rest // 1000:06d}"
 
 
+_TRUE = frozenset({"yes", "true", "y", "t", "1", "on"})
+_FALSE = frozenset({"no", "false", "n", "f", "0", "off"})
+
+
+def ast_true(value: str) -> bool:
+    """`ast_true`: yes/true/y/t/1/on, any case (header values, channel variables)."""
+    return value.lower() in _TRUE
+
+
+def ast_false(value: str) -> bool:
+    """`ast_false`: no/false/n/f/0/off, any case; an empty value is neither true nor false."""
+    return value.lower() in _FALSE
+
+
 def parse_header_line(line: str) -> Header | None:
     """Split `Name: value` the way `astman_get_header` reads it, or None when there is no colon.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import Field
@@ -26,6 +26,7 @@ from callcenter.tickets.model import (
     BookingStatusChange,
     BookingUpdate,
     CaseEventOut,
+    CaseType,
     Complaint,
     ComplaintCallLink,
     ComplaintCreate,
@@ -61,9 +62,9 @@ from callcenter.web.api import (
     parse_query,
     require_principal,
 )
-from callcenter.web.auth import client_ip
-from callcenter.web.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
-from callcenter.web.keys import AUDIT, CALL_REPOSITORY, LIVE_CALLS, TICKET_NOTIFIER, TICKETS
+from callcenter.web.auth import audit
+from callcenter.web.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from callcenter.web.keys import CALL_REPOSITORY, LIVE_CALLS, TICKET_NOTIFIER, TICKETS
 
 __all__ = [
     "bookings_router",
@@ -98,26 +99,14 @@ class NotCallHandler(Forbidden):
     code = "not_call_handler"
 
 
-_CODED: dict[tuple[type[ApiError], str], type[ApiError]] = {}
-
-
-def _coded(base: type[ApiError], code: str) -> type[ApiError]:
-    """An ApiError subclass with this stable code (codes come from the ticket rules)."""
-    cls = _CODED.get((base, code))
-    if cls is None:
-        cls = type(f"{base.__name__}_{code}", (base,), {"code": code})
-        _CODED[(base, code)] = cls
-    return cls
-
-
 async def _run(action: Awaitable[T]) -> T:
     """Run a repository call, turning rule errors into API errors with stable codes."""
     try:
         return await action
     except NotAllowed as exc:
-        raise _coded(Forbidden, exc.code)(str(exc)) from None
+        raise Forbidden(str(exc), code=exc.code) from None
     except TicketRuleError as exc:
-        raise _coded(Conflict, exc.code)(str(exc)) from None
+        raise Conflict(str(exc), code=exc.code) from None
     except CaseNotFoundError as exc:
         cls = BookingNotFound if exc.case_type == "booking" else ComplaintNotFound
         raise cls(str(exc)) from None
@@ -129,25 +118,9 @@ async def _run(action: Awaitable[T]) -> T:
         raise ValidationFailed("invalid input", fields={"__root__": str(exc)}) from None
 
 
-async def _audit(
-    request: web.Request,
-    principal: Principal,
-    action: str,
-    entity_type: str,
-    entity_id: int | str | None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    await request.app[AUDIT].record(
-        principal, action, entity_type, entity_id, details or {}, ip=client_ip(request)
-    )
-
-
-async def _visibility(request: web.Request, principal: Principal, kind: str) -> Visibility:
+async def _visibility(request: web.Request, principal: Principal, kind: CaseType) -> Visibility:
     return await request.app[TICKETS].visibility(
-        user_id=principal.user_id,
-        role=principal.role,
-        group=principal.group,
-        kind="complaint" if kind == "complaint" else "booking",
+        user_id=principal.user_id, role=principal.role, group=principal.group, kind=kind
     )
 
 
@@ -267,7 +240,7 @@ async def create_booking(request: web.Request) -> web.Response:
             call_uniqueid=body.call_uniqueid,
         )
     )
-    await _audit(request, principal, "create", "booking", booking.id)
+    await audit(request, "create", "booking", booking.id)
     await request.app[TICKET_NOTIFIER].booking(booking, created=True)
     return json_response(_booking_out(booking), status=201)
 
@@ -283,7 +256,7 @@ async def get_booking(request: web.Request) -> web.Response:
     principal = require_principal(request)
     path = parse_path(request, BookingPath)
     booking = await _visible_booking(request, principal, path.booking_id)
-    await _audit(request, principal, "view", "booking", booking.id)
+    await audit(request, "view", "booking", booking.id)
     return json_response(_booking_out(booking))
 
 
@@ -310,7 +283,7 @@ async def update_booking(request: web.Request) -> web.Response:
             path.booking_id, actor_id=principal.user_id, changes=changes
         )
     )
-    await _audit(request, principal, "update", "booking", booking.id, {"fields": sorted(changes)})
+    await audit(request, "update", "booking", booking.id, {"fields": sorted(changes)})
     await request.app[TICKET_NOTIFIER].booking(booking)
     return json_response(_booking_out(booking))
 
@@ -335,7 +308,7 @@ async def change_booking_status(request: web.Request) -> web.Response:
             path.booking_id, actor_id=principal.user_id, status=body.status, note=body.note
         )
     )
-    await _audit(request, principal, "update", "booking", booking.id, {"status": booking.status})
+    await audit(request, "update", "booking", booking.id, {"status": booking.status})
     await request.app[TICKET_NOTIFIER].booking(booking)
     return json_response(_booking_out(booking))
 
@@ -352,6 +325,7 @@ async def booking_timeline(request: web.Request) -> web.Response:
     path = parse_path(request, BookingPath)
     await _visible_booking(request, principal, path.booking_id)
     events = await request.app[TICKETS].timeline("booking", path.booking_id)
+    await audit(request, "view", "booking", path.booking_id, {"view": "timeline"})
     return json_response([CaseEventOut.model_validate(e) for e in events])
 
 
@@ -369,11 +343,9 @@ async def _visible_complaint(
 
 
 async def _complaint_changed(
-    request: web.Request, principal: Principal, complaint: Complaint, action: str
+    request: web.Request, complaint: Complaint, action: str
 ) -> web.Response:
-    await _audit(
-        request, principal, action, "complaint", complaint.id, {"status": complaint.status}
-    )
+    await audit(request, action, "complaint", complaint.id, {"status": complaint.status})
     await request.app[TICKET_NOTIFIER].complaint(complaint, action=action)
     return json_response(complaint_out(complaint, request.app[TICKETS].now()))
 
@@ -387,10 +359,9 @@ async def _complaint_changed(
 )
 async def complaint_stats(request: web.Request) -> web.Response:
     """The complaint statistics report (投诉统计报表) for management."""
-    principal = require_principal(request)
     q = parse_query(request, ComplaintStatsQuery)
     stats = await request.app[TICKETS].complaint_stats(since=q.since, until=q.until)
-    await _audit(request, principal, "view", "complaint_stats", None)
+    await audit(request, "view", "complaint_stats", None)
     return json_response(ComplaintStatsOut.model_validate(stats))
 
 
@@ -457,7 +428,7 @@ async def create_complaint(request: web.Request) -> web.Response:
             call_uniqueid=body.call_uniqueid,
         )
     )
-    response = await _complaint_changed(request, principal, complaint, "create")
+    response = await _complaint_changed(request, complaint, "create")
     response.set_status(201)
     return response
 
@@ -473,7 +444,7 @@ async def get_complaint(request: web.Request) -> web.Response:
     principal = require_principal(request)
     path = parse_path(request, ComplaintPath)
     complaint = await _visible_complaint(request, principal, path.complaint_id)
-    await _audit(request, principal, "view", "complaint", complaint.id)
+    await audit(request, "view", "complaint", complaint.id)
     return json_response(complaint_out(complaint, request.app[TICKETS].now()))
 
 
@@ -505,7 +476,7 @@ async def update_complaint(request: web.Request) -> web.Response:
             note=body.note,
         )
     )
-    return await _complaint_changed(request, principal, complaint, "update")
+    return await _complaint_changed(request, complaint, "update")
 
 
 @complaints_router.post(
@@ -526,7 +497,7 @@ async def take_complaint(request: web.Request) -> web.Response:
             path.complaint_id, actor_id=principal.user_id, actor_role=principal.role
         )
     )
-    return await _complaint_changed(request, principal, complaint, "take")
+    return await _complaint_changed(request, complaint, "take")
 
 
 @complaints_router.post(
@@ -553,7 +524,7 @@ async def handover_complaint(request: web.Request) -> web.Response:
             reason=body.reason,
         )
     )
-    return await _complaint_changed(request, principal, complaint, "handover")
+    return await _complaint_changed(request, complaint, "handover")
 
 
 @complaints_router.post(
@@ -584,7 +555,7 @@ async def change_complaint_status(request: web.Request) -> web.Response:
             customer_informed=body.customer_informed,
         )
     )
-    return await _complaint_changed(request, principal, complaint, body.status)
+    return await _complaint_changed(request, complaint, body.status)
 
 
 @complaints_router.post(
@@ -611,7 +582,7 @@ async def add_complaint_note(request: web.Request) -> web.Response:
             customer_informed=body.customer_informed,
         )
     )
-    return await _complaint_changed(request, principal, complaint, "note")
+    return await _complaint_changed(request, complaint, "note")
 
 
 @complaints_router.post(
@@ -636,7 +607,7 @@ async def link_complaint_call(request: web.Request) -> web.Response:
             call_uniqueid=body.call_uniqueid,
         )
     )
-    return await _complaint_changed(request, principal, complaint, "link_call")
+    return await _complaint_changed(request, complaint, "link_call")
 
 
 @complaints_router.get(
@@ -651,7 +622,7 @@ async def complaint_timeline(request: web.Request) -> web.Response:
     path = parse_path(request, ComplaintPath)
     await _visible_complaint(request, principal, path.complaint_id)
     events = await request.app[TICKETS].timeline("complaint", path.complaint_id)
-    await _audit(request, principal, "view", "complaint", path.complaint_id, {"view": "timeline"})
+    await audit(request, "view", "complaint", path.complaint_id, {"view": "timeline"})
     return json_response([CaseEventOut.model_validate(e) for e in events])
 
 
@@ -700,9 +671,7 @@ async def save_disposition(request: web.Request) -> web.Response:
             note=body.note,
         )
     )
-    await _audit(
-        request, principal, "create", "disposition", path.uniqueid, {"outcome": body.outcome}
-    )
+    await audit(request, "create", "disposition", path.uniqueid, {"outcome": body.outcome})
     return json_response(DispositionOut.model_validate(disposition))
 
 

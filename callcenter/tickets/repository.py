@@ -53,6 +53,7 @@ from callcenter.tickets.service import (
     NotAllowed,
     SlaTarget,
     TicketRuleError,
+    as_utc,
     booking_transition,
     complaint_deadlines,
     complaint_transition,
@@ -156,12 +157,6 @@ class Breach:
     kind: BreachKind
 
 
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("naive datetime refused: give it a time zone")
-    return value.astimezone(UTC)
-
-
 def _json(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
@@ -206,7 +201,7 @@ class TicketRepository:
         return self._calendar_of()
 
     def now(self) -> datetime:
-        return _utc(self._clock())
+        return as_utc("clock", self._clock())
 
     # -------------------------------------------------------------------------- visibility
 
@@ -255,7 +250,9 @@ class TicketRepository:
         values: dict[str, Any] = {
             "customer_id": customer_id,
             "item": item.strip(),
-            "scheduled_for": None if scheduled_for is None else _utc(scheduled_for),
+            "scheduled_for": None
+            if scheduled_for is None
+            else as_utc("scheduled_for", scheduled_for),
             "for_whom": for_whom,
             "urgent": urgent,
             "notes": notes,
@@ -314,7 +311,7 @@ class TicketRepository:
             raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
         values = dict(changes)
         if values.get("scheduled_for") is not None:
-            values["scheduled_for"] = _utc(values["scheduled_for"])
+            values["scheduled_for"] = as_utc("scheduled_for", values["scheduled_for"])
         check_lengths(BookingRow.__table__, values)
 
         async def attempt() -> Booking:
@@ -639,9 +636,9 @@ class TicketRepository:
                 )
             )
         if flt.since is not None:
-            where.append(ComplaintRow.created_at >= _utc(flt.since))
+            where.append(ComplaintRow.created_at >= as_utc("since", flt.since))
         if flt.until is not None:
-            where.append(ComplaintRow.created_at < _utc(flt.until))
+            where.append(ComplaintRow.created_at < as_utc("until", flt.until))
         if flt.statuses:
             where.append(ComplaintRow.status.in_(flt.statuses))
         if flt.customer_id is not None:
@@ -704,9 +701,9 @@ class TicketRepository:
         now = self.now()
         where: list[ColumnElement[bool]] = []
         if since is not None:
-            where.append(ComplaintRow.created_at >= _utc(since))
+            where.append(ComplaintRow.created_at >= as_utc("since", since))
         if until is not None:
-            where.append(ComplaintRow.created_at < _utc(until))
+            where.append(ComplaintRow.created_at < as_utc("until", until))
 
         async def grouped(session: AsyncSession, column: Any) -> dict[str, int]:
             stmt = select(column, func.count()).where(*where).group_by(column)
@@ -950,9 +947,9 @@ def _booking_where(flt: BookingFilter, visibility: Visibility) -> list[ColumnEle
     if visibility.user_ids is not None:
         where.append(BookingRow.created_by.in_(sorted(visibility.user_ids)))
     if flt.since is not None:
-        where.append(BookingRow.created_at >= _utc(flt.since))
+        where.append(BookingRow.created_at >= as_utc("since", flt.since))
     if flt.until is not None:
-        where.append(BookingRow.created_at < _utc(flt.until))
+        where.append(BookingRow.created_at < as_utc("until", flt.until))
     if flt.status is not None:
         where.append(BookingRow.status == flt.status)
     if flt.customer_id is not None:

@@ -285,9 +285,10 @@ def _intervals(calendar: BusinessCalendar, day: date) -> list[tuple[datetime, da
     return sorted(out)
 
 
-def _aware(name: str, value: datetime) -> datetime:
+def as_utc(name: str, value: datetime) -> datetime:
+    """`value` in UTC; ValueError for a naive datetime (its zone would be a guess)."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be an aware datetime")
+        raise ValueError(f"{name} must be an aware datetime (give it a time zone)")
     return value.astimezone(UTC)
 
 
@@ -298,7 +299,7 @@ def add_business_time(calendar: BusinessCalendar, start: datetime, duration: tim
     begins counting at the next opening. A zero duration returns `start` itself. Raises
     ValueError for a negative duration, a naive start, or a calendar that never opens.
     """
-    cursor = _aware("start", start)
+    cursor = as_utc("start", start)
     if duration < timedelta(0):
         raise ValueError("duration must not be negative")
     if duration == timedelta(0):
@@ -323,7 +324,7 @@ def add_business_days(calendar: BusinessCalendar, start: datetime, days: int) ->
     """Close of business on the `days`-th business day after `start`'s local day (a day with
     any opening hours counts). `days` 0 means the close of `start`'s own day if it is open,
     else of the next business day."""
-    cursor = _aware("start", start)
+    cursor = as_utc("start", start)
     if days < 0:
         raise ValueError("days must not be negative")
     day = cursor.astimezone(calendar.timezone).date()

@@ -55,6 +55,7 @@ from callcenter.web.api import (
 from callcenter.web.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
+    audit,
     check_login_allowed,
     clear_session_cookie,
     client_ip,
@@ -121,19 +122,7 @@ class UserOut(BaseModel):
 
     @classmethod
     def of(cls, user: User) -> UserOut:
-        return cls(
-            id=user.id,
-            username=user.username,
-            display_name=user.display_name,
-            role=user.role,
-            group=user.group,
-            skills=list(user.skills),
-            agent_interface=user.agent_interface,
-            language=user.language,
-            disabled=user.disabled,
-            created_at=user.created_at,
-            updated_at=user.updated_at,
-        )
+        return cls.model_validate(user, from_attributes=True)
 
 
 class MeOut(BaseModel):
@@ -244,17 +233,7 @@ class TokenOut(BaseModel):
 
     @classmethod
     def of(cls, t: ApiToken) -> TokenOut:
-        return cls(
-            id=t.id,
-            user_id=t.user_id,
-            name=t.name,
-            prefix=t.prefix,
-            scopes=list(t.scopes),
-            created_at=t.created_at,
-            expires_at=t.expires_at,
-            last_used_at=t.last_used_at,
-            revoked_at=t.revoked_at,
-        )
+        return cls.model_validate(t, from_attributes=True)
 
 
 class TokenCreated(TokenOut):
@@ -302,17 +281,7 @@ class AuditOut(BaseModel):
 
     @classmethod
     def of(cls, e: AuditEntry) -> AuditOut:
-        return cls(
-            id=e.id,
-            at=e.at,
-            actor_user_id=e.actor_user_id,
-            actor_token_id=e.actor_token_id,
-            action=e.action,
-            entity_type=e.entity_type,
-            entity_id=e.entity_id,
-            details=dict(e.details),
-            ip=e.ip,
-        )
+        return cls.model_validate(e, from_attributes=True)
 
 
 class UserPath(_In):
@@ -440,7 +409,7 @@ async def update_me(request: web.Request) -> web.Response:
     body = await parse_body(request, MeUpdate)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     user = await request.app[USERS].update(principal.user_id, **changes)
-    await _audit(request, "update", "user", user.id, {"fields": sorted(changes)})
+    await audit(request, "update", "user", user.id, {"fields": sorted(changes)})
     return json_response(UserOut.of(user))
 
 
@@ -462,7 +431,7 @@ async def change_my_password(request: web.Request) -> web.Response:
     await users.set_password(
         principal.user_id, body.new_password, keep_session=principal.session_id
     )
-    await _audit(request, "password", "user", principal.user_id, {})
+    await audit(request, "password", "user", principal.user_id)
     return web.Response(status=204)
 
 
@@ -494,7 +463,7 @@ async def create_my_token(request: web.Request) -> web.Response:
     token, secret = await request.app[API_TOKENS].create(
         principal.user_id, name=body.name, scopes=body.scopes, expires_at=expires
     )
-    await _audit(request, "create", "api_token", token.id, {"scopes": list(token.scopes)})
+    await audit(request, "create", "api_token", token.id, {"scopes": list(token.scopes)})
     return json_response(TokenCreated(**TokenOut.of(token).model_dump(), token=secret), status=201)
 
 
@@ -512,7 +481,7 @@ async def revoke_my_token(request: web.Request) -> web.Response:
         token = await request.app[API_TOKENS].revoke(path.token_id, user_id=principal.user_id)
     except TokenNotFoundError:
         raise NotFound(f"no token {path.token_id} of yours") from None
-    await _audit(request, "revoke", "api_token", token.id, {})
+    await audit(request, "revoke", "api_token", token.id)
     return json_response(TokenOut.of(token))
 
 
@@ -557,7 +526,7 @@ async def create_user(request: web.Request) -> web.Response:
         raise Conflict(str(exc)) from None
     except ValueError as exc:
         raise ValidationFailed("invalid user", fields={"__root__": str(exc)}) from None
-    await _audit(request, "create", "user", user.id, {"username": user.username, "role": user.role})
+    await audit(request, "create", "user", user.id, {"username": user.username, "role": user.role})
     return json_response(UserOut.of(user), status=201)
 
 
@@ -606,7 +575,7 @@ async def update_user(request: web.Request) -> web.Response:
         raise Conflict(str(exc)) from None
     except ValueError as exc:
         raise ValidationFailed("invalid change", fields={"__root__": str(exc)}) from None
-    await _audit(request, "update", "user", user.id, {"changes": _redacted(changes)})
+    await audit(request, "update", "user", user.id, {"changes": _redacted(changes)})
     return json_response(UserOut.of(user))
 
 
@@ -628,7 +597,7 @@ async def set_user_password(request: web.Request) -> web.Response:
         await request.app[USERS].set_password(path.user_id, body.password, keep_session=keep)
     except UserNotFoundError:
         raise NotFound(f"no user {path.user_id}") from None
-    await _audit(request, "password", "user", path.user_id, {})
+    await audit(request, "password", "user", path.user_id)
     return web.Response(status=204)
 
 
@@ -662,7 +631,7 @@ async def revoke_user_token(request: web.Request) -> web.Response:
         token = await request.app[API_TOKENS].revoke(path.token_id, user_id=path.user_id)
     except TokenNotFoundError:
         raise NotFound(f"no token {path.token_id} of user {path.user_id}") from None
-    await _audit(request, "revoke", "api_token", token.id, {"user_id": path.user_id})
+    await audit(request, "revoke", "api_token", token.id, {"user_id": path.user_id})
     return json_response(TokenOut.of(token))
 
 
@@ -694,23 +663,6 @@ async def list_audit(request: web.Request) -> web.Response:
         Page[AuditOut](
             items=[AuditOut.of(e) for e in items], total=total, limit=q.limit, offset=q.offset
         )
-    )
-
-
-async def _audit(
-    request: web.Request,
-    action: str,
-    entity_type: str,
-    entity_id: int | str,
-    details: dict[str, Any],
-) -> None:
-    await request.app[AUDIT].record(
-        require_principal(request),
-        action,
-        entity_type,
-        entity_id,
-        details,
-        ip=client_ip(request),
     )
 
 

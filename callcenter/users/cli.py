@@ -26,7 +26,6 @@ from callcenter.users.repository import (
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 class CliError(Exception):

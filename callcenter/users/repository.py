@@ -505,11 +505,6 @@ class SessionRepository:
             await session.execute(web_sessions.delete().where(web_sessions.c.id == session_id))
             await session.commit()
 
-    async def delete_for_user(self, user_id: int) -> None:
-        async with self._sessions() as session:
-            await _end_sessions(session, user_id)
-            await session.commit()
-
     async def purge_expired(self) -> int:
         """Delete sessions past their lifetime or idle timeout; returns how many."""
         now = self._clock()

@@ -9,7 +9,7 @@ import hashlib
 import re
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -169,33 +169,54 @@ def safe_next(target: str | None, role: str) -> str:
     return landing_path(role)
 
 
+def sees_full_numbers(principal: Principal | None) -> bool:
+    return principal is not None and principal.role in FULL_NUMBER_ROLES
+
+
 def mask_number(number: str | None, principal: Principal | None) -> str | None:
     """The phone number as this principal may see it: in full for roles that handle callers,
     otherwise the middle digits hidden (13812348000 -> 138****8000)."""
-    if number is None or (principal is not None and principal.role in FULL_NUMBER_ROLES):
+    if number is None or sees_full_numbers(principal):
         return number
     return mask_digits(number)
 
 
-# Keys whose values are a caller's phone number, wherever they appear in a bus payload.
+# Keys whose values are a caller's phone number, wherever they appear in a JSON payload
+# (CALLCENTER_CALLBACK: the number a caller keyed in for a call back, kept in call variables).
 NUMBER_KEYS: Final = frozenset(
-    {"caller_number", "number", "number_raw", "number_normalised", "connected_number"}
+    {
+        "caller_number",
+        "number",
+        "number_raw",
+        "number_normalised",
+        "connected_number",
+        "CALLCENTER_CALLBACK",
+    }
 )
 
 
 def redact_numbers(payload: Any) -> Any:
-    """A copy of a JSON-like payload with every caller number (NUMBER_KEYS) masked, for the
-    live feeds of roles that may not see numbers in full."""
+    """A copy of a JSON-like payload with every caller number masked: values under
+    NUMBER_KEYS, and the `input` of an IVR callback step (the number the caller keyed in)."""
     if isinstance(payload, dict):
+        callback_step = payload.get("kind") == "callback"
         return {
             key: mask_digits(value)
-            if key in NUMBER_KEYS and isinstance(value, str) and value
+            if (key in NUMBER_KEYS or (callback_step and key == "input"))
+            and isinstance(value, str)
+            and value
             else redact_numbers(value)
             for key, value in payload.items()
         }
     if isinstance(payload, list):
         return [redact_numbers(item) for item in payload]
     return payload
+
+
+def numbers_for(principal: Principal | None, payload: Any) -> Any:
+    """`payload` as this principal may see it: unchanged for roles that handle callers,
+    otherwise through `redact_numbers`."""
+    return payload if sees_full_numbers(principal) else redact_numbers(payload)
 
 
 def mask_digits(number: str) -> str:
@@ -209,14 +230,6 @@ def mask_digits(number: str) -> str:
         keep_head, keep_tail = 0, (2 if n >= 4 else 1 if n >= 2 else 0)
     hidden = set(digits[keep_head : n - keep_tail])
     return "".join("*" if i in hidden else ch for i, ch in enumerate(number))
-
-
-def authorised_roles(permissions: Collection[str]) -> frozenset[Role]:
-    """The roles allowed by any of `permissions`."""
-    roles: set[Role] = set()
-    for p in permissions:
-        roles |= POLICY[p]
-    return frozenset(roles)
 
 
 # ------------------------------------------------------------------------------ throttling

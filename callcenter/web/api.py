@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import JsonSchemaMode
 
 from callcenter.users.model import Principal
-from callcenter.web.errors import Forbidden, Unauthorized, ValidationFailed
+from callcenter.web.errors import Forbidden, Unauthorized, UnsupportedMediaType, ValidationFailed
 from callcenter.web.middlewares import validation_fields
 
 __all__ = [
@@ -386,7 +386,7 @@ def parse_path(request: web.Request, model: type[M]) -> M:
 async def parse_body(request: web.Request, model: type[M]) -> M:
     """The JSON body as `model`: 415 unless application/json, 422 with field messages."""
     if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(text="send application/json")
+        raise UnsupportedMediaType("send the body as application/json")
     raw = await request.read()
     if not raw.strip():
         raise ValidationFailed("empty body", fields={"__root__": "a JSON object is required"})

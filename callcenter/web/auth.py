@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -31,8 +32,8 @@ from callcenter.users.repository import (
     utc_now,
 )
 from callcenter.users.service import LoginRateLimiter, Passwords
-from callcenter.web.api import PRINCIPAL
-from callcenter.web.errors import TooManyRequests
+from callcenter.web.api import PRINCIPAL, require_principal
+from callcenter.web.errors import Forbidden, TooManyRequests
 from callcenter.web.keys import (
     API_TOKENS,
     AUDIT,
@@ -41,7 +42,6 @@ from callcenter.web.keys import (
     USERS,
     WEB_SESSIONS,
 )
-from callcenter.web.middlewares import error_body
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[PRINCIPAL] = None
     if not request.path.startswith(_SKIP_PREFIXES):
         request[PRINCIPAL] = await resolve_principal(request)
-    try:
-        return await handler(request)
-    except TooManyRequests as exc:
-        return web.json_response(
-            error_body(exc.code, exc.message, exc.fields),
-            status=exc.status,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
+    return await handler(request)
 
 
 def cookie_secure(request: web.Request) -> bool:
@@ -153,6 +146,24 @@ def client_ip(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+async def audit(
+    request: web.Request,
+    action: str,
+    entity_type: str,
+    entity_id: int | str | None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Record in the audit log that the request's principal did `action` on an entity."""
+    await request.app[AUDIT].record(
+        require_principal(request),
+        action,
+        entity_type,
+        entity_id,
+        details,
+        ip=client_ip(request),
+    )
+
+
 def check_login_allowed(request: web.Request, username: str) -> None:
     """429 with Retry-After when this username+IP (or this IP) failed too often."""
     wait = request.app[LOGIN_LIMITER].retry_after(username, client_ip(request))
@@ -168,4 +179,4 @@ def check_same_origin(request: web.Request) -> None:
     open one with the user's cookie."""
     origin = request.headers.get("Origin")
     if origin is not None and origin.split("://", 1)[-1].rstrip("/") != request.host:
-        raise web.HTTPForbidden(text="cross-site WebSocket refused")
+        raise Forbidden("cross-site WebSocket refused")

@@ -13,15 +13,20 @@ from typing import ClassVar
 
 
 class ApiError(Exception):
-    """Base of every error the API reports on purpose."""
+    """Base of every error the API reports on purpose. `code` defaults to the class's; pass
+    one to report a domain rule's own stable code with this class's status."""
 
     status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal_error"
+    code: str = "internal_error"
 
-    def __init__(self, message: str, *, fields: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, fields: Mapping[str, str] | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.fields: dict[str, str] = dict(fields or {})
+        if code is not None:
+            self.code = code
 
 
 class BadRequest(ApiError):
@@ -54,6 +59,11 @@ class Forbidden(ApiError):
 
     status = 403
     code = "forbidden"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class TooManyRequests(ApiError):

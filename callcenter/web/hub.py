@@ -36,6 +36,35 @@ def encode(channel: str, payload: Payload) -> str:
     )
 
 
+async def follow_bus(
+    bus: Bus,
+    channels: Sequence[str],
+    deliver: Callable[[str, Payload], None],
+    *,
+    subscribed: asyncio.Event,
+    stopping: Callable[[], bool],
+    what: str,
+) -> None:
+    """Hand every message on `channels` to `deliver` until cancelled or the subscription ends
+    while `stopping()`. `subscribed` is set once messages can no longer be missed. A broken
+    backend is retried with backoff (0.5 s doubling up to 10 s)."""
+    backoff = 0.5
+    while not stopping():
+        try:
+            async with bus.subscribe(*channels) as messages:
+                subscribed.set()
+                backoff = 0.5
+                async for channel, payload in messages:
+                    deliver(channel, payload)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: bus subscription failed; retrying in %.1fs", what, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+
 @dataclass(eq=False)
 class _Client:
     ws: web.WebSocketResponse
@@ -78,21 +107,14 @@ class WebSocketHub:
 
     async def run(self) -> None:
         """Forward bus messages to clients until cancelled. A broken backend is retried."""
-        backoff = 0.5
-        while not self._closing:
-            try:
-                async with self._bus.subscribe(*self._channels) as messages:
-                    self._subscribed.set()
-                    backoff = 0.5
-                    async for channel, payload in messages:
-                        self.broadcast(channel, payload)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("websocket hub: bus subscription failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        await follow_bus(
+            self._bus,
+            self._channels,
+            self.broadcast,
+            subscribed=self._subscribed,
+            stopping=lambda: self._closing,
+            what="websocket hub",
+        )
 
     def broadcast(self, channel: str, payload: Payload) -> None:
         texts: dict[Redactor | None, str] = {}

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
-from callcenter.web.errors import ApiError
+from callcenter.web.errors import ApiError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return web.json_response(error_body(exc.code, exc.message, exc.fields), status=exc.status)
+        resp = web.json_response(error_body(exc.code, exc.message, exc.fields), status=exc.status)
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
     except ValidationError as exc:
         return web.json_response(
             error_body("validation_failed", "invalid input", validation_fields(exc)), status=422

@@ -66,4 +66,7 @@ def setup_routes(app: web.Application) -> None:
     ):
         app.add_routes(router.routes())
     app.add_routes(console_api.router.routes())
+    from callcenter.console import cases  # the case desk page (GET /cases)
+
+    app.add_routes(cases.router.routes())
     app.on_startup.append(docs.build_document)

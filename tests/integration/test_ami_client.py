@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from ami_client_support import Recorder
 
 from callcenter.asterisk.ami import AmiClient, ResyncSnapshot, backoff_delay, build_action
 from callcenter.asterisk.errors import (
@@ -30,7 +31,7 @@ BANNER = b"Asterisk Call Manager/9.0.0\r\n"
 
 
 def frame(*headers: tuple[str, str]) -> bytes:
-    return ("".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode("utf-8")
+    return AmiMessage(headers).to_bytes()
 
 
 def event(name: str, **fields: str) -> bytes:
@@ -226,46 +227,6 @@ class FakeAsterisk:
                 ("CallerIDName", "<unknown>"),
             )
         )
-
-
-@dataclass
-class Recorder:
-    """Everything the client's sequential consumer delivered, in order."""
-
-    log: list[tuple[str, object]] = field(default_factory=list)
-    fail_on: str | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def on_message(self, msg: AmiMessage) -> None:
-        self.log.append(("event", msg))
-        self.changed.set()
-        if self.fail_on is not None and msg.get("Seq") == self.fail_on:
-            raise RuntimeError("consumer bug")
-
-    async def on_resync(self, snap: ResyncSnapshot) -> None:
-        self.log.append(("resync", snap))
-        self.changed.set()
-
-    async def on_connected(self) -> None:
-        self.log.append(("connected", None))
-        self.changed.set()
-
-    async def on_disconnected(self, reason: AmiError) -> None:
-        self.log.append(("disconnected", reason))
-        self.changed.set()
-
-    def kinds(self) -> list[str]:
-        return [k for k, _ in self.log]
-
-    def events(self, name: str | None = None) -> list[AmiMessage]:
-        out = [m for k, m in self.log if k == "event" and isinstance(m, AmiMessage)]
-        return [m for m in out if name is None or m.name == name]
-
-    async def wait_for(self, pred: Callable[[], bool], limit: float = 5.0) -> None:
-        async with asyncio.timeout(limit):
-            while not pred():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 @pytest.fixture

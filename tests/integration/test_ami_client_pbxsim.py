@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
+from ami_client_support import Recorder
 
 from callcenter.asterisk.ami import AmiClient, ResyncSnapshot
-from callcenter.asterisk.errors import AmiActionError, AmiConnectionLost, AmiError
-from callcenter.asterisk.message import AmiMessage
+from callcenter.asterisk.errors import AmiActionError, AmiConnectionLost
 from callcenter.pbxsim.callers import CallerModel
 from callcenter.pbxsim.emulator import Emulator, EmulatorConfig
 from callcenter.pbxsim.queues import AgentProfile, QueueConfig
-
-
-class Seen:
-    def __init__(self) -> None:
-        self.log: list[tuple[str, object]] = []
-        self.changed = asyncio.Event()
-
-    async def on_message(self, msg: AmiMessage) -> None:
-        self.log.append(("event", msg))
-        self.changed.set()
-
-    async def on_resync(self, snap: ResyncSnapshot) -> None:
-        self.log.append(("resync", snap))
-        self.changed.set()
-
-    async def on_disconnected(self, reason: AmiError) -> None:
-        self.log.append(("disconnected", reason))
-        self.changed.set()
-
-    def events(self, name: str | None = None) -> list[AmiMessage]:
-        out = [m for k, m in self.log if k == "event" and isinstance(m, AmiMessage)]
-        return [m for m in out if name is None or m.name == name]
-
-    async def wait_for(self, pred: Callable[[], bool], limit: float = 10.0) -> None:
-        async with asyncio.timeout(limit):
-            while not pred():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 async def ivr(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -75,8 +47,8 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 
 @pytest.fixture
-async def client(emulator: Emulator) -> AsyncIterator[tuple[AmiClient, Seen]]:
-    seen = Seen()
+async def client(emulator: Emulator) -> AsyncIterator[tuple[AmiClient, Recorder]]:
+    seen = Recorder(wait_limit=10.0)
     host, port = emulator.ami_address
     c = AmiClient(
         host=host,
@@ -95,7 +67,7 @@ async def client(emulator: Emulator) -> AsyncIterator[tuple[AmiClient, Seen]]:
     await c.close()
 
 
-async def test_login_and_resync_against_emulator(client: tuple[AmiClient, Seen]) -> None:
+async def test_login_and_resync_against_emulator(client: tuple[AmiClient, Recorder]) -> None:
     c, seen = client
     assert c.connected and c.ami_version is not None
     await seen.wait_for(lambda: any(k == "resync" for k, _ in seen.log))
@@ -110,7 +82,7 @@ async def test_login_and_resync_against_emulator(client: tuple[AmiClient, Seen])
 
 
 async def test_inbound_call_events_arrive_in_order_with_chinese_name(
-    emulator: Emulator, client: tuple[AmiClient, Seen]
+    emulator: Emulator, client: tuple[AmiClient, Recorder]
 ) -> None:
     c, seen = client
     summary = await emulator.inbound_call(CallerModel(number="13800138000", name="张三"))
@@ -128,7 +100,7 @@ async def test_inbound_call_events_arrive_in_order_with_chinese_name(
     assert c.stats().frame_errors == 0 and c.stats().decode_errors == 0
 
 
-async def test_originate_and_queue_actions(client: tuple[AmiClient, Seen]) -> None:
+async def test_originate_and_queue_actions(client: tuple[AmiClient, Recorder]) -> None:
     c, _ = client
     result = await c.originate(
         channel="PJSIP/1001", application="Playback", data="hello-world", caller_id='"回拨" <100>'
@@ -146,7 +118,7 @@ async def test_originate_and_queue_actions(client: tuple[AmiClient, Seen]) -> No
 
 
 async def test_shutdown_event_then_reconnecting(
-    emulator: Emulator, client: tuple[AmiClient, Seen]
+    emulator: Emulator, client: tuple[AmiClient, Recorder]
 ) -> None:
     c, seen = client
     assert emulator.server is not None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,29 +27,7 @@ def test_demo_five_calls_json_matches_the_database(tmp_path: Path) -> None:
         "CALLCENTER_LOG_LEVEL": "WARNING",
     }
     env.pop("CALLCENTER_CONFIG", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "callcenter",
-            "demo",
-            "--calls",
-            "5",
-            "--exit",
-            "--json",
-            "--no-web",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stdout  # exactly one JSON object on stdout
-    out = json.loads(lines[0])
+    out = _demo(tmp_path, env, 5, "--no-web")
     for key in ("calls", "answered", "abandoned", "ivr_choices", "recordings"):
         assert key in out
     assert "answered_within_60s" in out and "avg_wait" in out
@@ -84,9 +63,19 @@ def test_demo_five_calls_json_matches_the_database(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 7
 
 
-def _demo(cwd: Path, env: dict[str, str], calls: int) -> dict[str, object]:
+def _demo(cwd: Path, env: dict[str, str], calls: int, *extra: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "callcenter", "demo", "--calls", str(calls), "--exit", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "callcenter",
+            "demo",
+            "--calls",
+            str(calls),
+            "--exit",
+            "--json",
+            *extra,
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -97,5 +86,5 @@ def _demo(cwd: Path, env: dict[str, str], calls: int) -> dict[str, object]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stdout  # exactly one JSON object on stdout
-    out: dict[str, object] = json.loads(lines[0])
+    out: dict[str, Any] = json.loads(lines[0])
     return out

@@ -5,60 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
+from ivr_support import Customers, Recorder, hotline
 
 from callcenter.asterisk.agi import DEAD_ALLOWED, AgiServer, command_words
-from callcenter.calls.model import CallbackRequest, IvrStep
+from callcenter.calls.model import IvrStep
 from callcenter.ivr.model import CustomerInfo
-from callcenter.ivr.runner import IvrRunner
-from callcenter.ivr.service import FlowRegistry
 
-ROOT = Path(__file__).resolve().parents[2]
-OPEN_NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # Wednesday 10:00 in Shanghai
 CLOSED_NOW = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
 TIMEOUT = 5.0
 
 
 # ---------------------------------------------------------------------------------------------
 # fakes
-
-
-class Customers:
-    def __init__(self, mode: str = "ok", customer: CustomerInfo | None = None) -> None:
-        self.mode = mode
-        self.customer = customer
-        self.calls: list[str] = []
-
-    async def lookup(self, number: str) -> CustomerInfo | None:
-        self.calls.append(number)
-        if self.mode == "raise":
-            raise RuntimeError("database is down")
-        if self.mode == "hang":
-            await asyncio.Event().wait()
-        return self.customer
-
-
-@dataclass
-class Recorder:
-    fail: bool = False
-    steps: list[IvrStep] = field(default_factory=list)
-    callbacks: list[CallbackRequest] = field(default_factory=list)
-
-    async def record_step(self, step: IvrStep) -> None:
-        if self.fail:
-            raise RuntimeError("disk full")
-        self.steps.append(step)
-
-    async def record_callback(self, req: CallbackRequest) -> None:
-        if self.fail:
-            raise RuntimeError("disk full")
-        self.callbacks.append(req)
 
 
 @dataclass
@@ -134,34 +97,6 @@ class Caller:
             writer.close()
             with suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-
-
-@asynccontextmanager
-async def hotline(
-    *,
-    customers: Customers | None = None,
-    recorder: Recorder | None = None,
-    now: datetime = OPEN_NOW,
-    lookup_timeout: float = 0.05,
-) -> AsyncIterator[tuple[AgiServer, IvrRunner]]:
-    flows = FlowRegistry(directory=ROOT / "ivr_flows")
-    assert flows.refresh() == []
-    runner = IvrRunner(
-        flows=flows,
-        customers=customers or Customers(),
-        recorder=recorder or Recorder(),
-        calendar=None,
-        clock=lambda: now,
-        lookup_timeout=lookup_timeout,
-        default_queue="general",
-        operator_queue="operator",
-    )
-    server = AgiServer(router=runner, operator_queue="operator", port=0)
-    await server.start()
-    try:
-        yield server, runner
-    finally:
-        await server.close()
 
 
 async def settle(server: AgiServer) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from callcenter.web.errors import CallNotFound, ValidationFailed
+from callcenter.web.errors import CallNotFound, Conflict, TooManyRequests, ValidationFailed
 from callcenter.web.middlewares import error_middleware
 
 
@@ -28,6 +28,14 @@ async def _pydantic(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def _limited(request: web.Request) -> web.Response:
+    raise TooManyRequests("slow down", retry_after=7)
+
+
+async def _rule(request: web.Request) -> web.Response:
+    raise Conflict("already taken", code="already_owned")
+
+
 async def _boom(request: web.Request) -> web.Response:
     raise RuntimeError("secret internals")
 
@@ -37,6 +45,8 @@ def _app() -> web.Application:
     app.router.add_get("/nf", _not_found)
     app.router.add_get("/invalid", _invalid)
     app.router.add_get("/pyd", _pydantic)
+    app.router.add_get("/limited", _limited)
+    app.router.add_get("/rule", _rule)
     app.router.add_get("/boom", _boom)
     return app
 
@@ -57,6 +67,22 @@ async def test_typed_not_found_keeps_its_code(aiohttp_client: Any) -> None:
     err = await _error(resp)
     assert err["code"] == "call_not_found"
     assert err["message"] == "no call 1.2"
+
+
+async def test_rate_limited_says_when_to_retry(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(_app())
+    resp = await client.get("/limited")
+    assert resp.status == 429
+    assert resp.headers["Retry-After"] == "7"
+    assert (await _error(resp))["code"] == "rate_limited"
+
+
+async def test_a_rule_code_keeps_the_class_status(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(_app())
+    resp = await client.get("/rule")
+    assert resp.status == 409
+    assert (await _error(resp))["code"] == "already_owned"
+    assert Conflict("x").code == "conflict"
 
 
 async def test_validation_failed_lists_fields(aiohttp_client: Any) -> None:

@@ -494,3 +494,25 @@ async def test_timing_hook_and_many_concurrent_sessions() -> None:
         await wait_idle(server)
     assert server.stats.sessions_total == 50 and server.stats.commands_total == 150
     assert len(gaps) == 100 and all(g >= 0 for g in gaps)
+
+
+def test_server_runs_on_uvloop() -> None:
+    """`serve` picks uvloop when installed; its transports are not asyncio.Transport objects."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def session() -> None:
+        async def handler(conn: AgiConnection) -> None:
+            await conn.answer()
+
+        async with serving({"ivr": handler}) as server:
+            client = await FakeAsterisk.connect(server.port)
+            await client.send(env_for("ivr"))
+            assert await client.command() == b"ANSWER\n"
+            await client.send(b"200 result=0\n")
+            await client.expect_eof()
+            await client.close()
+            await wait_idle(server)
+        assert server.stats.sessions_failed == 0
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(session())

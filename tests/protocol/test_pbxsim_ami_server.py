@@ -8,13 +8,12 @@ publishing a sentinel afterwards and reading that it is the very next message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pbxsim_support import IO_TIMEOUT, Client
 
 from callcenter.asterisk.message import AmiMessage
 from callcenter.pbxsim.ami_server import (
@@ -32,51 +31,7 @@ from callcenter.pbxsim.ami_server import (
 from callcenter.pbxsim.wire import RequestFramer, encode_message, escape_c
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
-IO_TIMEOUT = 5.0  # guards against hangs only
 ACCEPTED = b"Response: Success\r\nMessage: Authentication accepted\r\n\r\n"
-
-
-class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int, *, rcvbuf: int | None = None) -> Client:
-        if rcvbuf is None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-            reader, writer = await asyncio.open_connection(sock=sock, limit=rcvbuf)
-        return cls(reader, writer)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def expect(self, expected: bytes) -> None:
-        got = await asyncio.wait_for(self.reader.readexactly(len(expected)), IO_TIMEOUT)
-        assert got == expected
-
-    async def message(self) -> bytes:
-        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT)
-
-    async def expect_eof(self) -> None:
-        assert await asyncio.wait_for(self.reader.read(), IO_TIMEOUT) == b""
-
-    async def expect_closed(self) -> None:
-        """EOF or reset: an aborted connection may end either way."""
-        with contextlib.suppress(ConnectionResetError):
-            await asyncio.wait_for(self.reader.read(), IO_TIMEOUT)
-        assert self.reader.at_eof() or self.reader.exception() is not None
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
 
 
 async def no_sleep(_: float) -> None:

@@ -7,13 +7,12 @@ real Asterisk run (Ping timestamps, the MD5 challenge, uptimes) are injected int
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
+from pbxsim_support import Client, split_messages
 
 from callcenter.asterisk.message import AmiMessage
 from callcenter.pbxsim.ami_server import (
@@ -27,22 +26,8 @@ from callcenter.pbxsim.wire import Header, parse_header_line
 
 RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
-IO_TIMEOUT = 5.0  # only guards against a hang; never reached when the server is right
 
 pytestmark = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")
-
-
-def split_messages(data: bytes) -> list[bytes]:
-    """Cut a CRLF stream into messages (lines up to and including an empty line)."""
-    out: list[bytes] = []
-    cur = b""
-    for line in data.split(b"\r\n")[:-1]:
-        cur += line + b"\r\n"
-        if not line:
-            out.append(cur)
-            cur = b""
-    assert cur == b"", "stream does not end with an empty line"
-    return out
 
 
 def headers_of(message: bytes) -> list[Header]:
@@ -59,39 +44,6 @@ def raw(name: str) -> tuple[bytes, bytes]:
     app = next(RAW.glob(f"{name}_*.app.raw")).read_bytes()
     ast = next(RAW.glob(f"{name}_*.ast.raw")).read_bytes()
     return app, ast
-
-
-class Client:
-    """A raw TCP client: bytes in, bytes out, nothing interpreted."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def read(self, n: int) -> bytes:
-        return await asyncio.wait_for(self.reader.readexactly(n), IO_TIMEOUT)
-
-    async def expect(self, expected: bytes) -> None:
-        got = await self.read(len(expected))
-        assert got == expected
-
-    async def expect_eof(self) -> None:
-        rest = await asyncio.wait_for(self.reader.read(), IO_TIMEOUT)
-        assert rest == b""
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
 
 
 def seconds(value: str) -> int:

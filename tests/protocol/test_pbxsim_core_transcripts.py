@@ -13,6 +13,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+from pbxsim_support import split_messages
 
 from callcenter.pbxsim.callers import CallerModel, KeyPlan
 from callcenter.pbxsim.emulator import Emulator, EmulatorConfig
@@ -29,11 +30,6 @@ IVR_SCRIPT = [
     b"SET VARIABLE IVR_CHOICE 2\n",
     b"SET VARIABLE IVR_QUEUE support\n",
 ]
-
-
-def messages(raw: bytes) -> list[bytes]:
-    parts = raw.split(b"\r\n\r\n")
-    return [p + b"\r\n\r\n" for p in parts if p]
 
 
 async def ivr_server(script: list[bytes]) -> tuple[asyncio.Server, int]:
@@ -168,7 +164,7 @@ async def test_04_inbound_ivr_queue_agent_call(agi_port: int) -> None:
         summary = await emu.inbound_call(caller)
         got = await tap.until(b"Event: Cdr")
         tap.close()
-    want = messages((AMI_DIR / "raw/04_inbound_ivr_queue_agent_call.ast.raw").read_bytes())
+    want = split_messages((AMI_DIR / "raw/04_inbound_ivr_queue_agent_call.ast.raw").read_bytes())
     assert [m.split(b"\r\n")[0] for m in got] == [m.split(b"\r\n")[0] for m in want]
     for g, w in zip(got, want, strict=True):
         assert g == w
@@ -204,7 +200,7 @@ async def test_05_queue_abandon(agi_port: int) -> None:
         got = await tap.until(b"Event: Cdr")
         tap.close()
     raw = (AMI_DIR / "raw/05_queue_abandon.ast.raw").read_bytes()
-    want = messages(raw)[:-2]  # the ring-no-answer variant is checked below
+    want = split_messages(raw)[:-2]  # the ring-no-answer variant is checked below
     start = next(i for i, m in enumerate(got) if b"Application: Queue\r\n" in m)
     got = got[start:-1]  # from Newexten(Queue), without the Cdr (omitted in the transcript)
     assert [m.split(b"\r\n")[0] for m in got] == [m.split(b"\r\n")[0] for m in want]
@@ -234,16 +230,12 @@ async def test_05_variant_ring_no_answer(agi_port: int) -> None:
         summary = await emu.inbound_call(caller)
         got = await tap.until(b"Event: Cdr")
         tap.close()
-    want = messages((AMI_DIR / "raw/05_queue_abandon.ast.raw").read_bytes())[-2:]
+    want = split_messages((AMI_DIR / "raw/05_queue_abandon.ast.raw").read_bytes())[-2:]
     i = next(i for i, m in enumerate(got) if m.startswith(b"Event: AgentRingNoAnswer"))
     assert got[i : i + 2] == want
     pause = [m for m in got if m.startswith(b"Event: QueueMemberPause")]
     assert len(pause) == 1 and b"PausedReason: Auto-Pause\r\n" in pause[0]
     assert summary.outcome == "abandoned"
-
-
-def split_sections(raw_app: bytes, raw_ast: bytes) -> tuple[list[bytes], list[bytes]]:
-    return messages(raw_app), messages(raw_ast)
 
 
 async def test_06_originate_async_success(agi_port: int) -> None:
@@ -259,8 +251,8 @@ async def test_06_originate_async_success(agi_port: int) -> None:
     )
     clock = emu.clock
     assert isinstance(clock, VirtualClock)
-    app_raw = messages((AMI_DIR / "raw/06_originate_async_success.app.raw").read_bytes())
-    want = messages((AMI_DIR / "raw/06_originate_async_success.ast.raw").read_bytes())
+    app_raw = split_messages((AMI_DIR / "raw/06_originate_async_success.app.raw").read_bytes())
+    want = split_messages((AMI_DIR / "raw/06_originate_async_success.ast.raw").read_bytes())
     async with emu:
         tap = await AmiTap.connect(emu.ami_address[1])
         await tap.send(app_raw[0])
@@ -293,8 +285,8 @@ async def test_07_originate_failures(agi_port: int) -> None:
         agents=agents,
         queue=QueueConfig("support"),
     )
-    app = messages((AMI_DIR / "raw/07_originate_failures.app.raw").read_bytes())
-    want = messages((AMI_DIR / "raw/07_originate_failures.ast.raw").read_bytes())
+    app = split_messages((AMI_DIR / "raw/07_originate_failures.app.raw").read_bytes())
+    want = split_messages((AMI_DIR / "raw/07_originate_failures.ast.raw").read_bytes())
     clock = emu.clock
     assert isinstance(clock, VirtualClock)
     got: list[bytes] = []
@@ -368,8 +360,8 @@ async def test_08_queue_actions(agi_port: int) -> None:
     )
     ch.priority, ch.application, ch.app_data = 4, "Queue", "support,t,,,300"
     q.entries.append(QueueEntry(ch, 0, 1715682622.0))
-    app = messages((AMI_DIR / "raw/08_lists_command_queue_actions.app.raw").read_bytes())
-    want = messages((AMI_DIR / "raw/08_lists_command_queue_actions.ast.raw").read_bytes())
+    app = split_messages((AMI_DIR / "raw/08_lists_command_queue_actions.app.raw").read_bytes())
+    want = split_messages((AMI_DIR / "raw/08_lists_command_queue_actions.ast.raw").read_bytes())
     clock = emu.clock
     assert isinstance(clock, VirtualClock)
     clock.freeze(at=1715682663.0)
@@ -435,8 +427,8 @@ async def test_09_async_agi(agi_port: int) -> None:
     for _ in range(7):  # CommandIds continue glibc's random() sequence
         emu.pbx.ids.command_ids.next()
     emu.config.prompts.durations["hello-world"] = 1.72
-    app = messages((AMI_DIR / "raw/09_async_agi.app.raw").read_bytes())
-    want = messages((AMI_DIR / "raw/09_async_agi.ast.raw").read_bytes())
+    app = split_messages((AMI_DIR / "raw/09_async_agi.app.raw").read_bytes())
+    want = split_messages((AMI_DIR / "raw/09_async_agi.ast.raw").read_bytes())
     async with emu:
         tap = await AmiTap.connect(emu.ami_address[1])
         call = asyncio.ensure_future(emu.internal_call("PJSIP/1001", "700"))

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
+from ami_support import load_raw, requires_raw
 
 from callcenter.agents.model import AgentState
 from callcenter.agents.service import (
@@ -19,28 +18,11 @@ from callcenter.agents.service import (
 from callcenter.asterisk.events import decode_event
 from callcenter.asterisk.message import AmiMessage
 
-RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
 BASE = datetime(2024, 5, 14, 10, 15, 2, tzinfo=UTC)
-requires_raw = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")
 
 
 def at(seconds: float) -> datetime:
     return BASE + timedelta(seconds=seconds)
-
-
-def load_raw(name: str) -> list[AmiMessage]:
-    messages = []
-    for block in (RAW / name).read_bytes().split(b"\r\n\r\n"):
-        lines = [line for line in block.decode("utf-8").split("\r\n") if line]
-        if lines and lines[0].startswith("Asterisk Call Manager/"):
-            lines = lines[1:]
-        headers = []
-        for line in lines:
-            key, _, value = line.partition(":")
-            headers.append((key, value[1:] if value.startswith(" ") else value))
-        if headers:
-            messages.append(AmiMessage(tuple(headers)))
-    return messages
 
 
 def feed(tracker: AgentStateTracker, messages: list[AmiMessage]) -> list[tuple[int, AgentEffect]]:

@@ -4,22 +4,18 @@ event by event, and one flush publishes only the latest state of each agent and 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from ami_support import load_raw, requires_raw
 
 from callcenter.agents.service import AgentStateChanged, AgentStateTracker, QueueStatsChanged
 from callcenter.asterisk.events import AmiEvent, decode_event
-from callcenter.asterisk.framing import AmiFramer
 
-RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
 BASE = datetime(2024, 5, 14, 10, 15, 2, tzinfo=UTC)
-requires_raw = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")
 
 
 def _events(name: str) -> list[AmiEvent]:
-    messages = AmiFramer().feed((RAW / name).read_bytes())
-    return [ev for ev in map(decode_event, messages) if ev is not None]
+    return [ev for ev in map(decode_event, load_raw(name)) if ev is not None]
 
 
 @requires_raw

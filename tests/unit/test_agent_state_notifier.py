@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
+
+from ami_support import RecordingBus
 
 from callcenter.agents.model import AgentState, QueueMembership, QueueStats, WaitingCaller
 from callcenter.agents.notifier import (
@@ -15,27 +14,9 @@ from callcenter.agents.notifier import (
     queue_stats_to_dict,
 )
 from callcenter.agents.service import AgentStateChanged, QueueStatsChanged
-from callcenter.bus.base import Payload
 from callcenter.bus.keys import AGENTS, QUEUES
 
 T0 = datetime(2024, 5, 14, 10, 15, 2, tzinfo=UTC)
-
-
-class RecordingBus:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, Payload]] = []
-
-    async def publish(self, channel: str, payload: Payload) -> None:
-        json.dumps(payload)
-        self.published.append((channel, payload))
-
-    def subscribe(
-        self, *channels: str
-    ) -> AbstractAsyncContextManager[AsyncIterator[tuple[str, Payload]]]:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
 
 
 AGENT = AgentState(

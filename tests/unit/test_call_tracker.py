@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from ami_support import load_raw, requires_raw
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,25 +25,7 @@ from callcenter.calls.service import (
     CallUpdated,
 )
 
-RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
 BASE = datetime(2024, 5, 14, 10, 15, 2, tzinfo=UTC)
-requires_raw = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")
-
-
-def load_raw(name: str) -> list[AmiMessage]:
-    """Split a byte-exact Asterisk->app stream on CRLF CRLF into messages."""
-    messages = []
-    for block in (RAW / name).read_bytes().split(b"\r\n\r\n"):
-        lines = [line for line in block.decode("utf-8").split("\r\n") if line]
-        if lines and lines[0].startswith("Asterisk Call Manager/"):
-            lines = lines[1:]
-        headers = []
-        for line in lines:
-            key, _, value = line.partition(":")
-            headers.append((key, value[1:] if value.startswith(" ") else value))
-        if headers:
-            messages.append(AmiMessage(tuple(headers)))
-    return messages
 
 
 def feed_raw(tracker: CallTracker, name: str) -> list[tuple[int, CallEffect]]:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
-from callcenter.bus.base import Payload
+from ami_support import RecordingBus
+
 from callcenter.bus.keys import AGENTS, CALLS
 from callcenter.calls.model import CallRecord, Transfer
 from callcenter.calls.notifier import CallNotifier, call_record_to_dict, effect_message
@@ -22,25 +21,6 @@ from callcenter.calls.service import (
 )
 
 T0 = datetime(2024, 5, 14, 10, 15, 2, tzinfo=UTC)
-
-
-class RecordingBus:
-    """Collects what is published; the Bus protocol's subscribe is not needed here."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, Payload]] = []
-
-    async def publish(self, channel: str, payload: Payload) -> None:
-        json.dumps(payload)  # what a real bus would do: it must be JSON-serialisable
-        self.published.append((channel, payload))
-
-    def subscribe(
-        self, *channels: str
-    ) -> AbstractAsyncContextManager[AsyncIterator[tuple[str, Payload]]]:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
 
 
 RECORD = CallRecord(

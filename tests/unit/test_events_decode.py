@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ami_support import RAW, load_raw, requires_raw
 
 from callcenter.asterisk.events import (
     SUBSCRIBED_EVENTS,
@@ -30,31 +31,9 @@ from callcenter.asterisk.events import (
 )
 from callcenter.asterisk.message import AmiMessage
 
-RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
-
-
-def load_raw(name: str) -> list[AmiMessage]:
-    """Split a byte-exact Asterisk->app stream into messages (banner line dropped)."""
-    data = (RAW / name).read_bytes()
-    messages = []
-    for block in data.split(b"\r\n\r\n"):
-        lines = [line for line in block.decode("utf-8").split("\r\n") if line]
-        if lines and lines[0].startswith("Asterisk Call Manager/"):
-            lines = lines[1:]
-        headers = []
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers.append((name, value[1:] if value.startswith(" ") else value))
-        if headers:
-            messages.append(AmiMessage(tuple(headers)))
-    return messages
-
 
 def msg(*headers: tuple[str, str]) -> AmiMessage:
     return AmiMessage(tuple(headers))
-
-
-requires_raw = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")
 
 
 @requires_raw

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from ami_support import RAW, load_raw, requires_raw
 
 from callcenter.asterisk import events
-from callcenter.asterisk.framing import AmiFramer
 from callcenter.asterisk.message import AmiMessage
-
-RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
-requires_raw = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")
 
 
 def _slow(msg: AmiMessage) -> object:
@@ -23,7 +18,7 @@ def _slow(msg: AmiMessage) -> object:
 def test_every_transcript_event_decodes_alike() -> None:
     seen: set[str] = set()
     for path in sorted(RAW.glob("*.raw")):
-        for msg in AmiFramer().feed(path.read_bytes()):
+        for msg in load_raw(path.name):
             if msg.kind == "event" and msg.name in events._FAST:
                 seen.add(msg.name)
                 assert events.decode_event(msg) == _slow(msg), (path.name, msg.headers)

@@ -23,6 +23,7 @@ from callcenter.users.service import (
     new_api_token,
     new_session_token,
     normalise_username,
+    numbers_for,
     safe_next,
 )
 
@@ -100,6 +101,34 @@ def test_mask_number_by_role() -> None:
             assert shown == "138****8000"
     assert mask_number("13812348000", None) == "138****8000"
     assert mask_number(None, principal("qa")) is None
+
+
+def test_numbers_for_masks_every_number_a_call_carries_for_qa_only() -> None:
+    call = {
+        "caller_number": "13812348000",
+        "dialed_number": "4008001234",
+        "variables": {"CALLCENTER_CALLBACK": "13912345678", "CALLCENTER_ORDER_NUMBER": "123456"},
+        "ivr_steps": [
+            {"kind": "collect", "input": "123456"},
+            {"kind": "callback", "input": "13912345678", "result": "requested"},
+        ],
+        "callback": {"request": {"number": "13912345678"}, "number_normalised": "13912345678"},
+    }
+    assert numbers_for(principal("agent"), call) == call
+    shown = numbers_for(principal("qa"), call)
+    assert shown["caller_number"] == "138****8000"
+    assert shown["dialed_number"] == "4008001234"  # the hotline's own number
+    assert shown["variables"] == {
+        "CALLCENTER_CALLBACK": "139****5678",
+        "CALLCENTER_ORDER_NUMBER": "123456",
+    }
+    assert shown["ivr_steps"][0]["input"] == "123456"
+    assert shown["ivr_steps"][1]["input"] == "139****5678"
+    assert shown["callback"] == {
+        "request": {"number": "139****5678"},
+        "number_normalised": "139****5678",
+    }
+    assert call["caller_number"] == "13812348000"  # the input is not changed
 
 
 def test_mask_digits_keeps_the_format() -> None:
