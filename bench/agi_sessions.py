@@ -61,7 +61,7 @@ class _Customers:
 
 
 class _NullRecorder:
-    async def record_step(self, step: Any) -> None:
+    async def record_steps(self, steps: Any) -> None:
         return None
 
     async def record_callback(self, req: Any) -> None:

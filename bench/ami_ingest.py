@@ -61,7 +61,18 @@ from callcenter.asterisk.ami import READ_BUFFER, AmiClient
 from callcenter.asterisk.framing import AmiFramer
 from callcenter.asterisk.message import AmiMessage
 
-RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
+# the copy of shared/ beside this checkout (as CI lays it out), else the workstation's
+RAW = next(
+    (
+        p
+        for p in (
+            Path(__file__).resolve().parents[2] / "shared/asterisk/ami_transcripts/raw",
+            Path("/work/shared/asterisk/ami_transcripts/raw"),
+        )
+        if p.is_dir()
+    ),
+    Path("/work/shared/asterisk/ami_transcripts/raw"),
+)
 SOURCES = ("04_inbound_ivr_queue_agent_call.ast.raw", "05_queue_abandon.ast.raw")
 NAMES = ["张三", "李四", "王小明", "John Smith", "欧阳娜娜", "Marie Curie", "陈", "Ma"]
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from shared_asterisk import AGI_RAW, AMI_RAW
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
@@ -54,6 +55,15 @@ T = TypeVar("T")
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI the Asterisk transcripts must be there: the protocol tests may not skip."""
+    if in_ci() and not (AMI_RAW.is_dir() and AGI_RAW.is_dir()):
+        raise pytest.UsageError(
+            f"CI=true but the Asterisk transcripts are missing ({AMI_RAW}, {AGI_RAW}); "
+            "put shared/ beside the checkout or set CALLCENTER_SHARED_DIR"
+        )
 
 
 def require_env(name: str) -> str:

@@ -1,6 +1,6 @@
 """Call-log storage: calls, the IVR steps of each call, and callback requests.
 
-`CallRepository` also satisfies the IVR's `IvrRecorder` protocol (record_step, record_callback),
+`CallRepository` also satisfies the IVR's `IvrRecorder` protocol (record_steps, record_callback),
 so the ivr package stays free of database code. Every write is idempotent: saving a call again
 (after a reconcile, say) overwrites its row; a step or callback request recorded twice is kept once.
 """
@@ -175,21 +175,31 @@ class CallRepository:
 
     async def record_step(self, step: IvrStep) -> None:
         """Store one IVR step; a step already stored under (call_uniqueid, seq) is kept as is."""
-        values: dict[str, Any] = {
-            "call_uniqueid": step.call_uniqueid,
-            "seq": step.seq,
-            "at": _aware("at", step.at),
-            "node": step.node,
-            "kind": step.kind,
-            "input": step.input,
-            "result": step.result,
-        }
-        _check_required(values, ("call_uniqueid", "node", "kind"))
-        check_lengths(IvrStepRow.__table__, values)
+        await self.record_steps((step,))
+
+    async def record_steps(self, steps: Sequence[IvrStep]) -> None:
+        """Store a caller's IVR steps in one transaction; steps already stored under
+        (call_uniqueid, seq) are kept as they are."""
+        rows: list[dict[str, Any]] = []
+        for step in steps:
+            values: dict[str, Any] = {
+                "call_uniqueid": step.call_uniqueid,
+                "seq": step.seq,
+                "at": _aware("at", step.at),
+                "node": step.node,
+                "kind": step.kind,
+                "input": step.input,
+                "result": step.result,
+            }
+            _check_required(values, ("call_uniqueid", "node", "kind"))
+            check_lengths(IvrStepRow.__table__, values)
+            rows.append(values)
+        if not rows:
+            return
         async with self._sessions() as session, session.begin():
-            stmt = dialect_insert(session, IvrStepRow.__table__).values(**values)
+            stmt = dialect_insert(session, IvrStepRow.__table__)
             await session.execute(
-                stmt.on_conflict_do_nothing(index_elements=["call_uniqueid", "seq"])
+                stmt.on_conflict_do_nothing(index_elements=["call_uniqueid", "seq"]), rows
             )
 
     async def record_callback(self, req: CallbackRequest) -> None:

@@ -6,7 +6,7 @@ schema). Nodes are immutable; per-call state lives in the engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
@@ -39,7 +39,7 @@ class CustomerLookup(Protocol):
 
 
 class IvrRecorder(Protocol):
-    async def record_step(self, step: IvrStep) -> None: ...
+    async def record_steps(self, steps: Sequence[IvrStep]) -> None: ...
 
     async def record_callback(self, req: CallbackRequest) -> None: ...
 

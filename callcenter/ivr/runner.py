@@ -165,21 +165,14 @@ class IvrRunner:
         return outcome
 
     async def _flush(self, uniqueid: str, steps: list[IvrStep]) -> None:
-        """Persist the steps in order; failures are logged, the flush time is bounded."""
-        failed = 0
+        """Persist the steps (one write); a failure is logged, the flush time is bounded."""
         try:
             async with asyncio.timeout(self._lookup_timeout * FLUSH_TIMEOUTS):
-                for step in steps:
-                    try:
-                        await self._recorder.record_step(step)
-                    except Exception as exc:
-                        failed += 1
-                        if failed == 1:
-                            log.warning("ivr %s: could not record step: %r", uniqueid, exc)
+                await self._recorder.record_steps(steps)
         except TimeoutError:
             log.warning("ivr %s: recording the IVR path took too long; gave up", uniqueid)
-        if failed > 1:
-            log.warning("ivr %s: %d of %d steps not recorded", uniqueid, failed, len(steps))
+        except Exception as exc:
+            log.warning("ivr %s: %d IVR steps not recorded: %r", uniqueid, len(steps), exc)
 
     async def _perform(self, conn: AgiConnection, cmd: Command) -> Reply:
         try:

@@ -10,7 +10,7 @@
 
 Contract of the wrapper every decorated handler gets (`authorize`):
 - `roles=None` means public; otherwise the principal the auth middleware put into
-  `request["principal"]` must exist (401 `unauthenticated`; HTML pages redirect to /login) and
+  `request[PRINCIPAL]` must exist (401 `unauthenticated`; HTML pages redirect to /login) and
   have one of `roles` (403 `forbidden`).
 - API tokens also need the route's `scope` (default "<router scope>:read" for GET,
   "<router scope>:write" otherwise; `scope=None` on a route or router: sessions only).
@@ -68,7 +68,8 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 ANY_SCOPE: Final = "*"  # route scope any valid API token may use (e.g. GET /api/v1/me)
-PRINCIPAL: Final = "principal"  # request key; the auth middleware sets it (None = anonymous)
+# the auth middleware sets it on every request (None = anonymous)
+PRINCIPAL = web.RequestKey[Principal | None]("principal")
 CSRF_HEADER: Final = "X-CSRF-Token"
 CSRF_FIELD: Final = "csrf_token"
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -179,8 +180,7 @@ def iter_specs(app: web.Application) -> Iterator[tuple[web.AbstractRoute, RouteS
 
 
 def current_principal(request: web.Request) -> Principal | None:
-    value = request.get(PRINCIPAL)
-    return value if isinstance(value, Principal) else None
+    return request.get(PRINCIPAL)
 
 
 def require_principal(request: web.Request) -> Principal:

@@ -1,6 +1,6 @@
 """Who is asking: the auth middleware, session cookies, and the wiring of the users stores.
 
-`auth_middleware` puts a `Principal` (or None) into `request["principal"]` from, in order:
+`auth_middleware` puts a `Principal` (or None) into `request[PRINCIPAL]` from, in order:
 - `Authorization: Bearer <api token>` (an invalid token is anonymous, never a fallback to the
   cookie), or
 - the session cookie `cc_session` (HttpOnly, SameSite=Lax, Secure per

@@ -11,8 +11,8 @@ from callcenter.console import api as console_api
 from callcenter.customers import api as customers_api
 from callcenter.tickets import api as tickets_api
 from callcenter.users import api as users_api
-from callcenter.users.model import FULL_NUMBER_ROLES, POLICY
-from callcenter.users.service import redact_numbers
+from callcenter.users.model import POLICY
+from callcenter.users.service import redact_numbers, sees_full_numbers
 from callcenter.web import docs
 from callcenter.web.api import ApiRouter, require_principal
 from callcenter.web.auth import check_same_origin
@@ -36,8 +36,7 @@ async def index(request: web.Request) -> web.FileResponse:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: live bus events, see callcenter.web.hub."""
     check_same_origin(request)
-    principal = require_principal(request)
-    full = principal.role in FULL_NUMBER_ROLES
+    full = sees_full_numbers(require_principal(request))
     return await request.app[HUB].handle(request, redact=None if full else redact_numbers)
 
 

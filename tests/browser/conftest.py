@@ -106,6 +106,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         agi_port=0,
         ami_secret="browser-secret",
         timezone="Asia/Shanghai",
+        lookup_timeout=30.0,  # the pop must carry the archive lookup however loaded the machine
     )
     start = open_moment(
         load_calendar(FLOWS / "calendar.yaml"), datetime.now(UTC), ZoneInfo("Asia/Shanghai")

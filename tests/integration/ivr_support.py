@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,10 +40,10 @@ class Recorder:
     steps: list[IvrStep] = field(default_factory=list)
     callbacks: list[CallbackRequest] = field(default_factory=list)
 
-    async def record_step(self, step: IvrStep) -> None:
+    async def record_steps(self, steps: Sequence[IvrStep]) -> None:
         if self.fail:
             raise RuntimeError("disk full")
-        self.steps.append(step)
+        self.steps.extend(steps)
 
     async def record_callback(self, req: CallbackRequest) -> None:
         if self.fail:

@@ -18,6 +18,7 @@ from yarl import URL
 from callcenter.users.model import Principal
 from callcenter.web.api import (
     ANY_SCOPE,
+    PRINCIPAL,
     ApiRouter,
     Page,
     PageQuery,
@@ -119,7 +120,7 @@ PRINCIPALS = {
 
 @web.middleware
 async def fake_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request["principal"] = PRINCIPALS.get(request.headers.get("X-As", ""))
+    request[PRINCIPAL] = PRINCIPALS.get(request.headers.get("X-As", ""))
     return await handler(request)
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from shared_asterisk import AMI_RAW
 
 from callcenter.agents.service import AgentStateTracker
 from callcenter.asterisk.events import decode_event
@@ -19,7 +20,7 @@ from callcenter.pbxsim.ami_server import EventFilter, parse_filter, should_send
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGER_CONF = ROOT / "deploy" / "asterisk" / "manager.conf"
-TRANSCRIPTS = ROOT.parent / "shared" / "asterisk" / "ami_transcripts" / "raw"
+TRANSCRIPTS = AMI_RAW
 NOW = datetime(2026, 5, 14, 10, 0, tzinfo=UTC)
 
 

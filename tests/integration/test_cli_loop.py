@@ -49,12 +49,6 @@ def _demo(tmp_path: Path, loop: str) -> tuple[int, str, str]:
     return code, out, "".join(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvloop transports are not asyncio.Transport subclasses: `assert isinstance(transport,"
-    " asyncio.Transport)` in asterisk/agi.py, pbxsim/agi_client.py and pbxsim/ami_server.py"
-    " connection_made fails on uvloop; remove this mark once those use typing.cast",
-)
 def test_demo_runs_on_uvloop_when_asked(tmp_path: Path) -> None:
     pytest.importorskip("uvloop")
     code, stdout, stderr = _demo(tmp_path, "uvloop")

@@ -99,6 +99,7 @@ async def live(db_url: str, tmp_path: Path, aiohttp_client: Any) -> AsyncIterato
         agi_port=0,
         ami_secret="test-secret",
         timezone="Asia/Shanghai",
+        lookup_timeout=30.0,  # the pop must carry the archive lookup however loaded the machine
     )
     start = open_moment(
         load_calendar(FLOWS / "calendar.yaml"), datetime.now(UTC), ZoneInfo("Asia/Shanghai")

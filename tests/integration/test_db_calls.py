@@ -160,8 +160,9 @@ async def test_steps_are_idempotent_and_ordered(repo: CallRepository) -> None:
         IvrStep(uid, 1, T0 + timedelta(seconds=2), "welcome", "play"),
         IvrStep(uid, 3, T0 + timedelta(seconds=12), "to_bookings", "queue", None, "bookings"),
     ]
-    for step in steps + steps:
+    for step in steps:
         await repo.record_step(step)
+    await repo.record_steps(steps + steps)  # a whole path again, as one batch: nothing doubles
     got = await repo.get_steps(uid)
     assert [s.seq for s in got] == [1, 2, 3]
     assert got[1] == dataclasses.replace(steps[0], at=steps[0].at.astimezone(UTC))
@@ -208,7 +209,7 @@ async def test_callback_requests(repo: CallRepository) -> None:
 
 def test_call_repository_is_an_ivr_recorder(session_factory: object) -> None:
     recorder: IvrRecorder = CallRepository(session_factory=session_factory)  # type: ignore[arg-type]
-    assert callable(recorder.record_step) and callable(recorder.record_callback)
+    assert callable(recorder.record_steps) and callable(recorder.record_callback)
 
 
 async def seed_calls(repo: CallRepository) -> list[CallRecord]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -242,7 +243,7 @@ async def test_engine_failure_fails_open_to_default_queue() -> None:
 
 async def test_slow_recorder_does_not_hold_the_caller() -> None:
     class Slow(Recorder):
-        async def record_step(self, step: IvrStep) -> None:
+        async def record_steps(self, steps: Sequence[IvrStep]) -> None:
             await asyncio.sleep(3600)
 
     caller = Caller(keys=["1", "3"])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shared_asterisk import AGI_RAW
 
 from callcenter.asterisk.agi import (
     AgiConnectionLost,
@@ -23,7 +23,7 @@ from callcenter.asterisk.agi import (
 )
 from callcenter.pbxsim.agi_client import parse_args
 
-RAW = Path("/work/shared/asterisk/agi_transcripts/raw")
+RAW = AGI_RAW
 needs_raw = pytest.mark.skipif(not RAW.is_dir(), reason="transcripts not available")
 
 

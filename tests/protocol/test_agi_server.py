@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 
 import pytest
+from shared_asterisk import AGI_RAW
 
 from callcenter.asterisk.agi import (
     AgiCommandError,
@@ -19,7 +19,7 @@ from callcenter.asterisk.agi import (
     StaticRouter,
 )
 
-RAW = Path("/work/shared/asterisk/agi_transcripts/raw")
+RAW = AGI_RAW
 needs_raw = pytest.mark.skipif(not RAW.is_dir(), reason="transcripts not available")
 TIMEOUT = 5.0
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shared_asterisk import AMI_DIR
 
 from callcenter.asterisk.errors import AmiFrameError
 from callcenter.asterisk.framing import AmiFramer
 from callcenter.asterisk.message import AmiMessage
 
-TRANSCRIPTS = Path("/work/shared/asterisk/ami_transcripts")
+TRANSCRIPTS = AMI_DIR
 RAW_FILES = sorted((TRANSCRIPTS / "raw").glob("*.ast.raw"))
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from shared_asterisk import AGI_DIR
 
 from callcenter.pbxsim.agi_client import AgiSession, AgiUrl, Prompts
 from callcenter.pbxsim.callers import CallerModel, IvrHangup, KeyPlan
 from callcenter.pbxsim.pbx import STATE_UP, Channel, Ids, Pbx, VirtualClock
 
-AGI_DIR = Path("/work/shared/asterisk/agi_transcripts")
 pytestmark = pytest.mark.skipif(not AGI_DIR.is_dir(), reason="transcripts not available")
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 
 import pytest
 from pbxsim_support import Client, split_messages
+from shared_asterisk import AMI_RAW
 
 from callcenter.asterisk.message import AmiMessage
 from callcenter.pbxsim.ami_server import (
@@ -24,7 +24,7 @@ from callcenter.pbxsim.ami_server import (
 )
 from callcenter.pbxsim.wire import Header, parse_header_line
 
-RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
+RAW = AMI_RAW
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
 
 pytestmark = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")

@@ -10,17 +10,16 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC
-from pathlib import Path
 
 import pytest
 from pbxsim_support import split_messages
+from shared_asterisk import AMI_DIR
 
 from callcenter.pbxsim.callers import CallerModel, KeyPlan
 from callcenter.pbxsim.emulator import Emulator, EmulatorConfig
 from callcenter.pbxsim.pbx import STATE_UP, Ids, VirtualClock
 from callcenter.pbxsim.queues import AgentProfile, QueueConfig, QueueEntry
 
-AMI_DIR = Path("/work/shared/asterisk/ami_transcripts")
 pytestmark = pytest.mark.skipif(not AMI_DIR.is_dir(), reason="transcripts not available")
 
 IVR_SCRIPT = [

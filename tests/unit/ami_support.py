@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 
 import pytest
+from shared_asterisk import AMI_RAW
 
 from callcenter.asterisk.framing import AmiFramer
 from callcenter.asterisk.message import AmiMessage
 from callcenter.bus.base import Payload
 
-RAW = Path("/work/shared/asterisk/ami_transcripts/raw")
+RAW = AMI_RAW
 requires_raw = pytest.mark.skipif(not RAW.is_dir(), reason="AMI transcripts not available")
 
 
