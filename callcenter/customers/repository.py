@@ -19,6 +19,7 @@ from callcenter.customers.model import (
     HistoryEntry,
 )
 from callcenter.customers.service import InvalidNumberError, normalise_number, parse_number
+from callcenter.db.engine import LIKE_ESCAPE, contains_pattern
 from callcenter.db.models import (
     CUSTOMER_TIERS,
     CallbackRequestRow,
@@ -280,10 +281,10 @@ class CustomerRepository:
     async def _search_where(self, session: AsyncSession, text: str) -> ColumnElement[bool]:
         """Name or company contains `text` (the trigram index on PostgreSQL), or the customer
         owns the number `text` is a way of writing."""
-        pattern = f"%{_escape_like(text.strip())}%"
+        pattern = contains_pattern(text.strip())
         conditions: list[ColumnElement[bool]] = [
-            CustomerRow.name.ilike(pattern, escape="\\"),
-            CustomerRow.company.ilike(pattern, escape="\\"),
+            CustomerRow.name.ilike(pattern, escape=LIKE_ESCAPE),
+            CustomerRow.company.ilike(pattern, escape=LIKE_ESCAPE),
         ]
         normalised = normalise_number(text, self._country)
         if normalised:
@@ -498,7 +499,3 @@ def _check_page(limit: int, offset: int) -> None:
         raise ValueError(f"limit must be between 1 and 1000, got {limit}")
     if offset < 0:
         raise ValueError(f"offset must not be negative, got {offset}")
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -104,3 +104,13 @@ def dialect_insert(session: AsyncSession, table: Any) -> Any:
     if name == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database dialect {name!r}")
+
+
+LIKE_ESCAPE = "\\"
+
+
+def contains_pattern(text: str) -> str:
+    """A LIKE/ILIKE pattern matching values that contain `text` literally (its `%`, `_` and
+    backslashes escaped); use it with `escape=LIKE_ESCAPE`."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

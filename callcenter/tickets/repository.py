@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from callcenter.customers.service import normalise_number
-from callcenter.db.engine import dialect_insert
+from callcenter.db.engine import LIKE_ESCAPE, contains_pattern, dialect_insert
 from callcenter.db.models import (
     FIRST_RESPONSE_PENDING,
     RESOLUTION_PENDING,
@@ -681,11 +681,10 @@ class TicketRepository:
                 )
             )
         if not normalised:  # a phone number is not also looked for in names
-            pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             customers.update(
                 await session.scalars(
                     select(CustomerRow.id)
-                    .where(CustomerRow.name.ilike(f"%{pattern}%", escape="\\"))
+                    .where(CustomerRow.name.ilike(contains_pattern(text), escape=LIKE_ESCAPE))
                     .limit(MAX_SEARCH_CUSTOMERS)
                 )
             )

@@ -18,6 +18,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from callcenter.db.engine import LIKE_ESCAPE, contains_pattern
 from callcenter.db.models import Base, check_lengths
 from callcenter.users.model import (
     GROUPS,
@@ -258,11 +259,11 @@ class UserRepository:
         if group is not None:
             conds.append(users.c.group == group)
         if search:
-            pattern = "%" + search.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
+            pattern = contains_pattern(search.lower())
             conds.append(
                 or_(
-                    users.c.username.like(pattern),
-                    func.lower(users.c.display_name).like(pattern),
+                    users.c.username.like(pattern, escape=LIKE_ESCAPE),
+                    func.lower(users.c.display_name).like(pattern, escape=LIKE_ESCAPE),
                 )
             )
         async with self._sessions() as session:
