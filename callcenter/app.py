@@ -436,7 +436,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-async def _serve(settings: Settings) -> int:
+async def serve(settings: Settings) -> int:
     """`callcenter serve`: run until SIGINT/SIGTERM (0) or a fatal AMI error (1)."""
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False)

@@ -270,8 +270,7 @@ def cmd_flows_check(directory: Path, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     errors = check_flows(directory)
     for err in errors:
-        node = f" {err.node}:" if err.node else ""
-        print(f"{err.file}:{err.line}:{node} {err.message}", file=out)
+        print(err, file=out)
     if errors:
         print(f"{len(errors)} error(s)", file=sys.stderr)
         return EXIT_FAILED
@@ -291,9 +290,9 @@ async def cmd_db_upgrade(settings: Settings) -> int:
 
 
 def cmd_serve(settings: Settings) -> int:
-    from callcenter.app import _serve
+    from callcenter.app import serve
 
-    return run_with_loop(settings, lambda: _serve(settings))
+    return run_with_loop(settings, lambda: serve(settings))
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:

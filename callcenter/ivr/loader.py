@@ -89,7 +89,7 @@ class FlowError:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}"
-        return f"{where}: [{self.node}] {self.message}" if self.node else f"{where}: {self.message}"
+        return f"{where}: {self.node}: {self.message}" if self.node else f"{where}: {self.message}"
 
 
 class FlowLoadError(Exception):

@@ -65,7 +65,7 @@ def test_unknown_target() -> None:
     e = only(errors_of(GOOD.replace('"1": q', '"1": nowhere')), "unknown_target")
     assert (e.line, e.node) == (7, "main")
     assert "nowhere" in e.message
-    assert str(e).startswith("f.yaml:7: [main]")
+    assert str(e).startswith("f.yaml:7: main: ")
 
 
 def test_unknown_start() -> None:
