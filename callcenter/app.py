@@ -369,20 +369,13 @@ async def _ami(app: web.Application) -> AsyncIterator[None]:
             fatal.set_result(f"AMI login refused for user {settings.ami_username!r}: {reason}")
 
     def make_client() -> AmiClient:
-        return AmiClient(
-            host=host,
-            port=port,
-            username=settings.ami_username,
-            secret=settings.ami_secret.get_secret_value(),
+        return AmiClient.from_settings(
+            settings,
+            address=(host, port),
             on_message=pipeline.feed,
             on_resync=pipeline.resync,
             on_connected=connected,
             on_disconnected=disconnected,
-            action_timeout=settings.ami_action_timeout,
-            ping_interval=settings.ami_ping_interval,
-            ping_timeout=settings.ami_ping_timeout,
-            reconnect_min=settings.ami_reconnect_min,
-            reconnect_max=settings.ami_reconnect_max,
         )
 
     # First attempt in the foreground, so refused credentials stop start-up with a clear error

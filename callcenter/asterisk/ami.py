@@ -399,10 +399,14 @@ class AmiClient:
         on_resync: Callable[[ResyncSnapshot], Awaitable[None]] | None = None,
         on_connected: Callable[[], Awaitable[None]] | None = None,
         on_disconnected: Callable[[AmiError], Awaitable[None]] | None = None,
+        address: tuple[str, int] | None = None,
     ) -> AmiClient:
+        """A client configured by `settings`; `address` overrides ami_host/ami_port (the demo's
+        embedded emulator)."""
+        host, port = address or (settings.ami_host, settings.ami_port)
         return cls(
-            host=settings.ami_host,
-            port=settings.ami_port,
+            host=host,
+            port=port,
             username=settings.ami_username,
             secret=settings.ami_secret.get_secret_value(),
             on_message=on_message,
