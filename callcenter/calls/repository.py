@@ -34,6 +34,7 @@ from callcenter.db.models import (
     check_lengths,
     utcnow,
 )
+from callcenter.timeutil import require_aware
 
 __all__ = [
     "CallDetail",
@@ -185,7 +186,7 @@ class CallRepository:
             values: dict[str, Any] = {
                 "call_uniqueid": step.call_uniqueid,
                 "seq": step.seq,
-                "at": _aware("at", step.at),
+                "at": require_aware("at", step.at),
                 "node": step.node,
                 "kind": step.kind,
                 "input": step.input,
@@ -208,7 +209,7 @@ class CallRepository:
             "call_uniqueid": req.call_uniqueid,
             "number_raw": req.number.strip(),
             "number": normalise_number(req.number, self._country),
-            "requested_at": _aware("requested_at", req.requested_at),
+            "requested_at": require_aware("requested_at", req.requested_at),
             "queue": req.queue,
             "status": "pending",
             "note": req.note,
@@ -315,9 +316,9 @@ class CallRepository:
         if status is not None:
             stmt = stmt.where(CallbackRequestRow.status == status)
         if since is not None:
-            stmt = stmt.where(CallbackRequestRow.requested_at >= _aware("since", since))
+            stmt = stmt.where(CallbackRequestRow.requested_at >= require_aware("since", since))
         if until is not None:
-            stmt = stmt.where(CallbackRequestRow.requested_at < _aware("until", until))
+            stmt = stmt.where(CallbackRequestRow.requested_at < require_aware("until", until))
         stmt = stmt.order_by(CallbackRequestRow.requested_at, CallbackRequestRow.id)
         async with self._sessions() as session:
             rows = await session.scalars(stmt.limit(limit).offset(offset))
@@ -325,8 +326,8 @@ class CallRepository:
 
     async def summary(self, since: datetime, until: datetime) -> CallSummary:
         """Operating statistics for calls started in [since, until) (see CallSummary)."""
-        since = _aware("since", since)
-        until = _aware("until", until)
+        since = require_aware("since", since)
+        until = require_aware("until", until)
         if until <= since:
             raise ValueError("until must be later than since")
         period = and_(CallRow.started_at >= since, CallRow.started_at < until)
@@ -420,7 +421,7 @@ class CallRepository:
             "uniqueid": r.uniqueid,
             "linkedid": r.linkedid,
             "channel": r.channel,
-            "started_at": _aware("started_at", r.started_at),
+            "started_at": require_aware("started_at", r.started_at),
             "caller_number": r.caller_number,
             "caller_number_normalised": _normalised(r.caller_number, self._country),
             "caller_name": r.caller_name,
@@ -469,9 +470,9 @@ class CallRepository:
     ) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = []
         if since is not None:
-            where.append(CallRow.started_at >= _aware("since", since))
+            where.append(CallRow.started_at >= require_aware("since", since))
         if until is not None:
-            where.append(CallRow.started_at < _aware("until", until))
+            where.append(CallRow.started_at < require_aware("until", until))
         if queue is not None:
             where.append(CallRow.queue == queue)
         if agent is not None:
@@ -503,16 +504,8 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _aware(name: str, value: datetime) -> datetime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} is a naive datetime ({value.isoformat()}): give it a time zone")
-    return value
-
-
 def _aware_or_none(name: str, value: datetime | None) -> datetime | None:
-    return None if value is None else _aware(name, value)
+    return None if value is None else require_aware(name, value)
 
 
 def _check_required(values: Mapping[str, Any], names: Sequence[str]) -> None:
@@ -530,7 +523,7 @@ def _check_page(limit: int, offset: int) -> None:
 
 def _transfer_json(t: Transfer) -> dict[str, str]:
     return {
-        "at": _aware("transfer.at", t.at).astimezone(UTC).isoformat(),
+        "at": require_aware("transfer.at", t.at).astimezone(UTC).isoformat(),
         "kind": t.kind,
         "target": t.target,
     }

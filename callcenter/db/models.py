@@ -32,6 +32,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from callcenter.timeutil import require_aware
+
 __all__ = [
     "AGENT_GROUPS",
     "BOOKING_STATUSES",
@@ -122,11 +124,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime, got {type(value).__name__}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
-        utc = value.astimezone(UTC)
+        utc = require_aware("a timestamp column", value).astimezone(UTC)
         # SQLite's DATETIME text has no zone: store the UTC wall-clock time.
         return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 

@@ -18,6 +18,7 @@ from callcenter.tickets.model import (
     ComplaintStatus,
     Severity,
 )
+from callcenter.timeutil import require_aware
 
 __all__ = [
     "BOOKING_TRANSITIONS",
@@ -287,9 +288,7 @@ def _intervals(calendar: BusinessCalendar, day: date) -> list[tuple[datetime, da
 
 def as_utc(name: str, value: datetime) -> datetime:
     """`value` in UTC; ValueError for a naive datetime (its zone would be a guess)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be an aware datetime (give it a time zone)")
-    return value.astimezone(UTC)
+    return require_aware(name, value).astimezone(UTC)
 
 
 def add_business_time(calendar: BusinessCalendar, start: datetime, duration: timedelta) -> datetime:
