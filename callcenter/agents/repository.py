@@ -32,7 +32,7 @@ class AgentInfo:
     name: str
     interface: str  # e.g. PJSIP/1001
     group: AgentGroup
-    skills: tuple[str, ...] = ()  # technical, product-knowledge, all-round, ...
+    skills: tuple[str, ...] = ()  # technical, product, all-round (users.model.SKILLS), ...
     active: bool = True
     id: int | None = None
     created_at: datetime | None = None

@@ -28,11 +28,11 @@ DEMO_QUEUES: tuple[QueueInfo, ...] = (
 )
 
 DEMO_AGENTS: tuple[AgentInfo, ...] = (
-    AgentInfo("王芳", "PJSIP/1001", "bookings", ("product-knowledge",)),
+    AgentInfo("王芳", "PJSIP/1001", "bookings", ("product",)),
     AgentInfo("李娜", "PJSIP/1002", "bookings", ("all-round",)),
-    AgentInfo("张伟", "PJSIP/1003", "complaints", ("all-round", "product-knowledge")),
+    AgentInfo("张伟", "PJSIP/1003", "complaints", ("all-round", "product")),
     AgentInfo("刘洋", "PJSIP/1004", "complaints", ("all-round",)),
-    AgentInfo("陈静", "PJSIP/1005", "general", ("product-knowledge",)),
+    AgentInfo("陈静", "PJSIP/1005", "general", ("product",)),
     AgentInfo("Anna Schmidt", "PJSIP/1006", "general", ("all-round", "english")),
     AgentInfo("赵磊", "PJSIP/1007", "technical", ("technical",)),
     AgentInfo("孙强", "PJSIP/1008", "technical", ("technical", "all-round")),

@@ -17,7 +17,6 @@ __all__ = ["DEMO_PASSWORD", "DEMO_USERS", "DemoUser", "demo_users_text", "seed_d
 
 DEMO_PASSWORD = "demo-pass-2026"
 SPECIALIST_INTERFACE = "PJSIP/1003"  # the complaint specialist sits in the complaints group
-_SKILL_NAMES = {"product-knowledge": "product"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +35,7 @@ def _agent_users() -> list[DemoUser]:
     for agent in DEMO_AGENTS:
         extension = agent.interface.rsplit("/", 1)[-1]
         specialist = agent.interface == SPECIALIST_INTERFACE
-        skills = tuple(
-            dict.fromkeys(s for s in (_SKILL_NAMES.get(k, k) for k in agent.skills) if s in SKILLS)
-        )
+        skills = tuple(dict.fromkeys(s for s in agent.skills if s in SKILLS))
         users.append(
             DemoUser(
                 username=f"specialist{extension}" if specialist else f"agent{extension}",
