@@ -3,7 +3,7 @@
 Nothing is created at import time. Each resource and background loop is a cleanup context,
 started in dependency order and stopped in reverse:
 
-  database   engine + migrations + repositories            (health: db)
+  database   engine + repositories; migrations when reachable  (health: db)
   bus        in-process or Redis                           (health: bus)
   pipeline   CallTracker + AgentStateTracker, consumer, call-log writer, ticker
   hub        WebSocket fan-out from the bus
@@ -11,9 +11,15 @@ started in dependency order and stopped in reverse:
   emulator   only in the demo: the Asterisk emulator, its AGI pointed at our FastAGI port
   ami        AMI client feeding the pipeline               (health: ami)
 
-Telephony fails open: the IVR keeps answering when the database is slow (steps are dropped,
-logged), the bus drops when Redis is down, the AMI client reconnects forever - except on
-refused credentials, which stop the server with a clear error.
+Telephony fails open: the server starts, answers FastAGI and tracks calls whatever the state of
+the database and Redis. A database that is down at start-up (or later) is retried in the
+background with backoff (callcenter.db.availability). Meanwhile customer lookups fail open to
+the normal priority; the call records and IVR steps of finished calls are held (bounded) and
+written once it is back (migrations first); a callback request cannot be taken (the flow's
+on_fail branch runs); /healthz reports db down with the reason; API calls and pages that need
+it answer 503 `database_unavailable`. The bus drops messages while Redis is down and
+resubscribes. The AMI client reconnects forever - except on refused credentials, which stop
+the server with a clear error.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callcenter.agents.notifier import AgentNotifier
@@ -34,6 +39,7 @@ from callcenter.agents.service import AgentStateTracker
 from callcenter.asterisk.agi import AgiServer
 from callcenter.asterisk.ami import AmiClient
 from callcenter.asterisk.errors import AmiConnectError, AmiError, AmiLoginError
+from callcenter.asterisk.events import SUBSCRIBED_EVENTS
 from callcenter.bus.base import Bus
 from callcenter.bus.factory import make_bus
 from callcenter.bus.keys import AGENTS, CALLBACKS, CALLS, QUEUES, SYSTEM
@@ -47,9 +53,8 @@ from callcenter.customers.repository import (
     CustomerLookupAdapter,
     CustomerRepository,
 )
-from callcenter.db.engine import create_engine, create_session_factory
-from callcenter.db.migrate import upgrade_database
-from callcenter.ivr.runner import IvrRunner
+from callcenter.db.availability import Backoff, Database, DeferredCallLog, DeferredIvrRecorder
+from callcenter.ivr.runner import FLUSH_TIMEOUTS, IvrRunner
 from callcenter.ivr.service import FlowRegistry
 from callcenter.pipeline import EventPipeline, cancel_and_wait
 from callcenter.tickets.notifier import TICKETS as TICKETS_CHANNEL
@@ -79,8 +84,13 @@ from callcenter.web.routes import setup_routes
 
 log = logging.getLogger(__name__)
 
+DATABASE = web.AppKey("database", Database)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey[async_sessionmaker[AsyncSession]]("sessions")
+# the pipeline's call log: holds finished calls while the database is down
+CALL_LOG = web.AppKey("call_log", DeferredCallLog)
+# the IVR's recorder: holds the steps of sessions that end while the database is down
+IVR_RECORDER = web.AppKey("ivr_recorder", DeferredIvrRecorder)
 BUS = web.AppKey[Bus]("bus")
 CALL_TRACKER = web.AppKey("call_tracker", CallTracker)
 AGENT_TRACKER = web.AppKey("agent_tracker", AgentStateTracker)
@@ -117,6 +127,7 @@ def create_app(
     *,
     emulator: PbxFactory | None = None,
     clock: Clock | None = None,
+    db_retry: Backoff | None = None,
 ) -> web.Application:
     """The whole server as an aiohttp Application (not started: run it with aiohttp's runners).
 
@@ -124,6 +135,7 @@ def create_app(
     dialplan's AGI URL points there); the AMI client connects to the emulator's AMI server
     instead of settings.ami_host/ami_port.
     `clock`: "now" for the trackers and the IVR (default: the wall clock, UTC).
+    `db_retry`: delays between attempts to reach the database (default: 0.5 s doubling to 30 s).
     """
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=64 * 1024
@@ -131,7 +143,7 @@ def create_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock or utc_now
     app[HEALTH_CHECKS] = {}
-    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_database_context(db_retry or Backoff()))
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_pipeline)
     app.cleanup_ctx.append(_hub)
@@ -149,32 +161,59 @@ def create_app(
 # ------------------------------------------------------------------------------ contexts
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    url = settings.database_url.get_secret_value()
-    log.info("database: %s", settings.database_url_display)
-    await upgrade_database(url)
-    engine = create_engine(url)
-    sessions = create_session_factory(engine)
-    app[ENGINE] = engine
-    app[SESSIONS] = sessions
-    app[CALL_REPOSITORY] = CallRepository(
-        session_factory=sessions, answer_target_seconds=settings.answer_target_seconds
-    )
-    app[CUSTOMERS] = CustomerRepository(session_factory=sessions)
-    install_auth(app, session_factory=sessions, settings=settings)
-    await app[WEB_SESSIONS].purge_expired()
+def _database_context(retry: Backoff) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        log.info("database: %s", settings.database_url_display)
+        # Nothing here connects: the repositories get a session factory that refuses at once
+        # (DatabaseUnavailable) until `start()` has reached and migrated the database.
+        database = Database(settings.database_url.get_secret_value(), retry=retry)
+        sessions = database.sessions
+        calls = CallRepository(
+            session_factory=sessions, answer_target_seconds=settings.answer_target_seconds
+        )
+        call_log = DeferredCallLog(call_log=calls, database=database)
+        ivr_recorder = DeferredIvrRecorder(
+            recorder=calls,
+            database=database,
+            # below the runner's own bound on a session's write, past which it drops the steps
+            write_timeout=settings.lookup_timeout * (FLUSH_TIMEOUTS - 1),
+        )
+        app[DATABASE] = database
+        app[ENGINE] = database.engine
+        app[SESSIONS] = sessions
+        app[CALL_REPOSITORY] = calls
+        app[CALL_LOG] = call_log
+        app[IVR_RECORDER] = ivr_recorder
+        app[CUSTOMERS] = CustomerRepository(session_factory=sessions)
+        install_auth(app, session_factory=sessions, settings=settings)
+        web_sessions = app[WEB_SESSIONS]
 
-    async def check() -> ComponentHealth:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return ComponentHealth(ok=True, detail=engine.dialect.name)
+        async def purge_sessions() -> None:
+            await web_sessions.purge_expired()
 
-    app[HEALTH_CHECKS]["db"] = check
-    try:
-        yield
-    finally:
-        await engine.dispose()
+        database.on_ready(purge_sessions)
+        database.on_ready(call_log.flush)
+        database.on_ready(ivr_recorder.flush)
+        await database.start()  # migrations; if unreachable, retried in the background
+
+        async def check() -> ComponentHealth:
+            if database.available:
+                await database.ping()
+                return ComponentHealth(ok=True, detail=database.dialect)
+            return ComponentHealth(
+                ok=False, detail=f"unavailable: {database.reason}", info=database.status()
+            )
+
+        app[HEALTH_CHECKS]["db"] = check
+        try:
+            yield
+        finally:
+            await call_log.close()
+            await ivr_recorder.close()
+            await database.close()
+
+    return context
 
 
 async def _bus(app: web.Application) -> AsyncIterator[None]:
@@ -206,7 +245,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         agents=agents,
         call_publisher=CallNotifier(bus=app[BUS]),
         agent_publisher=AgentNotifier(bus=app[BUS]),
-        call_log=app[CALL_REPOSITORY],
+        call_log=app[CALL_LOG],
         clock=app[CLOCK],
     )
     app[CALL_TRACKER] = calls
@@ -285,7 +324,7 @@ async def _agi(app: web.Application) -> AsyncIterator[None]:
     runner = IvrRunner(
         flows=flows,
         customers=CustomerLookupAdapter(repository=app[CUSTOMERS]),
-        recorder=app[CALL_REPOSITORY],
+        recorder=app[IVR_RECORDER],
         calendar=None,
         clock=app[CLOCK],
         lookup_timeout=settings.lookup_timeout,
@@ -326,7 +365,13 @@ async def _tickets(app: web.Application) -> AsyncIterator[None]:
         session_factory=app[SESSIONS],
     )
     checker = BreachChecker(source=tickets, notifier=notifier, interval=BREACH_CHECK_SECONDS)
-    task = asyncio.create_task(checker.run(), name="complaint-breach-checker")
+    database = app[DATABASE]
+
+    async def check_breaches() -> None:
+        await database.wait_until_ready()  # nothing to check before the tables exist
+        await checker.run()
+
+    task = asyncio.create_task(check_breaches(), name="complaint-breach-checker")
     try:
         yield
     finally:
@@ -373,6 +418,8 @@ async def _ami(app: web.Application) -> AsyncIterator[None]:
             settings,
             address=(host, port),
             on_message=pipeline.feed,
+            on_messages=pipeline.feed_many,
+            only_events=SUBSCRIBED_EVENTS,
             on_resync=pipeline.resync,
             on_connected=connected,
             on_disconnected=disconnected,

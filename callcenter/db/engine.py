@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ __all__ = [
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# asyncpg waits 60 s for a connection by default: too long for a caller's lookup or a probe
+PG_CONNECT_TIMEOUT_S = 10.0
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -59,15 +62,19 @@ def sqlite_path(url: URL) -> Path | None:
 
 
 def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
-    """An AsyncEngine for `url`. For a SQLite file, its directory is created if missing and every
-    connection gets WAL journaling, a busy timeout and foreign-key enforcement."""
+    """An AsyncEngine for `url`; nothing connects until first use. For a SQLite file, its
+    directory is created if missing (if that fails, connecting reports it) and every
+    connection gets WAL journaling, a busy timeout and foreign-key enforcement. PostgreSQL
+    connections are checked before reuse and time out after PG_CONNECT_TIMEOUT_S."""
     parsed = async_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     path = sqlite_path(parsed)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
     if parsed.get_backend_name() == "postgresql":
         kwargs["pool_pre_ping"] = True
+        kwargs["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT_S}
     engine = create_async_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(wal=path is not None))

@@ -1,4 +1,9 @@
-"""The one error middleware: typed errors -> HTTP status + a stable JSON error body."""
+"""The one error middleware: typed errors -> HTTP status + a stable JSON error body.
+
+A database that is down (callcenter.db.availability: refused, unreachable, not migrated yet)
+is 503 `database_unavailable` with Retry-After, as JSON, or as a small HTML page for a browser
+asking for a page; never a 500.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from callcenter.db.availability import DatabaseUnavailable, is_database_down
 from callcenter.web.errors import ApiError, TooManyRequests
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,16 @@ _HTTP_CODES: Mapping[int, str] = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+DATABASE_RETRY_AFTER = 5  # seconds, for the Retry-After of a 503 database_unavailable
+_DB_DOWN_MESSAGE = "the database is unavailable; calls are still routed - try again shortly"
+_DB_DOWN_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Database unavailable</title></head>
+<body><h1>Database unavailable</h1>
+<p>The call center's database cannot be reached right now. Calls are still routed;
+this page works again as soon as the database is back. Try again in a few seconds.</p>
+</body></html>
+"""
 
 
 def error_body(code: str, message: str, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -61,7 +77,32 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
-    except Exception:
+    except Exception as exc:
+        if is_database_down(exc, strict=True):
+            return database_unavailable(request, exc)
         # CancelledError is a BaseException and passes through untouched (client went away).
         log.exception("unhandled error in %s %s", request.method, request.path)
         return web.json_response(error_body("internal_error", "internal server error"), status=500)
+
+
+def database_unavailable(request: web.Request, exc: BaseException) -> web.Response:
+    """503 for a request that needed the database while it is down."""
+    if isinstance(exc, DatabaseUnavailable):  # the gate knows and has logged it once
+        log.debug("%s %s: %s", request.method, request.path, exc)
+    else:
+        log.warning("%s %s: database unreachable: %r", request.method, request.path, exc)
+    headers = {"Retry-After": str(DATABASE_RETRY_AFTER)}
+    if _wants_html(request):
+        return web.Response(
+            text=_DB_DOWN_HTML, status=503, content_type="text/html", headers=headers
+        )
+    body = error_body("database_unavailable", _DB_DOWN_MESSAGE)
+    return web.json_response(body, status=503, headers=headers)
+
+
+def _wants_html(request: web.Request) -> bool:
+    """A browser navigating to a page (not the API, which always gets JSON)."""
+    if request.path.startswith("/api/"):
+        return False
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept

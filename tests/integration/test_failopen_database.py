@@ -1,0 +1,285 @@
+"""callcenter.db.availability on SQLite files: the Database gate (one foreground attempt,
+background retries with backoff, migrations once, one log line per change of state, a session
+factory that refuses while down) and DeferredCallLog (held while down, in order, latest record
+per call, bounded, written when the database is back)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from callcenter.calls.model import CallbackRequest, CallRecord, IvrStep
+from callcenter.calls.repository import CallRepository
+from callcenter.db.availability import (
+    Backoff,
+    Database,
+    DatabaseUnavailable,
+    DeferredCallLog,
+    DeferredIvrRecorder,
+    is_database_down,
+)
+from callcenter.db.migrate import upgrade_database
+
+FAST = Backoff(initial=0.01, maximum=0.05)
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+class FlakyMigrations:
+    """Refuses the first `failures` attempts like an unreachable server, then migrates."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def __call__(self, url: str | URL) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionRefusedError(111, "Connect call failed")
+        await upgrade_database(url)
+
+
+def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "callcenter.db.availability" and r.levelno == level
+    ]
+
+
+def test_backoff_grows_to_its_cap_with_jitter() -> None:
+    b = Backoff(initial=0.5, maximum=4.0)
+    assert [b.delay(n, rand=lambda: 1.0) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert [b.delay(n, rand=lambda: 0.0) for n in range(4)] == [0.25, 0.5, 1.0, 2.0]
+    assert b.delay(10_000, rand=lambda: 1.0) == 4.0
+    for bad in ((0.0, 1.0), (2.0, 1.0), (-1.0, 1.0)):
+        with pytest.raises(ValueError):
+            Backoff(*bad)
+
+
+async def test_down_at_start_then_retried_migrated_once_logged_once(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="callcenter.db.availability")
+    migrate = FlakyMigrations(failures=3)
+    db = Database(sqlite_url, retry=FAST, migrate=migrate)
+    ready_hooks: list[bool] = []
+
+    async def hook() -> None:
+        ready_hooks.append(db.available)
+
+    db.on_ready(hook)
+    try:
+        assert await db.start() is False
+        assert not db.available and "ConnectionRefusedError" in db.reason
+        with pytest.raises(DatabaseUnavailable, match="ConnectionRefusedError"):
+            db.sessions()
+        async with asyncio.timeout(30):
+            await db.wait_until_ready()
+        assert migrate.calls == 4 and ready_hooks == [True] and db.reason == ""
+        async with db.sessions() as session:
+            assert await session.scalar(text("SELECT count(*) FROM calls")) == 0
+        assert len(_records(caplog, logging.WARNING)) == 1  # not one per try
+        assert len(_records(caplog, logging.INFO)) == 1
+        assert db.outages == 1 and db.attempts == 0
+
+        # lost at run time: retried with SELECT 1, the migrations are not run again
+        db.mark_down(ConnectionResetError(104, "reset"))
+        assert not db.available and "ConnectionResetError" in db.reason
+        async with asyncio.timeout(30):
+            await db.wait_until_ready()
+        assert migrate.calls == 4 and ready_hooks == [True, True] and db.outages == 2
+    finally:
+        await db.close()
+
+
+async def test_a_database_that_is_up_starts_in_the_foreground(sqlite_url: str) -> None:
+    db = Database(sqlite_url, retry=FAST)
+    try:
+        assert await db.start() is True
+        await db.ping()
+        assert db.status()["outages"] == 0
+    finally:
+        await db.close()
+
+
+async def test_an_unopenable_sqlite_path_is_down_not_fatal(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("not a directory")
+    db = Database(f"sqlite+aiosqlite:///{blocker / 'cc.db'}", retry=FAST)
+    try:
+        assert await db.start() is False
+        assert "unable to open database file" in db.reason
+        blocker.unlink()
+        async with asyncio.timeout(30):
+            await db.wait_until_ready()
+        assert (blocker / "cc.db").is_file()
+    finally:
+        await db.close()
+
+
+def test_what_counts_as_down() -> None:
+    assert is_database_down(ConnectionRefusedError())
+    assert is_database_down(DatabaseUnavailable("x"))
+    assert is_database_down(TimeoutError())
+    assert not is_database_down(TimeoutError(), strict=True)
+    assert not is_database_down(FileNotFoundError(), strict=True)
+    assert is_database_down(ConnectionResetError(), strict=True)
+    assert not is_database_down(ValueError("bad record"))
+
+
+# --- DeferredCallLog --------------------------------------------------------------------------
+
+
+class Gate:
+    def __init__(self, available: bool) -> None:
+        self.available = available
+        self.marked: list[BaseException] = []
+
+    def mark_down(self, exc: BaseException) -> None:
+        self.marked.append(exc)
+        self.available = False
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, str | None]]] = []
+        self.fail: BaseException | None = None
+        self.refuse: set[str] = set()  # uniqueids the database rejects (a bad record)
+        self.gate: asyncio.Event | None = None
+
+    async def save_calls(self, records: Sequence[CallRecord]) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        if any(r.uniqueid in self.refuse for r in records):
+            raise ValueError("bad record")
+        self.batches.append([(r.uniqueid, r.queue) for r in records])
+
+
+def rec(uid: str, queue: str | None = None) -> CallRecord:
+    return CallRecord(
+        uniqueid=uid, linkedid=uid, channel=f"PJSIP/t-{uid}", started_at=T0, queue=queue
+    )
+
+
+async def test_held_while_down_in_order_latest_wins_then_written() -> None:
+    gate, inner = Gate(False), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate, batch=2)
+    await log.save_calls([rec("a"), rec("b")])
+    await log.save_calls([rec("a", "sales"), rec("c")])
+    assert log.held == 3 and inner.batches == []
+    gate.available = True
+    await log.save_calls([rec("d")])  # behind what is held, never before it
+    assert inner.batches == []
+    await log.flush()
+    assert inner.batches == [[("a", "sales"), ("b", None)], [("c", None), ("d", None)]]
+    assert log.held == 0 and log.flushed == 4
+    await log.save_calls([rec("e")])  # nothing held: straight through
+    assert inner.batches[-1] == [("e", None)]
+
+
+async def test_a_write_failing_on_a_lost_connection_is_held_and_reported() -> None:
+    gate, inner = Gate(True), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate)
+    inner.fail = ConnectionResetError(104, "reset")
+    await log.save_calls([rec("a")])
+    assert log.held == 1 and len(gate.marked) == 1
+    inner.fail = ConnectionRefusedError(111, "refused")
+    gate.available = True
+    with pytest.raises(ConnectionRefusedError):
+        await log.flush()  # still down: kept for the next try
+    assert log.held == 1
+    inner.fail = None
+    await log.flush()
+    assert inner.batches == [[("a", None)]]
+
+
+async def test_other_errors_are_not_held() -> None:
+    gate, inner = Gate(True), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate)
+    inner.refuse = {"bad"}
+    with pytest.raises(ValueError):
+        await log.save_calls([rec("bad")])
+    assert log.held == 0 and gate.marked == []
+
+
+async def test_a_bad_held_record_does_not_block_the_others() -> None:
+    gate, inner = Gate(False), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate)
+    await log.save_calls([rec("a"), rec("bad"), rec("c")])
+    inner.refuse = {"bad"}
+    gate.available = True
+    await log.flush()
+    assert inner.batches == [[("a", None)], [("c", None)]]
+    assert log.held == 0 and log.dropped == 1
+
+
+async def test_holding_is_bounded() -> None:
+    gate, inner = Gate(False), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate, limit=2)
+    await log.save_calls([rec("a"), rec("b"), rec("c"), rec("a", "x")])
+    assert log.held == 2 and log.dropped == 1
+
+
+async def test_a_record_arriving_during_the_flush_is_not_lost() -> None:
+    gate, inner = Gate(False), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate)
+    await log.save_calls([rec("a")])
+    gate.available = True
+    inner.gate = asyncio.Event()
+    flushing = asyncio.create_task(log.flush())
+    await asyncio.sleep(0)
+    await log.save_calls([rec("a", "sales")])  # a newer record of the call being written
+    inner.gate.set()
+    await flushing
+    # the older record went out first, the newer one after it (not dropped, not reordered)
+    assert inner.batches == [[("a", None)], [("a", "sales")]] and log.held == 0
+
+
+async def test_with_the_real_repository_records_wait_for_the_database(sqlite_url: str) -> None:
+    db = Database(sqlite_url, retry=FAST, migrate=FlakyMigrations(failures=2))
+    calls = CallRepository(session_factory=db.sessions)
+    log = DeferredCallLog(call_log=calls, database=db)
+    db.on_ready(log.flush)
+    try:
+        await db.start()
+        await log.save_calls([rec("1.1", "general")])
+        assert log.held == 1
+        async with asyncio.timeout(30):
+            await db.wait_until_ready()
+        stored = await calls.get_call("1.1")
+        assert stored is not None and stored.queue == "general"
+    finally:
+        await log.close()
+        await db.close()
+
+
+async def test_ivr_steps_are_held_and_callback_requests_go_straight_through(
+    sqlite_url: str,
+) -> None:
+    db = Database(sqlite_url, retry=FAST, migrate=FlakyMigrations(failures=1))
+    calls = CallRepository(session_factory=db.sessions)
+    recorder = DeferredIvrRecorder(recorder=calls, database=db)
+    db.on_ready(recorder.flush)
+    steps = [IvrStep("2.1", n, T0, node=f"n{n}", kind="menu") for n in range(1, 4)]
+    try:
+        await db.start()
+        await recorder.record_steps(steps)
+        await recorder.record_steps(steps[:1])  # a repeat is the same step
+        assert recorder.held == 3
+        with pytest.raises(DatabaseUnavailable):  # the caller must hear it was not taken
+            await recorder.record_callback(CallbackRequest("2.1", "13800138000", T0))
+        async with asyncio.timeout(30):
+            await db.wait_until_ready()
+        assert [s.node for s in await calls.get_steps("2.1")] == ["n1", "n2", "n3"]
+    finally:
+        await recorder.close()
+        await db.close()
