@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     pbxsim.add_argument(
         "--recordings", type=Path, metavar="DIR", help="write call recordings (WAV) here"
     )
+    pbxsim.add_argument(
+        "--channelvars",
+        type=_channelvars,
+        default=(),
+        metavar="A,B",
+        help="channel variables every channel event carries as ChanVariable (manager.conf)",
+    )
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
@@ -196,6 +203,15 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text}")
     return value
+
+
+def _channelvars(text: str) -> tuple[str, ...]:
+    from callcenter.pbxsim.pbx import parse_channelvars
+
+    try:
+        return tuple(parse_channelvars(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:
@@ -329,5 +345,6 @@ def cmd_pbxsim(settings: Settings, args: argparse.Namespace) -> int:
         speed=args.speed,
         seed=args.seed,
         recordings=args.recordings,
+        channelvars=args.channelvars,
     )
     return run_with_loop(settings, lambda: pbxsim(options))

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     ami_port: int = Field(5038, ge=1, le=65535)
     ami_username: str = "callcenter"
     ami_secret: SecretStr = SecretStr("")
+    # md5: Challenge + Login with Key = md5(challenge + secret), the secret never on the wire
+    ami_auth: Literal["md5", "plain"] = "md5"
     ami_action_timeout: float = Field(5.0, gt=0)
     ami_ping_interval: float = Field(5.0, gt=0)
     ami_ping_timeout: float = Field(3.0, gt=0)

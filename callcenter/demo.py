@@ -75,6 +75,7 @@ class PbxsimOptions:
     speed: float = 1.0
     seed: int = 0
     recordings: Path | None = None
+    channelvars: tuple[str, ...] = ()  # manager.conf channelvars
 
 
 class DemoIncomplete(RuntimeError):
@@ -421,6 +422,7 @@ async def pbxsim(options: PbxsimOptions, *, out: TextIO | None = None) -> int:
     cfg.ami_host = options.ami_host
     cfg.ami_port = options.ami_port
     cfg.agi_script = url.script or "hotline"
+    cfg.channelvars = options.channelvars
     if options.recordings is None:
         cfg.recordings_dir = None
     async with Emulator(config=cfg) as emu:

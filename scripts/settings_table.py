@@ -34,6 +34,7 @@ DESCRIPTIONS = {
     "ami_port": "AMI port",
     "ami_username": "AMI user (manager.conf section)",
     "ami_secret": "AMI secret",
+    "ami_auth": "AMI login: `md5` (Challenge + Key: the secret never crosses the wire) or `plain`",
     "ami_action_timeout": "seconds to wait for an AMI action's response",
     "ami_ping_interval": "seconds between keep-alive pings",
     "ami_ping_timeout": "a ping unanswered this long drops the connection",

@@ -1,21 +1,28 @@
 """AMI client: panoramisk 1.4 for socket and action plumbing, our code for what it gets wrong.
 
 What panoramisk still does here: `Manager.connect()` opens the TCP connection with our protocol
-factory; `AMIProtocol.send()` serialises an `Action` (ActionID generation, repeated headers) and
+factory; `AMIProtocol.send()` writes an `Action` (ActionID generation, repeated headers) and
 registers its future; `AMIProtocol.handle_message()` + `Action.add_message()` correlate replies
-(single response, `EventList` lists, async Originate) with that future.
+(single response, `EventList` lists, async Originate) with that future. That AMIProtocol is a
+helper object owned by our transport protocol, never the transport's protocol itself.
 
 What we replace, and why (PROTOCOL.md §6.4):
 
 * Receive path: `_AmiProtocol` reads through `asyncio.BufferedProtocol` (at most 32 KiB per
-  callback) into `AmiFramer` (bytes-level framing; panoramisk 1.4 decodes each read alone,
-  corrupting split UTF-8, and re-splits the pending text: O(n²)). Replies whose ActionID is
-  pending are converted to panoramisk `Message`s for its correlation logic; events are not.
-* Event delivery: one queue and ONE consumer task awaiting `on_message` sequentially, so the
-  events of a call are applied in arrival order (panoramisk starts a task per event). A raising
-  consumer is logged; the link survives (§6.4.1).
-* Login: sent by us; success means `Response: Success` (not `.success`, §6.4.3). A refused login
-  raises `AmiLoginError` and stops the client instead of reconnecting forever (§6.4.4).
+  loop callback, on asyncio and on uvloop) into `AmiFramer` (bytes-level framing; panoramisk
+  1.4 decodes each read alone, corrupting split UTF-8, and re-splits the pending text: O(n²)).
+  Replies whose ActionID is pending are converted to panoramisk `Message`s for its
+  correlation logic; events are not.
+* Event delivery: one queue and ONE consumer task awaiting `on_message` (or `on_messages`,
+  the events of one read at a time) sequentially, so the events of a call are applied in
+  arrival order (panoramisk starts a task per event). A raising consumer is logged; the link
+  survives (§6.4.1). With `only_events`, other events (Asterisk sends every class the user may
+  read unless manager.conf filters them) are dropped by the framer; replies never are.
+* Login: sent by us, MD5 challenge-response by default (`Challenge`, then `Login` with
+  `AuthType: MD5` and `Key: md5(challenge + secret)`: the secret never crosses the wire) or
+  plaintext; success means `Response: Success` (not `.success`, §6.4.3). A refused login (or a
+  refused Challenge) raises `AmiLoginError` and stops the client instead of reconnecting
+  forever (§6.4.4).
 * Reconnect: exponential backoff with jitter, our supervisor; panoramisk's fixed-delay loop and
   its re-send of pending actions on `FullyBooted` are disabled. Pending actions fail with
   `AmiConnectionLost`; an Originate is NEVER re-sent (`AmiOriginateUnknown`) (§6.4.5).
@@ -32,14 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
@@ -67,7 +75,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Fields = Mapping[str, str] | Sequence[tuple[str, str]]
+AuthType = Literal["md5", "plain"]
 OnMessage = Callable[[AmiMessage], Awaitable[None]]
+OnMessages = Callable[[list[AmiMessage]], Awaitable[None]]
 
 _NAME_OK = re.compile(r"[A-Za-z0-9_()/.\-]+")
 READ_BUFFER: Final = 32 * 1024  # bytes parsed per read callback at most
@@ -104,6 +114,7 @@ class AmiStats:
     frame_errors: int
     decode_errors: int
     events_delivered: int
+    events_skipped: int  # dropped unparsed: not in `only_events`
     consumer_errors: int
     stray_responses: int
     reconnects: int
@@ -144,7 +155,7 @@ def build_action(action: str, fields: Fields = ()) -> Action:
         else:
             merged[key] = (name, [value])
     data = {name: (values[0] if len(values) == 1 else values) for name, values in merged.values()}
-    return Action(data, as_list=False)
+    return _AmiAction(data, as_list=False)
 
 
 class _PanoramiskManager(Manager):  # type: ignore[misc]
@@ -163,40 +174,99 @@ class _PanoramiskManager(Manager):  # type: ignore[misc]
         return None
 
 
-class _AmiProtocol(AMIProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
-    """panoramisk's AMIProtocol with our framer, routing and failure semantics.
+class _AmiAction(Action):  # type: ignore[misc]
+    """panoramisk's Action, written in the order given (Action, ActionID, then the fields as
+    passed) instead of sorted by name, and with credentials masked in its repr."""
 
-    Reads go through `BufferedProtocol` into one reused buffer of READ_BUFFER bytes: no bytes
-    object per read, and at most READ_BUFFER bytes are parsed per loop callback, so the
-    consumer runs while freshly parsed messages are still in the CPU cache and a burst never
-    parses 256 KiB (asyncio's default read size) in one go.
+    def __str__(self) -> str:
+        lines: list[str] = []
+        for key, value in sorted(self.items(), key=_action_key_rank):
+            if isinstance(value, list | tuple):
+                lines.extend(f"{key}: {item}" for item in value)
+            else:
+                lines.append(f"{key}: {value}")
+        lines.append("\r\n")
+        return "\r\n".join(lines)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k.lower() in _SECRET_HEADERS else v) for k, v in self.items()}
+        return f"<AmiAction {shown!r}>"
+
+
+_SECRET_HEADERS: Final = frozenset({"secret", "key"})
+
+
+def _action_key_rank(item: tuple[str, object]) -> int:
+    key = item[0].lower()
+    return 0 if key == "action" else 1 if key == "actionid" else 2  # stable: fields keep order
+
+
+class _AmiProtocol(asyncio.BufferedProtocol):
+    """The transport's protocol: our framer, routing and failure semantics.
+
+    Reads go through `BufferedProtocol` into one reused buffer of READ_BUFFER bytes (no bytes
+    object per read), so the consumer runs between slices of at most READ_BUFFER bytes.
+    asyncio reads once per loop iteration anyway. uvloop uses get_buffer/buffer_updated only
+    for protocols that are NOT `asyncio.Protocol` instances (hence panoramisk's AMIProtocol is
+    only a helper here), and libuv then reads up to 32 buffers in a row: once a second full
+    read arrives within one loop iteration, every full read pauses reading until the next
+    iteration (`call_soon`). So: at most 2 x READ_BUFFER once per connection, then READ_BUFFER
+    per iteration, with no pause/resume cost on asyncio.
     """
 
     def __init__(
         self,
         *,
         framer: AmiFramer,
-        deliver: Callable[[list[AmiMessage], asyncio.BaseTransport], None],
+        deliver: Callable[[list[AmiMessage], _AmiProtocol], None],
     ) -> None:
         self.framer = framer
         self.deliver = deliver
         self.on_complete: dict[str, Callable[[], None]] = {}
-        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[BaseException | None] = self._loop.create_future()
         self.closed = True
+        self.transport: asyncio.BaseTransport | None = None
+        # panoramisk's protocol as a helper: send() + handle_message(); never fed bytes
+        self._pano = AMIProtocol()
         self.responses: dict[str, Action] = {}
         self._rbuf = bytearray(READ_BUFFER)
         self._rview = memoryview(self._rbuf)
+        self._held = False  # the consumer is too far behind (AmiClient high water)
+        self._tick_pending = False  # a full read happened in this loop iteration
+        self._bursty = False  # the transport reads several buffers per loop iteration
+        self._yielding = False  # paused until the loop's next iteration
+        self._reading = True
+
+    # -- transport side ------------------------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._rview
 
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(self._rview[:nbytes])
+        if nbytes < READ_BUFFER or self.closed:
+            return  # a short read: the socket is drained
+        if self._tick_pending:
+            # A second full read before the loop came round: this transport reads in bursts
+            # (libuv reads up to 32 times per readiness callback). From now on, every full
+            # read pauses reading until the next loop iteration.
+            self._bursty = True
+        else:
+            self._tick_pending = True
+            self._loop.call_soon(self._tick)
+        if self._bursty and not self._yielding:
+            self._yielding = True
+            self._sync_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.log = log
-        self.encoding = "utf-8"
+        self.transport = transport
+        self.closed = False
+        pano = self._pano
+        pano.connection_made(transport)
+        pano.log = log
+        pano.encoding = "utf-8"
+        self.responses = pano.responses
         self.framer.reset()
 
     def data_received(self, data: bytes | memoryview) -> None:
@@ -207,7 +277,44 @@ class _AmiProtocol(AMIProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
             msgs = self._route(msgs)
             if not msgs:
                 return
-        self.deliver(msgs, self.transport)
+        self.deliver(msgs, self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail_pending(AmiConnectionLost(f"AMI connection lost: {exc or 'closed by peer'}"))
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    # -- flow control ----------------------------------------------------------------------------
+
+    def hold_reading(self) -> None:
+        """Stop reading until `release_reading()` (the consumer is behind)."""
+        self._held = True
+        self._sync_reading()
+
+    def release_reading(self) -> None:
+        self._held = False
+        self._sync_reading()
+
+    def _tick(self) -> None:
+        """The loop's next iteration after a full read."""
+        self._tick_pending = False
+        if self._yielding:
+            self._yielding = False
+            self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        want = not (self._held or self._yielding)
+        t = self.transport
+        if want == self._reading or t is None or t.is_closing():
+            return
+        self._reading = want
+        if want:
+            t.resume_reading()  # type: ignore[attr-defined]
+        else:
+            t.pause_reading()  # type: ignore[attr-defined]
+
+    # -- actions -----------------------------------------------------------------------------------
 
     def _route(self, msgs: list[AmiMessage]) -> list[AmiMessage]:
         """Replies of pending actions go to their futures; everything else to the consumer."""
@@ -222,7 +329,7 @@ class _AmiProtocol(AMIProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
             pm = Message(dict(m.headers))
             pm.ami = m
             try:
-                self.handle_message(pm)
+                self._pano.handle_message(pm)
             except Exception as exc:  # e.g. panoramisk's KeyError('async'); never kill the link
                 self.forget(act)
                 if not act.future.done():
@@ -236,7 +343,7 @@ class _AmiProtocol(AMIProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
                 hook = self.on_complete.pop(aid, None)
                 if hook is not None:
                     if out:  # the hook enqueues: events before this frame go first
-                        self.deliver(out, self.transport)
+                        self.deliver(out, self)
                         out = []
                     hook()
         return out
@@ -244,7 +351,7 @@ class _AmiProtocol(AMIProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
     def send_action(self, action: Action, *, as_list: bool | None) -> asyncio.Future[Any]:
         if self.closed:
             raise AmiNotConnected(f"AMI not connected; {action['action']} not sent")
-        fut: asyncio.Future[Any] = self.send(action, as_list=as_list)
+        fut: asyncio.Future[Any] = self._pano.send(action, as_list=as_list)
         return fut
 
     def forget(self, action: Action) -> None:
@@ -258,13 +365,8 @@ class _AmiProtocol(AMIProtocol, asyncio.BufferedProtocol):  # type: ignore[misc]
         self._fail_pending(AmiConnectionLost("AMI connection closed while waiting for a reply"))
         if not self.closed:
             self.closed = True
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._fail_pending(AmiConnectionLost(f"AMI connection lost: {exc or 'closed by peer'}"))
-        if not self.lost.done():
-            self.lost.set_result(exc)
+            if self.transport is not None:
+                self.transport.close()
 
     def _fail_pending(self, error: AmiError) -> None:
         pending = {id(a): a for a in self.responses.values()}.values()
@@ -297,7 +399,7 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
-_Item = AmiMessage | _Deferred | _Stop
+_Item = list[AmiMessage] | _Deferred | _Stop  # the messages of one read, in order
 
 
 def _unwrap(result: Any) -> AmiMessage | list[AmiMessage]:
@@ -317,8 +419,13 @@ class AmiClient:
     In both modes a refused login (also on a later reconnect) stops the client for good: see
     `failure`, the ERROR log line, and `on_disconnected(AmiLoginError)`.
 
+    `auth="md5"` logs in by challenge-response (the secret itself is never sent); a server that
+    refuses `Action: Challenge` stops the client with `AmiLoginError` (no silent fallback to
+    plaintext). `auth="plain"` sends `Secret:`. `from_settings` uses `ami_auth` (default md5).
+
     Callbacks all run in ONE task, sequentially, in stream order: `on_connected()` after each
-    login, `on_message(event)` for each event (exceptions are logged and counted),
+    login, `on_message(event)` for each event - or, when given, `on_messages(events)` for the
+    events of each read - (exceptions are logged and counted),
     `on_resync(snapshot)` after each login's resync, `on_disconnected(reason)` after each lost
     session (reason: AmiConnectionLost, AmiLoginError when stopping, AmiClosed on close()).
     """
@@ -331,6 +438,9 @@ class AmiClient:
         username: str,
         secret: str,
         on_message: OnMessage,
+        on_messages: OnMessages | None = None,
+        only_events: Collection[str] | None = None,
+        auth: AuthType = "plain",
         on_resync: Callable[[ResyncSnapshot], Awaitable[None]] | None = None,
         on_connected: Callable[[], Awaitable[None]] | None = None,
         on_disconnected: Callable[[AmiError], Awaitable[None]] | None = None,
@@ -349,12 +459,16 @@ class AmiClient:
             raise ValueError("need 0 < reconnect_min <= reconnect_max")
         if min(action_timeout, ping_interval, ping_timeout) <= 0:
             raise ValueError("timeouts and intervals must be > 0")
+        if auth not in ("md5", "plain"):
+            raise ValueError(f"auth must be 'md5' or 'plain', not {auth!r}")
+        self._auth: AuthType = auth
         self._host = host
         self._port = port
         self._username = username
         self._secret = secret
         self._events = events
         self._on_message = on_message
+        self._on_messages = on_messages
         self._on_resync = on_resync
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -364,13 +478,16 @@ class AmiClient:
         self._reconnect_min = reconnect_min
         self._reconnect_max = reconnect_max
         self._rand = rand
-        self._framer = AmiFramer(max_frame_bytes=max_frame_bytes, max_lines=max_frame_lines)
+        self._framer = AmiFramer(
+            max_frame_bytes=max_frame_bytes, max_lines=max_frame_lines, events=only_events
+        )
         self._high_water = max_queued
         self._low_water = max_queued // 2
 
         self._inbox: deque[_Item] = deque()
+        self._queued = 0  # messages in the inbox or being handed over
         self._wakeup: asyncio.Future[None] | None = None
-        self._paused: asyncio.BaseTransport | None = None
+        self._paused: _AmiProtocol | None = None
         self._proto: _AmiProtocol | None = None
         self._manager: _PanoramiskManager | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -396,6 +513,8 @@ class AmiClient:
         settings: Settings,
         *,
         on_message: OnMessage,
+        on_messages: OnMessages | None = None,
+        only_events: Collection[str] | None = None,
         on_resync: Callable[[ResyncSnapshot], Awaitable[None]] | None = None,
         on_connected: Callable[[], Awaitable[None]] | None = None,
         on_disconnected: Callable[[AmiError], Awaitable[None]] | None = None,
@@ -409,7 +528,10 @@ class AmiClient:
             port=port,
             username=settings.ami_username,
             secret=settings.ami_secret.get_secret_value(),
+            auth=settings.ami_auth,
             on_message=on_message,
+            on_messages=on_messages,
+            only_events=only_events,
             on_resync=on_resync,
             on_connected=on_connected,
             on_disconnected=on_disconnected,
@@ -452,6 +574,7 @@ class AmiClient:
             frame_errors=f.errors,
             decode_errors=f.decode_errors,
             events_delivered=self._events_delivered,
+            events_skipped=f.skipped,
             consumer_errors=self._consumer_errors,
             stray_responses=self._stray,
             reconnects=self._reconnects,
@@ -459,7 +582,7 @@ class AmiClient:
             action_timeouts=self._action_timeouts,
             resyncs=self._resyncs,
             resync_failures=self._resync_failures,
-            queued=len(self._inbox),
+            queued=self._queued,
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -793,9 +916,12 @@ class AmiClient:
         assert isinstance(proto, _AmiProtocol)
         self._manager.protocol = proto
         self._proto = proto
+        if self._auth == "md5":
+            credentials = [("AuthType", "MD5"), ("Key", await self._md5_key(proto, where))]
+        else:
+            credentials = [("Secret", self._secret)]
         login = build_action(
-            "Login",
-            [("Username", self._username), ("Secret", self._secret), ("Events", self._events)],
+            "Login", [("Username", self._username), *credentials, ("Events", self._events)]
         )
 
         def logged_in() -> None:  # runs in data_received, before the frames that follow
@@ -814,13 +940,35 @@ class AmiClient:
         if reply.get("Response") != "Success":
             proto.close()
             raise AmiLoginError(
-                f"Asterisk at {where} refused AMI login for user {self._username!r}: "
-                f"{reply.get('Message') or reply.get('Response')}"
+                f"Asterisk at {where} refused AMI login ({self._auth}) for user "
+                f"{self._username!r}: {reply.get('Message') or reply.get('Response')}"
             )
         if self._framer.version is None:
             log.warning("AMI peer at %s sent no 'Asterisk Call Manager/' banner", where)
         log.info("AMI logged in at %s (AMI %s)", where, self._framer.version)
         return proto
+
+    async def _md5_key(self, proto: _AmiProtocol, where: str) -> str:
+        """`Action: Challenge` -> lowercase hex md5(challenge + secret) (compared with strcmp)."""
+        challenge = build_action("Challenge", [("AuthType", "MD5")])
+        try:
+            reply = await self._roundtrip(
+                proto, challenge, as_list=False, limit=self.action_timeout
+            )
+        except AmiError as exc:
+            proto.close()
+            raise AmiConnectError(f"AMI Challenge at {where} got no reply: {exc}") from exc
+        assert isinstance(reply, AmiMessage)
+        value = reply.get("Challenge")
+        if reply.get("Response") != "Success" or not value:
+            proto.close()
+            raise AmiLoginError(
+                f"Asterisk at {where} refused the MD5 challenge "
+                f"({reply.get('Message') or reply.get('Response') or 'no Challenge value'}): "
+                "it cannot do MD5 logins; use plaintext (CALLCENTER_AMI_AUTH=plain)"
+            )
+        digest = hashlib.md5((value + self._secret).encode("utf-8"), usedforsecurity=False)
+        return digest.hexdigest()
 
     async def _run_session(self, proto: _AmiProtocol) -> None:
         self._connected = True
@@ -918,29 +1066,27 @@ class AmiClient:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _deliver(self, msgs: list[AmiMessage], transport: asyncio.BaseTransport) -> None:
+    def _deliver(self, msgs: list[AmiMessage], proto: _AmiProtocol) -> None:
         """Called from data_received: queue messages for the consumer; pause reading if full."""
-        inbox = self._inbox
-        inbox.extend(msgs)
+        self._inbox.append(msgs)
+        self._queued += len(msgs)
         self._wake_consumer()
-        if len(inbox) > self._high_water and self._paused is None:
-            transport.pause_reading()  # type: ignore[attr-defined]
-            self._paused = transport
-            log.warning("AMI consumer is %d messages behind; reading paused", len(inbox))
+        if self._queued > self._high_water and self._paused is None:
+            proto.hold_reading()
+            self._paused = proto
+            log.warning("AMI consumer is %d messages behind; reading paused", self._queued)
 
     def _maybe_resume(self) -> None:
-        t = self._paused
-        if t is not None and len(self._inbox) <= self._low_water:
+        p = self._paused
+        if p is not None and self._queued <= self._low_water:
             self._paused = None
-            if not t.is_closing():
-                t.resume_reading()  # type: ignore[attr-defined]
+            p.release_reading()
 
     async def _consume(self) -> None:
         """The one task that runs every callback, in stream order, one at a time."""
         inbox = self._inbox
         popleft = inbox.popleft
         loop = asyncio.get_running_loop()
-        on_message = self._on_message
         clock = time.perf_counter
         while True:
             if not inbox:
@@ -950,29 +1096,52 @@ class AmiClient:
                 self._wakeup = None
             # Work for at most _CONSUMER_SLICE, then let the loop breathe (reads, pings).
             deadline = clock() + _CONSUMER_SLICE
-            done = 0
             while inbox:
                 item = popleft()
-                try:
-                    if type(item) is AmiMessage:
-                        if item.kind == "event":
-                            self._events_delivered += 1
-                            await on_message(item)
-                        else:
-                            self._stray += 1
-                            log.debug("AMI: dropped reply with no pending action: %r", item.name)
-                    elif isinstance(item, _Deferred):
+                if type(item) is list:
+                    try:
+                        await self._hand_over(item)
+                    finally:
+                        self._queued -= len(item)
+                elif isinstance(item, _Deferred):
+                    try:
                         await item.call()
-                    else:
-                        return
-                except Exception:
-                    self._consumer_errors += 1
-                    log.exception("AMI consumer callback failed (the link stays up)")
-                done += 1
-                if not done & 15 and clock() > deadline:
+                    except Exception:
+                        self._consumer_errors += 1
+                        log.exception("AMI consumer callback failed (the link stays up)")
+                else:
+                    return
+                if clock() > deadline:
                     self._maybe_resume()
                     await asyncio.sleep(0)
                     deadline = clock() + _CONSUMER_SLICE
+
+    async def _hand_over(self, msgs: list[AmiMessage]) -> None:
+        """Give the events of one read to on_messages (all at once) or on_message (one by one);
+        replies that no action waits for are dropped."""
+        events = [m for m in msgs if m.kind == "event"]
+        if len(events) < len(msgs):
+            for m in msgs:
+                if m.kind != "event":
+                    self._stray += 1
+                    log.debug("AMI: dropped reply with no pending action: %r", m.name)
+        if not events:
+            return
+        self._events_delivered += len(events)
+        if self._on_messages is not None:
+            try:
+                await self._on_messages(events)
+            except Exception:
+                self._consumer_errors += 1
+                log.exception("AMI consumer callback failed (the link stays up)")
+            return
+        on_message = self._on_message
+        for event in events:
+            try:
+                await on_message(event)
+            except Exception:
+                self._consumer_errors += 1
+                log.exception("AMI consumer callback failed (the link stays up)")
 
 
 def _check_success(action: str, msg: AmiMessage) -> None:

@@ -30,8 +30,12 @@ Asterisk behaviours emulated (PROTOCOL.md §1, §8; transcripts 01, 02, 03, 08, 
 * Shutdown: actions get "Asterisk is shutting down"; Event Shutdown to system readers, then every
   socket closes.
 
-Not emulated: TLS, HTTP manager (rawman/mxml), ACLs (permit/deny), channelvars (no
-`ChanVariable` lines in channel snapshots), `SuppressEvents` (events are flushed between actions).
+manager.conf `channelvars` is applied where channel blocks are built (`pbx.Channel.snapshot`,
+`EmulatorConfig.channelvars`), as Asterisk applies it to channel snapshots; this server writes
+the lines it is given.
+
+Not emulated: TLS, HTTP manager (rawman/mxml), ACLs (permit/deny), `SuppressEvents` (events are
+flushed between actions).
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ from callcenter.pbxsim.pbx import (
     Ids,
     Pbx,
     RealClock,
+    parse_channelvars,
     wait_any,
 )
 from callcenter.pbxsim.queues import Acd, AgentProfile, Member, QueueConfig, Reply
@@ -162,6 +163,10 @@ class EmulatorConfig:
     #: `agi://127.0.0.1:4573/...` text while its FastAGI server listens on an ephemeral port
     agi_address_map: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     agi_connect_timeout: float = 2.0
+    #: manager.conf `channelvars`: one `ChanVariable: name=value` line per name in every
+    #: channel block of every event (`DestChanVariable` for the dialled party), e.g.
+    #: ("CALLCENTER_DID", "CALLERID(num)"); empty = none, as the transcripts assume
+    channelvars: tuple[str, ...] = ()
 
 
 @dataclass
@@ -200,7 +205,14 @@ class Emulator:
                 clock_ns=lambda: int(self.clock.time() * 1e9),
             )
         sink: EventSink = publish or self._publish_to_server
-        self.pbx = Pbx(publish=sink, clock=self.clock, ids=ids, tz=cfg.tz, version=cfg.version)
+        self.pbx = Pbx(
+            publish=sink,
+            clock=self.clock,
+            ids=ids,
+            tz=cfg.tz,
+            version=cfg.version,
+            channelvars=cfg.channelvars,
+        )
         self.rng = rng or random.Random(cfg.seed)
         self.recorder: RecordingWriter | None = None
         monitor_dir = cfg.monitor_dir
@@ -895,7 +907,21 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=2.0, help="calls per simulated minute (0 = none)")
     p.add_argument("--calls", type=int, default=0, help="run this many calls, then exit")
     p.add_argument("--recordings", type=Path, default=None)
+    p.add_argument(
+        "--channelvars",
+        type=_channelvars,
+        default=(),
+        metavar="A,B",
+        help="manager.conf channelvars: a ChanVariable line per name in every channel block",
+    )
     return p.parse_args(argv)
+
+
+def _channelvars(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(parse_channelvars(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def _amain(ns: argparse.Namespace) -> None:
@@ -911,6 +937,7 @@ async def _amain(ns: argparse.Namespace) -> None:
         speed=ns.speed,
         seed=ns.seed,
         recordings_dir=ns.recordings,
+        channelvars=ns.channelvars,
     )
     async with Emulator(config=cfg) as emu:
         host, port = emu.ami_address

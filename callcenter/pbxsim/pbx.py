@@ -12,7 +12,7 @@ import heapq
 import itertools
 import time as _time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Protocol
@@ -55,6 +55,21 @@ CAUSE_TXT = {
 }
 
 UNKNOWN = "<unknown>"
+
+
+def parse_channelvars(names: str | Iterable[str]) -> list[str]:
+    """`"A,B"` or `["A", "B"]` -> `["A", "B"]`: blanks around names dropped, empty entries
+    skipped. A name with `=`, `,` or blanks inside is refused (ValueError)."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    out: list[str] = []
+    for raw in items:
+        name = raw.strip()
+        if not name:
+            continue
+        if "=" in name or "," in name or any(ch.isspace() for ch in name):
+            raise ValueError(f"bad channel variable name for channelvars: {raw!r}")
+        out.append(name)
+    return out
 
 
 def escape_ctl(value: str) -> str:
@@ -282,10 +297,14 @@ class Channel:
     gone: bool = False
     #: CDR bookkeeping: the last dialed/bridged peer channel
     dest_channel: str = ""
+    #: manager.conf `channelvars` (the Pbx's list, shared: a change applies to later events)
+    manager_vars: Sequence[str] = ()
 
     def snapshot(self, prefix: str = "") -> Fields:
+        """ast_manager_build_channel_state_string_prefix(): the channel block, every name
+        prefixed (`Dest` for the dialled party), ending with its `<prefix>ChanVariable` lines."""
         p = prefix
-        return [
+        block = [
             (f"{p}Channel", self.name),
             (f"{p}ChannelState", str(self.state)),
             (f"{p}ChannelStateDesc", STATE_DESC.get(self.state, "Unknown")),
@@ -300,6 +319,18 @@ class Channel:
             (f"{p}Priority", str(self.priority)),
             (f"{p}Uniqueid", self.uniqueid),
             (f"{p}Linkedid", self.linkedid),
+        ]
+        if self.manager_vars:
+            block.extend(self.chan_variables(prefix))
+        return block
+
+    def chan_variables(self, prefix: str = "") -> Fields:
+        """One `ChanVariable: name=value` per channelvars entry, in configured order; an unset
+        variable gives an empty value. Functions (`CALLERID(num)`) are evaluated like get_var."""
+        # Asterisk writes the value raw; CR/LF are escaped so a value cannot end the message.
+        return [
+            (f"{prefix}ChanVariable", f"{name}={escape_ctl(self.get_var(name) or '')}")
+            for name in self.manager_vars
         ]
 
     @property
@@ -352,6 +383,7 @@ class Pbx:
         ids: Ids | None = None,
         tz: tzinfo | None = None,
         version: str = "20.5.0",
+        channelvars: Iterable[str] = (),
     ) -> None:
         self.publish = publish
         self.clock = clock
@@ -359,6 +391,17 @@ class Pbx:
         self.tz = tz if tz is not None else datetime.now().astimezone().tzinfo or UTC
         self.version = version
         self.channels: dict[str, Channel] = {}
+        self._manager_vars: list[str] = []
+        self.set_channelvars(channelvars)
+
+    @property
+    def channelvars(self) -> tuple[str, ...]:
+        return tuple(self._manager_vars)
+
+    def set_channelvars(self, names: Iterable[str]) -> None:
+        """manager.conf `channelvars=` (also on reload): every channel's later events carry one
+        `ChanVariable` line per name. Names are checked by `parse_channelvars`."""
+        self._manager_vars[:] = parse_channelvars(names)
 
     # ---- helpers
     def now(self) -> float:
@@ -411,6 +454,7 @@ class Pbx:
             language=language,
             accountcode=accountcode,
             dnid=dnid,
+            manager_vars=self._manager_vars,
         )
         ch.pvt_call_id = self.ids.call_id(name)
         self.channels[name] = ch

@@ -324,6 +324,33 @@ async def test_events_between_lists_keep_stream_order(fake: FakeAsterisk) -> Non
     assert seqs == ["", "between", "resync", "after"]  # "" = FullyBooted
 
 
+async def test_batches_and_filtered_events_keep_stream_order(fake: FakeAsterisk) -> None:
+    """on_messages gets the events of each read in order; events outside only_events are
+    dropped unparsed, while the resync lists (replies with an ActionID) still arrive."""
+    rec = Recorder()
+    batches: list[list[AmiMessage]] = []
+
+    async def on_messages(msgs: list[AmiMessage]) -> None:
+        batches.append(msgs)
+        for msg in msgs:
+            await rec.on_message(msg)
+
+    client = make_client(fake, rec, on_messages=on_messages, only_events={"Newchannel", "Hangup"})
+    async with running(client):
+        await rec.wait_for(lambda: "resync" in rec.kinds())
+        noise = b"".join(event("Cdr", Seq=str(i)) for i in range(50))
+        wanted = b"".join(event("Newchannel", Seq=str(i)) for i in range(50))
+        await fake.push(noise + wanted + noise + event("Hangup", Seq="last"))
+        await rec.wait_for(lambda: len(rec.events("Hangup")) == 1)
+        stats = client.stats()
+    assert [m.get("Seq") for m in rec.events("Newchannel")] == [str(i) for i in range(50)]
+    assert not rec.events("Cdr") and not rec.events("FullyBooted")
+    assert stats.events_skipped == 101  # 100 Cdr + FullyBooted
+    assert stats.resyncs == 1 and stats.resync_failures == 0
+    assert sum(map(len, batches)) == stats.events_delivered == 51
+    assert rec.kinds()[:2] == ["connected", "resync"]
+
+
 async def test_bad_secret_raises_login_error_and_never_reconnects(fake: FakeAsterisk) -> None:
     rec = Recorder()
     client = make_client(fake, rec, secret="wrong-secret")
