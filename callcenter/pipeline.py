@@ -3,8 +3,10 @@ notifiers (bus) and the call log (database).
 
 One consumer task applies every event in arrival order (the trackers' contract); the AMI client
 only enqueues. The consumer works through what is queued in batches of at most `_SLICE`
-seconds: call effects are published event by event, agent and queue state once per batch (the
-latest state of each agent and queue; under a burst the intermediate ones are skipped). Writes
+seconds and publishes at the end of each batch: call effects in order, except that a call's
+`call.updated` is skipped when a later update or its end follows in the same batch, then the
+latest state of each agent and queue. Under a light load a batch is one event; under a burst,
+subscribers get the latest state instead of every intermediate one. Writes
 to the call log happen on a second task, so a slow database never delays event handling; the
 writer gathers the records of up to `save_delay` seconds into one transaction. Both queues are
 bounded: a full inbox makes the AMI client stop reading (back-pressure), a full writer queue
@@ -23,6 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
+
+from sqlalchemy.exc import DataError, IntegrityError
 
 from callcenter.agents.service import AgentEffect, AgentStateTracker
 from callcenter.asterisk.events import ResyncSource, decode_event
@@ -79,6 +83,9 @@ class PipelineStats:
     saves_dropped: int = 0
 
 
+# Errors that say a record itself is bad: retrying cannot help.
+_DATA_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, IntegrityError, DataError)
+
 # The consumer yields to the event loop after this much work, so reads and pings go on.
 _SLICE = 0.005
 
@@ -97,10 +104,14 @@ class EventPipeline:
         save_timeout: float = 10.0,
         save_batch: int = 1000,
         save_delay: float = 0.1,
+        retry_min: float = 0.5,
+        retry_max: float = 30.0,
     ) -> None:
         """`save_batch`/`save_delay`: the writer waits up to `save_delay` seconds for up to
         `save_batch` records and writes them in one transaction (a call saved several times in
-        that window is written once); `drain()` cuts the wait short."""
+        that window is written once); `drain()` cuts the wait short. A batch that fails for
+        any reason but invalid data is kept and retried, `retry_min` doubling up to `retry_max`
+        seconds apart, so records finished while the database is down reach it later."""
         if max_pending < 1 or save_batch < 1:
             raise ValueError("max_pending and save_batch must be at least 1")
         self._calls = calls
@@ -123,7 +134,13 @@ class EventPipeline:
         self._saves_busy = 0  # queued or being written
         self._saves_wakeup: asyncio.Future[None] | None = None
         self._flush_now = False
+        self._retry_min = retry_min
+        self._retry_max = retry_max
+        self._retry_delay = 0.0  # > 0 while the call log is failing
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._now = clock()  # one reading per 32 items: the trackers' `now`
+        self._call_fx: list[CallEffect] = []  # this batch's call effects, in order
+        self._agent_fx: list[AgentEffect] = []  # this batch's resync/tick agent effects
         self.stats = PipelineStats()
 
     # -- producers -------------------------------------------------------------------------------
@@ -134,6 +151,15 @@ class EventPipeline:
         if len(self._inbox) >= self._max_pending:
             await self._wait_for_space()
         self._push(message)
+
+    async def feed_many(self, messages: list[AmiMessage]) -> None:
+        """Queue the messages of one AMI read (the AMI client's on_messages); like `feed`, but
+        one call per read. The inbox may go past `max_pending` by one read."""
+        if len(self._inbox) >= self._max_pending:
+            await self._wait_for_space()
+        self._inbox.extend(messages)
+        self._inbox_busy += len(messages)
+        _resolve(self._inbox_wakeup)
 
     async def resync(self, snapshot: ResyncSource) -> None:
         """Queue a resync snapshot (the AMI client's on_resync, after each login)."""
@@ -176,11 +202,8 @@ class EventPipeline:
     # -- consumers --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Apply queued items in order until cancelled.
-
-        Call effects are published event by event. Agent and queue state is published once
-        per batch of work (at most `_SLICE` seconds): under a burst, subscribers get the latest
-        state of each agent and queue instead of every intermediate one."""
+        """Apply queued items in order until cancelled; publish once per batch of work (at
+        most `_SLICE` seconds): see the module docstring."""
         inbox = self._inbox
         popleft = inbox.popleft
         loop = asyncio.get_running_loop()
@@ -195,14 +218,11 @@ class EventPipeline:
                     self._inbox_wakeup = None
             deadline = clock() + _SLICE
             done = 0
+            self._now = self._clock()
             while inbox:
                 item = popleft()
                 try:
-                    call_fx, agent_fx = self._apply(item)
-                    if call_fx:
-                        await self._call_publisher.publish(call_fx)
-                    if agent_fx:
-                        await self._agent_publisher.publish(agent_fx)
+                    self._apply(item)
                 except Exception:
                     self.stats.errors += 1
                     log.exception("event pipeline: failed to handle %s", _describe(item))
@@ -211,17 +231,33 @@ class EventPipeline:
                 if self._space_waiters:
                     self._release_space()
                 done += 1
-                if not done & 31 and clock() > deadline:
-                    await self._publish_agents()
-                    await asyncio.sleep(0)
-                    deadline = clock() + _SLICE
-            await self._publish_agents()
+                if not done & 31:
+                    self._now = self._clock()
+                    if clock() > deadline:
+                        await self._publish()
+                        await asyncio.sleep(0)
+                        deadline = clock() + _SLICE
+            await self._publish()
+
+    async def _publish(self) -> None:
+        """Publish what the batch produced: call effects in order (a call's `call.updated` is
+        skipped when a later one or its end follows in the same batch), then agent/queue state."""
+        effects = self._call_fx
+        if effects:
+            self._call_fx = []
+            try:
+                await self._call_publisher.publish(_latest_updates(effects))
+            except Exception:
+                self.stats.errors += 1
+                log.exception("event pipeline: failed to publish call effects")
+        await self._publish_agents()
 
     async def _publish_agents(self) -> None:
+        effects, self._agent_fx = self._agent_fx, []
         try:
-            effects = self._agents.flush(self._clock())
+            effects += self._agents.flush(self._now)
         except Exception:
-            effects = self._failed("agent tracker", None)
+            self._failed("agent tracker", None)
         if effects:
             try:
                 await self._agent_publisher.publish(effects)
@@ -261,13 +297,51 @@ class EventPipeline:
             try:
                 async with asyncio.timeout(self._save_timeout):
                     await self._call_log.save_calls(batch)
-                self.stats.saved += n
             except Exception as exc:
                 self.stats.save_failures += n
-                ids = ", ".join(sorted({record.uniqueid for record in batch}))
-                log.error("call log: could not save calls %s: %r", ids, exc)
-            finally:
-                self._saves_busy -= n
+                kept = await self._save_failed(batch, exc)
+                if kept:
+                    saves.extendleft(reversed(kept))  # first in line, in their order
+                    n -= len(kept)
+                    self._saves_busy -= n
+                    await self._back_off()
+                    continue
+            else:
+                self.stats.saved += n
+                if self._retry_delay:
+                    log.warning("call log: the database is back; saving the records kept")
+                self._retry_delay = 0.0
+            self._saves_busy -= n
+
+    async def _save_failed(self, batch: list[CallRecord], exc: Exception) -> list[CallRecord]:
+        """After a failed batch: the records to try again. A record the database refuses as
+        invalid is dropped (logged); on any other error (database down, timeout) all are kept."""
+        if not isinstance(exc, _DATA_ERRORS):
+            if not self._retry_delay:
+                log.error(
+                    "call log: could not save %d call(s) (%r); keeping them and retrying",
+                    len(batch),
+                    exc,
+                )
+            return batch
+        kept: list[CallRecord] = []
+        for i, record in enumerate(batch):
+            try:
+                async with asyncio.timeout(self._save_timeout):
+                    await self._call_log.save_calls([record])
+            except _DATA_ERRORS as one:
+                self.stats.saves_dropped += 1
+                log.error("call log: call %s refused, not saved: %r", record.uniqueid, one)
+            except Exception as other:
+                log.error("call log: could not save calls (%r); keeping them", other)
+                return kept + batch[i:]
+            else:
+                self.stats.saved += 1
+        return kept
+
+    async def _back_off(self) -> None:
+        self._retry_delay = min(max(self._retry_delay * 2, self._retry_min), self._retry_max)
+        await asyncio.sleep(self._retry_delay)
 
     async def ticker(self, interval: float = 1.0, expire_every: int = 60) -> None:
         """Queue a tick every `interval` seconds (and an expiry pass every `expire_every`)."""
@@ -301,38 +375,41 @@ class EventPipeline:
             for waiter in waiters:
                 _resolve(waiter)
 
-    def _apply(self, item: _Item) -> tuple[Sequence[CallEffect], Sequence[AgentEffect]]:
-        """Run one item through the trackers and queue the records to save; return the
-        effects to publish (synchronous: most events publish nothing)."""
-        now = self._clock()
+    def _apply(self, item: _Item) -> None:
+        """Run one item through the trackers, queue the records to save and the call effects
+        to publish (agent effects are published by the batch: see `_publish_agents`)."""
+        now = self._now
         call_fx: Sequence[CallEffect]
-        agent_fx: Sequence[AgentEffect]
         if type(item) is AmiMessage:
             event = decode_event(item)
             if event is None:
                 self.stats.ignored += 1
-                return (), ()
+                return
             self.stats.events += 1
             try:
                 call_fx = self._calls.apply(event, now)
             except Exception:
                 call_fx = self._failed("call tracker", item)
-            agent_fx = ()
             try:
-                self._agents.update(event, now)  # published by run() at the end of the batch
+                self._agents.update(event, now)
             except Exception:
                 self._failed("agent tracker", item)
         elif isinstance(item, _Resync):
             snap = item.snapshot
             call_fx = self._guard("call tracker", item, lambda: self._calls.reconcile(snap, now))
-            agent_fx = self._guard("agent tracker", item, lambda: self._agents.reconcile(snap, now))
+            self._agent_fx += self._guard(
+                "agent tracker", item, lambda: self._agents.reconcile(snap, now)
+            )
         else:
             assert isinstance(item, _Tick)
             expire = item.expire
             call_fx = self._guard(
                 "call tracker", item, lambda: self._calls.expire(now) if expire else []
             )
-            agent_fx = self._guard("agent tracker", item, lambda: self._agents.tick(now))
+            self._agent_fx += self._guard("agent tracker", item, lambda: self._agents.tick(now))
+        if not call_fx:
+            return
+        self._call_fx += call_fx
         for effect in call_fx:
             kind = type(effect)
             if (
@@ -343,7 +420,6 @@ class EventPipeline:
                 )
             ):
                 self._save(effect.record)
-        return call_fx, agent_fx
 
     def _failed(self, who: str, item: _Item | None) -> list[T]:
         """A tracker bug loses that step only, never the other tracker's."""
@@ -367,6 +443,23 @@ class EventPipeline:
         self._saves_busy += 1
         if len(self._saves) == 1 or len(self._saves) >= self._save_batch:
             _resolve(self._saves_wakeup)
+
+
+def _latest_updates(effects: list[CallEffect]) -> list[CallEffect]:
+    """`effects` without the `CallUpdated`s that a later update or end of the same call in
+    the list makes stale (their record is older; the later message carries the whole call)."""
+    later: set[str] = set()
+    out: list[CallEffect] = []
+    for effect in reversed(effects):
+        kind = type(effect)
+        if kind is CallUpdated or kind is CallEnded:
+            uniqueid = effect.record.uniqueid
+            if kind is CallUpdated and uniqueid in later:
+                continue
+            later.add(uniqueid)
+        out.append(effect)
+    out.reverse()
+    return out
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:

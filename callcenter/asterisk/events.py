@@ -9,9 +9,9 @@ input: a missing or malformed number becomes `None` (or 0 for counters), never a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from operator import itemgetter
-from typing import Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, get_args
 
 from callcenter.asterisk.message import AmiMessage
 
@@ -322,6 +322,30 @@ AmiEvent = (
 )
 
 
+def _init_by_slots(cls: type) -> None:
+    """Give a frozen slots dataclass an `__init__` that stores through the slot descriptors.
+
+    The dataclass one assigns every field with `object.__setattr__` (frozen), which costs twice
+    as much; events are built for every AMI event, so this is on the hot path. Same signature,
+    same result, instances stay frozen."""
+    params = [f for f in fields(cls) if f.init]
+    if any(f.default is not MISSING or f.default_factory is not MISSING for f in params):
+        return  # not needed by any event so far: keep the dataclass __init__
+    names = [f.name for f in params]
+    setters = {f"_set{i}": getattr(cls, name).__set__ for i, name in enumerate(names)}
+    body = "".join(f"    _set{i}(self, {name})\n" for i, name in enumerate(names)) or "    pass\n"
+    code = f"def __init__(self, {', '.join(names)}):\n{body}"
+    namespace: dict[str, Any] = {}
+    exec(code, setters, namespace)  # the source is built from field names only
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    setattr(cls, "__init__", init)  # noqa: B010
+
+
+for _event_class in (*get_args(AmiEvent), TransferParty):
+    _init_by_slots(_event_class)
+
+
 # ---------------------------------------------------------------------------------------------
 # Decoders
 
@@ -551,7 +575,12 @@ SUBSCRIBED_EVENTS: frozenset[str] = frozenset(_DECODERS)
 # The caches are emptied when full, so odd streams cost speed, never memory.
 
 _PLANS_MAX = 256
+_name_of = itemgetter(0)
+_value_of = itemgetter(1)
 _Values = tuple[str, ...]
+_Picker = Callable[
+    [tuple[tuple[str, str], ...]], tuple[tuple[str, str], ...]
+]  # headers by position
 
 
 def _snapv(v: _Values) -> tuple[str, str, str, int | None, str, str, str, str]:
@@ -588,16 +617,16 @@ class _FastDecoder:
     def __init__(self, keys: tuple[str, ...], build: Callable[[_Values], AmiEvent]) -> None:
         self.keys = keys
         self.build = build
-        self.plans: dict[tuple[str, ...], Callable[[_Values], _Values] | None] = {}
+        self.plans: dict[tuple[str, ...], _Picker | None] = {}
 
-    def plan(self, names: tuple[str, ...]) -> Callable[[_Values], _Values] | None:
+    def plan(self, names: tuple[str, ...]) -> _Picker | None:
         first: dict[str, int] = {}
         for i, name in enumerate(names):
             first.setdefault(name.lower(), i)  # a repeated header: the first one wins
         positions = [first.get(key) for key in self.keys]
         picker = None
         if None not in positions:
-            picker = cast(Callable[[_Values], _Values], itemgetter(*cast(list[int], positions)))
+            picker = cast(_Picker, itemgetter(*cast(list[int], positions)))
         if len(self.plans) >= _PLANS_MAX:
             self.plans.clear()
         self.plans[names] = picker
@@ -684,11 +713,11 @@ def decode_event(msg: AmiMessage) -> AmiEvent | None:
     decoder = _DECODERS.get(event_name)
     if decoder is None or (first_name != "Event" and first_name.lower() != "event"):
         return None
-    names, values = zip(*headers, strict=True)
+    names = tuple(map(_name_of, headers))
     fast = _FAST.get(event_name)
     if fast is not None:
         plans = fast.plans
         picker = plans[names] if names in plans else fast.plan(names)
         if picker is not None:
-            return fast.build(picker(values))
-    return _decode_fields(decoder, names, values)
+            return fast.build(tuple(map(_value_of, picker(headers))))
+    return _decode_fields(decoder, names, tuple(map(_value_of, headers)))

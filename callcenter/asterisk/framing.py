@@ -14,6 +14,10 @@ Contract (PROTOCOL.md §1.1-1.3):
 * Bounded memory: a frame over ``max_frame_bytes`` or with more than ``max_lines`` lines, or a
   line without a colon, is skipped, counted in `AmiFramer.errors` and logged; parsing resumes at
   the next empty line. A never-ending line never holds more than ``max_frame_bytes`` in memory.
+* Optional event filter (`events=`): an event frame whose name is not wanted and that carries
+  no ``ActionID`` (i.e. is not part of a reply) never becomes a message; it is counted in
+  `AmiFramer.skipped`. Asterisk sends every event class a user may read unless
+  manager.conf filters it; most of them (Dial*, Bridge*, Cdr, DTMF*...) are noise to us.
 * Cost: each byte is scanned for a terminator once (no re-scan of the pending partial frame:
   panoramisk's O(n²) bug 16); a block of complete frames is decoded and split with C-level calls.
   Header lines are looked up whole in a bounded cache of parsed (name, value) pairs, since
@@ -25,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import Final
 
 from callcenter.asterisk.errors import AmiFrameError
@@ -49,6 +54,9 @@ _LINE_CACHE_LINE = 160  # longer lines are parsed but not remembered: bounds the
 _WINDOW_LINES = 4096  # lines per look at the cache's miss rate
 _REGEX_BYTES = 256 * 1024  # parsed by regex after a window where over a third of lines were new
 _SEP: Final = ("", "")  # stands for the empty line between frames
+# Headers whose lines never repeat (timestampevents=yes stamps every event): remembering them
+# would only push the repeating lines out of the cache.
+_UNIQUE_LINES = frozenset(("Timestamp",))
 
 
 class _LineCache(dict[str, tuple[str, str]]):
@@ -59,6 +67,8 @@ class _LineCache(dict[str, tuple[str, str]]):
 
     def __missing__(self, line: str) -> tuple[str, str]:
         self.misses += 1
+        if line[:11] == "Timestamp: " and "\r" not in line and "\n" not in line:
+            return ("Timestamp", line[11:])  # new on every event: never remembered
         name, sep, value = line.partition(":")
         if not sep or not name or "\n" in line or "\r" in line:
             if not line:
@@ -67,9 +77,32 @@ class _LineCache(dict[str, tuple[str, str]]):
             self.bad += 1
             return _SEP
         pair = (name, value[1:] if value[:1] == " " else value)
-        if len(line) <= _LINE_CACHE_LINE:
+        if len(line) <= _LINE_CACHE_LINE and name not in _UNIQUE_LINES:
             self[line] = pair
         return pair
+
+
+class _EventDrop:
+    """Which event frames the framer drops unparsed (see `AmiFramer(events=...)`)."""
+
+    __slots__ = ("wanted",)
+
+    def __init__(self, wanted: frozenset[str]) -> None:
+        self.wanted = frozenset(f"Event: {name}" for name in wanted)  # first lines
+
+    def drops(self, lines: list[str], start: int, end: int) -> bool:
+        first = lines[start]
+        if first in self.wanted or not first.startswith("Event: "):
+            return False
+        return not any(map(str.startswith, lines[start + 1 : end], repeat("ActionID:")))
+
+    def drops_message(self, msg: AmiMessage) -> bool:
+        headers = msg.headers
+        if not headers or headers[0][0] != "Event":
+            return False
+        if f"Event: {headers[0][1]}" in self.wanted:
+            return False
+        return not any(name == "ActionID" for name, _ in headers)
 
 
 class AmiFramer:
@@ -78,6 +111,7 @@ class AmiFramer:
     __slots__ = (
         "_buf",
         "_discarding",
+        "_drop",
         "_expect_banner",
         "_findall",
         "_lines",
@@ -92,6 +126,7 @@ class AmiFramer:
         "last_error",
         "max_frame_bytes",
         "max_lines",
+        "skipped",
         "version",
     )
 
@@ -101,7 +136,10 @@ class AmiFramer:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_lines: int = DEFAULT_MAX_LINES,
         on_error: Callable[[AmiFrameError], None] | None = None,
+        events: Iterable[str] | None = None,
     ) -> None:
+        """`events`: the event names to deliver (None: all). Replies and the events of a
+        reply (those with an ActionID) are always delivered."""
         if max_frame_bytes < 16:
             raise ValueError("max_frame_bytes must be at least 16")
         if max_lines < 1:
@@ -123,6 +161,8 @@ class AmiFramer:
         self.banners = 0
         self.bytes_in = 0
         self.last_error = ""
+        self.skipped = 0
+        self._drop: _EventDrop | None = None if events is None else _EventDrop(frozenset(events))
 
     @property
     def cached_lines(self) -> int:
@@ -205,9 +245,11 @@ class AmiFramer:
             self._parse_frames(text, False, out)  # a malformed line somewhere: careful path
             return
         # Frames end at the empty lines ('' is a singleton: index() finds it by identity).
+        drop = self._drop
         max_lines = self.max_lines
         index = lines.index
         total = len(lines)
+        wanted = drop.wanted if drop is not None else frozenset()
         pos = n = 0
         append = out.append
         while pos < total:
@@ -215,15 +257,29 @@ class AmiFramer:
                 end = index("", pos)
             except ValueError:
                 end = total
-            if end - pos > max_lines:
-                n += self._parse_slow("\r\n".join(lines[pos:end]), out)
-            elif end > pos:
-                append(AmiMessage(tuple(pairs[pos:end])))
-                n += 1
+            if end > pos:
+                if drop is not None and lines[pos] not in wanted and drop.drops(lines, pos, end):
+                    self.skipped += 1
+                elif end - pos > max_lines:
+                    n += self._parse_slow("\r\n".join(lines[pos:end]), out)
+                else:
+                    append(AmiMessage(tuple(pairs[pos:end])))
+                    n += 1
             pos = end + 1
         self.frames += n
 
     def _parse_frames(self, text: str, big: bool, out: list[AmiMessage]) -> None:
+        if self._drop is None:
+            self._parse_frames_all(text, big, out)
+            return
+        msgs: list[AmiMessage] = []
+        self._parse_frames_all(text, big, msgs)
+        kept = [m for m in msgs if not self._drop.drops_message(m)]
+        self.skipped += len(msgs) - len(kept)
+        self.frames -= len(msgs) - len(kept)
+        out += kept
+
+    def _parse_frames_all(self, text: str, big: bool, out: list[AmiMessage]) -> None:
         frames = text.split("\r\n\r\n")
         findall = self._findall
         parsed = [findall(f) for f in frames]

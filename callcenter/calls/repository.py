@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal, TypedDict, cast, get_args
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Dialect, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.calls.model import (
@@ -31,6 +31,7 @@ from callcenter.db.models import (
     CallbackRequestRow,
     CallRow,
     IvrStepRow,
+    UTCDateTime,
     check_lengths,
     utcnow,
 )
@@ -69,6 +70,43 @@ _CALL_TEXT_LIMITS = _text_limits()
 def _normalised(number: str, country: str) -> str:
     # one call is saved several times with the same caller number
     return normalise_number(number, country)
+
+
+class _CompiledUpsert:
+    """An INSERT .. ON CONFLICT of every column of the calls table, compiled once for a dialect.
+
+    Rows go to the driver's executemany with each value converted by its column type's own
+    bind processor (the same conversion SQLAlchemy applies), without SQLAlchemy's per-row
+    statement bookkeeping: the call log is written on the AMI hot path."""
+
+    def __init__(self, stmt: Any, dialect: Dialect) -> None:
+        columns = [column.name for column in CallRow.__table__.columns]
+        compiled = stmt.compile(dialect=dialect, column_keys=columns)
+        order = compiled.positiontup
+        if order is None:
+            raise RuntimeError(f"{dialect.name}: expected a positional paramstyle")
+        self.sql: str = compiled.string
+        types = {column.name: column.type for column in CallRow.__table__.columns}
+        self._keys = tuple(order)
+        self._processors = tuple(
+            types[key].dialect_impl(dialect).bind_processor(dialect) for key in order
+        )
+        self._timestamps = frozenset(k for k in order if isinstance(types[k], UTCDateTime))
+
+    def rows(self, values: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """Driver parameters for `values` (one mapping per row), converted column by column;
+        a timestamp is converted once per distinct value (a batch shares created_at)."""
+        columns: list[list[Any]] = []
+        for key, process in zip(self._keys, self._processors, strict=True):
+            column = [row[key] for row in values]
+            if process is not None:
+                if key in self._timestamps:
+                    converted = {value: process(value) for value in set(column)}
+                    column = list(map(converted.__getitem__, column))
+                else:
+                    column = list(map(process, column))
+            columns.append(column)
+        return list(zip(*columns, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +175,7 @@ class CallRepository:
         self._sessions = session_factory
         self._target = answer_target_seconds
         self._country = default_country
-        self._upserts: dict[str, Any] = {}
+        self._upserts: dict[str, _CompiledUpsert] = {}
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -152,18 +190,20 @@ class CallRepository:
         if not latest:
             return
         now = utcnow()
-        rows = [
+        values = [
             {**self._call_values(record), "created_at": now, "updated_at": now}
             for record in latest.values()
         ]
         async with self._sessions() as session, session.begin():
-            await session.execute(self._upsert_statement(session), rows)
+            upsert = self._upsert(session)
+            conn = await session.connection()
+            await conn.exec_driver_sql(upsert.sql, upsert.rows(values))
 
-    def _upsert_statement(self, session: AsyncSession) -> Any:
-        """The call upsert for this session's dialect, built once (statement cache friendly)."""
-        dialect = session.get_bind().dialect.name
-        stmt = self._upserts.get(dialect)
-        if stmt is None:
+    def _upsert(self, session: AsyncSession) -> _CompiledUpsert:
+        """The call upsert for this session's dialect, compiled once."""
+        dialect = session.get_bind().dialect
+        upsert = self._upserts.get(dialect.name)
+        if upsert is None:
             insert = dialect_insert(session, CallRow.__table__)
             update = {
                 column.name: insert.excluded[column.name]
@@ -171,8 +211,8 @@ class CallRepository:
                 if column.name not in ("uniqueid", "created_at")
             }
             stmt = insert.on_conflict_do_update(index_elements=["uniqueid"], set_=update)
-            self._upserts[dialect] = stmt
-        return stmt
+            upsert = self._upserts[dialect.name] = _CompiledUpsert(stmt, dialect)
+        return upsert
 
     async def record_step(self, step: IvrStep) -> None:
         """Store one IVR step; a step already stored under (call_uniqueid, seq) is kept as is."""

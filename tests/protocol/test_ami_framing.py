@@ -351,3 +351,31 @@ def test_cached_and_uncached_paths_agree_on_odd_lines() -> None:
         ("Empty", ""),
         ("Colon", "a: b"),
     )
+
+
+FILTER_STREAM = (
+    b"Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/trunk-1\r\n\r\n"
+    b"Event: Cdr\r\nPrivilege: cdr,all\r\nSource: 13800138000\r\n\r\n"
+    b"Response: Success\r\nActionID: 7\r\nEventList: start\r\n\r\n"
+    b"Event: CoreShowChannel\r\nActionID: 7\r\nChannel: PJSIP/trunk-1\r\n\r\n"
+    b"Event: DialBegin\r\nPrivilege: call,all\r\n\r\n"
+    b"Event: CoreShowChannelsComplete\r\nActionID: 7\r\nEventList: Complete\r\n\r\n"
+)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(FILTER_STREAM)), max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_unwanted_events_are_dropped_but_never_replies(cuts: list[int]) -> None:
+    framer = AmiFramer(events={"Newchannel"})
+    names = [m.name for m in feed_all(framer, FILTER_STREAM, cuts)]
+    assert names == ["Newchannel", "Success", "CoreShowChannel", "CoreShowChannelsComplete"]
+    assert (framer.skipped, framer.frames) == (2, 4)
+
+
+def test_the_careful_path_filters_too() -> None:
+    bad = b"Event: VarSet\r\nthis line has no colon\r\n\r\n"
+    framer = AmiFramer(events={"Newchannel"})
+    names = [m.name for m in framer.feed(FILTER_STREAM + bad)]
+    assert names == ["Newchannel", "Success", "CoreShowChannel", "CoreShowChannelsComplete"]
+    assert framer.errors == 1
+    assert framer.skipped == 2

@@ -185,8 +185,8 @@ class BrokenTracker(CallTracker):
         return super().apply(event, now)
 
 
-async def test_failures_lose_one_step_only(caplog: pytest.LogCaptureFixture) -> None:
-    log, pub = Log(fail=True), Publisher()
+async def test_a_tracker_failure_loses_one_step_only(caplog: pytest.LogCaptureFixture) -> None:
+    log, pub = Log(), Publisher()
     pipeline = _pipeline(log, pub, calls=BrokenTracker(), save_delay=0)
     tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
     for msg in _call():
@@ -195,10 +195,89 @@ async def test_failures_lose_one_step_only(caplog: pytest.LogCaptureFixture) -> 
     await cancel_and_wait(*tasks)
     assert pipeline.stats.errors == 1
     assert type(pub.calls[-1]) is CallEnded  # later events still applied
-    assert pipeline.stats.saved == 0
-    assert pipeline.stats.save_failures >= 1
     assert "tracker bug" in caplog.text
-    assert "could not save calls" in caplog.text
+
+
+async def test_records_are_kept_while_the_database_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log, pub = Log(fail=True), Publisher()
+    pipeline = _pipeline(log, pub, save_delay=0, retry_min=0.001, retry_max=0.01)
+    tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
+    for msg in _call():
+        await pipeline.feed(msg)
+    async with asyncio.timeout(10):
+        while pipeline.stats.save_failures < 8:  # noqa: ASYNC110 - several attempts, all failed
+            await asyncio.sleep(0.001)
+    assert pipeline.stats.saved == 0
+    assert pipeline.pending == 4
+    log.fail = False  # the database is back
+    async with asyncio.timeout(10):
+        await pipeline.drain()
+    await cancel_and_wait(*tasks)
+    assert [r.end_reason for b in log.batches for r in b][-1] == "completed"
+    assert pipeline.stats.saved == 4
+    assert pipeline.stats.saves_dropped == 0
+    assert caplog.text.count("could not save") == 1  # once per outage, not per attempt
+    assert "the database is back" in caplog.text
+
+
+class PickyLog(Log):
+    """Refuses any batch holding a call that has ended (as a database refuses bad data)."""
+
+    async def save_calls(self, records: Sequence[CallRecord]) -> None:
+        if any(r.end_reason is not None for r in records):
+            raise ValueError("column too long")
+        await super().save_calls(records)
+
+
+async def test_a_refused_record_is_dropped_alone(caplog: pytest.LogCaptureFixture) -> None:
+    log, pub = PickyLog(), Publisher()
+    pipeline = _pipeline(log, pub, save_delay=3600)
+    tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
+    for msg in _call():
+        await pipeline.feed(msg)
+    async with asyncio.timeout(10):
+        await pipeline.drain()
+    await cancel_and_wait(*tasks)
+    assert [r.end_reason for b in log.batches for r in b] == [None, None, None]
+    assert (pipeline.stats.saved, pipeline.stats.saves_dropped) == (3, 1)
+    assert f"call {CALLER} refused" in caplog.text
+
+
+async def test_a_burst_publishes_only_the_latest_update_of_a_call() -> None:
+    log, pub = Log(), Publisher()
+    pipeline = _pipeline(log, pub, save_delay=0)
+    messages = _call()[:5]  # up to the answer: no end
+    for msg in messages:  # queued before the consumer runs: one batch
+        await pipeline.feed(msg)
+    tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
+    await pipeline.drain()
+    one_batch = [(type(e).__name__, getattr(e, "change", None)) for e in pub.calls]
+    pub.calls.clear()
+    for msg in messages:  # the same again for another call, one event per batch
+        uniqueid = "1715681799.50"
+        await pipeline.feed(
+            AmiMessage(tuple((k, uniqueid if v == CALLER else v) for k, v in msg.headers))
+        )
+        await pipeline.drain()
+    await cancel_and_wait(*tasks)
+    one_by_one = [(type(e).__name__, getattr(e, "change", None)) for e in pub.calls]
+    assert one_by_one == [
+        ("CallStarted", None),
+        ("CallUpdated", "queued"),
+        ("AgentRinging", None),
+        ("CallUpdated", "answered"),
+        ("AgentAnswered", None),
+    ]
+    # the same effects, without the updates a later one made stale
+    assert one_batch == [
+        ("CallStarted", None),
+        ("AgentRinging", None),
+        ("CallUpdated", "answered"),
+        ("AgentAnswered", None),
+    ]
+    assert pub.calls[-1].record.answered_at is not None
 
 
 async def test_drain_with_nothing_queued_returns() -> None:
@@ -209,3 +288,21 @@ async def test_drain_with_nothing_queued_returns() -> None:
 def test_bounds_must_be_positive() -> None:
     with pytest.raises(ValueError):
         _pipeline(Log(), Publisher(), max_pending=0)
+
+
+async def test_feed_many_is_feed_for_each_message() -> None:
+    results = []
+    for many in (False, True):
+        log, pub = Log(), Publisher()
+        pipeline = _pipeline(log, pub, save_delay=0)
+        tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
+        if many:
+            await pipeline.feed_many(_call())
+        else:
+            for msg in _call():
+                await pipeline.feed(msg)
+        await pipeline.drain()
+        await cancel_and_wait(*tasks)
+        results.append(([type(e).__name__ for e in pub.calls], pipeline.stats.events))
+    assert results[0] == results[1]
+    assert results[1][1] == 8
