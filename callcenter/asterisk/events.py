@@ -9,11 +9,12 @@ input: a missing or malformed number becomes `None` (or 0 for counters), never a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Literal, Protocol, cast, get_args
+from typing import Literal, Protocol, cast, get_args
 
 from callcenter.asterisk.message import AmiMessage
+from callcenter.fastinit import store_by_slots
 
 _Fields = dict[str, str]  # lower-cased header name -> first value
 
@@ -30,7 +31,7 @@ def _int(value: str | None) -> int | None:
     if not value:
         return None
     try:
-        return int(value.strip())
+        return int(value)  # int() ignores surrounding blanks itself
     except ValueError:
         return None
 
@@ -322,28 +323,8 @@ AmiEvent = (
 )
 
 
-def _init_by_slots(cls: type) -> None:
-    """Give a frozen slots dataclass an `__init__` that stores through the slot descriptors.
-
-    The dataclass one assigns every field with `object.__setattr__` (frozen), which costs twice
-    as much; events are built for every AMI event, so this is on the hot path. Same signature,
-    same result, instances stay frozen."""
-    params = [f for f in fields(cls) if f.init]
-    if any(f.default is not MISSING or f.default_factory is not MISSING for f in params):
-        return  # not needed by any event so far: keep the dataclass __init__
-    names = [f.name for f in params]
-    setters = {f"_set{i}": getattr(cls, name).__set__ for i, name in enumerate(names)}
-    body = "".join(f"    _set{i}(self, {name})\n" for i, name in enumerate(names)) or "    pass\n"
-    code = f"def __init__(self, {', '.join(names)}):\n{body}"
-    namespace: dict[str, Any] = {}
-    exec(code, setters, namespace)  # the source is built from field names only
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    setattr(cls, "__init__", init)  # noqa: B010
-
-
 for _event_class in (*get_args(AmiEvent), TransferParty):
-    _init_by_slots(_event_class)
+    store_by_slots(_event_class)  # events are built for every AMI event
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,7 +595,8 @@ class _FastDecoder:
 
     __slots__ = ("build", "keys", "plans")
 
-    def __init__(self, keys: tuple[str, ...], build: Callable[[_Values], AmiEvent]) -> None:
+    def __init__(self, keys: tuple[str, ...], build: Callable[[_Values], AmiEvent | None]) -> None:
+        """`build` may return None: that message then goes the dict way."""
         self.keys = keys
         self.build = build
         self.plans: dict[tuple[str, ...], _Picker | None] = {}
@@ -631,6 +613,36 @@ class _FastDecoder:
             self.plans.clear()
         self.plans[names] = picker
         return picker
+
+
+_MEMBER_KEYS = (
+    "queue", "membername", "interface", "stateinterface", "membership", "penalty",
+    "callstaken", "lastcall", "lastpause", "logintime", "incall", "status", "paused",
+    "pausedreason", "wrapuptime",
+)  # fmt: skip
+
+
+_MEMBER_EVENTS: tuple[tuple[str, MemberChange], ...] = (
+    ("QueueMemberStatus", "status"),
+    ("QueueMemberAdded", "added"),
+    ("QueueMemberRemoved", "removed"),
+    ("QueueMemberPause", "pause"),
+    ("QueueMemberPenalty", "penalty"),
+    ("QueueMemberRinginuse", "ringinuse"),
+)
+
+
+def _member_fast(change: MemberChange) -> Callable[[_Values], AmiEvent | None]:
+    def build(v: _Values) -> AmiEvent | None:
+        if not v[1] or not v[2]:
+            return None  # an empty MemberName/Interface: the dict way falls back to Name/Location
+        return QueueMemberChanged(
+            change, v[0], v[1], v[2], v[3], v[4], _count(v[5]), _count(v[6]), _count(v[7]),
+            _count(v[8]), _count(v[9]), _bool(v[10]), _count(v[11]), _bool(v[12]), v[13],
+            _count(v[14]),
+        )  # fmt: skip
+
+    return build
 
 
 _FAST: dict[str, _FastDecoder] = {
@@ -686,6 +698,7 @@ _FAST: dict[str, _FastDecoder] = {
         (*_AGENT_KEYS, "holdtime", "talktime", "reason"),
         lambda v: AgentCompleted(*_snapv(v), *_agentv(v), _int(v[14]), _int(v[15]), v[16]),
     ),
+    **{event: _FastDecoder(_MEMBER_KEYS, _member_fast(change)) for event, change in _MEMBER_EVENTS},
 }
 
 # Header names as sent -> the same names lower-cased, in reverse order (the dict way).
@@ -719,5 +732,7 @@ def decode_event(msg: AmiMessage) -> AmiEvent | None:
         plans = fast.plans
         picker = plans[names] if names in plans else fast.plan(names)
         if picker is not None:
-            return fast.build(tuple(map(_value_of, picker(headers))))
+            event = fast.build(tuple(map(_value_of, picker(headers))))
+            if event is not None:
+                return event
     return _decode_fields(decoder, names, tuple(map(_value_of, headers)))

@@ -233,25 +233,18 @@ class AmiFramer:
         cache = self._lines
         if len(cache) > _LINE_CACHE_MAX:
             cache.clear()
-        bad = cache.bad
+        bad, skipped = cache.bad, self.skipped
         lines = text.split("\r\n")
-        pairs = list(map(cache.__getitem__, lines))
-        self._window_lines += len(lines)
-        if self._window_lines >= _WINDOW_LINES:
-            if cache.misses * 3 > self._window_lines:
-                self._regex_bytes = _REGEX_BYTES
-            self._window_lines = cache.misses = 0
-        if cache.bad != bad:
-            self._parse_frames(text, False, out)  # a malformed line somewhere: careful path
-            return
+        get = cache.__getitem__
         # Frames end at the empty lines ('' is a singleton: index() finds it by identity).
         drop = self._drop
+        wanted = drop.wanted if drop is not None else frozenset()
         max_lines = self.max_lines
         index = lines.index
         total = len(lines)
-        wanted = drop.wanted if drop is not None else frozenset()
-        pos = n = 0
-        append = out.append
+        msgs: list[AmiMessage] = []
+        append = msgs.append
+        looked = pos = n = 0
         while pos < total:
             try:
                 end = index("", pos)
@@ -259,13 +252,24 @@ class AmiFramer:
                 end = total
             if end > pos:
                 if drop is not None and lines[pos] not in wanted and drop.drops(lines, pos, end):
-                    self.skipped += 1
+                    self.skipped += 1  # before its lines are looked up
                 elif end - pos > max_lines:
-                    n += self._parse_slow("\r\n".join(lines[pos:end]), out)
+                    n += self._parse_slow("\r\n".join(lines[pos:end]), msgs)
                 else:
-                    append(AmiMessage(tuple(pairs[pos:end])))
+                    append(AmiMessage(tuple(map(get, lines[pos:end]))))
+                    looked += end - pos
                     n += 1
             pos = end + 1
+        self._window_lines += looked
+        if self._window_lines >= _WINDOW_LINES:
+            if cache.misses * 3 > self._window_lines:
+                self._regex_bytes = _REGEX_BYTES
+            self._window_lines = cache.misses = 0
+        if cache.bad != bad:
+            self.skipped = skipped
+            self._parse_frames(text, False, out)  # a malformed line somewhere: careful path
+            return
+        out += msgs
         self.frames += n
 
     def _parse_frames(self, text: str, big: bool, out: list[AmiMessage]) -> None:

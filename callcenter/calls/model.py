@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from callcenter.fastinit import store_by_slots
+
 AbandonStage = Literal["ivr", "queue"]
 EndReason = Literal["completed", "abandoned", "ended_while_disconnected", "failed", "expired"]
 
@@ -30,6 +32,7 @@ class Transfer:
     target: str
 
 
+@store_by_slots  # a snapshot is taken at every change of a call
 @dataclass(frozen=True, slots=True)
 class CallRecord:
     """One inbound (or originated) call, keyed by the Uniqueid of its first channel."""

@@ -373,9 +373,16 @@ def test_unwanted_events_are_dropped_but_never_replies(cuts: list[int]) -> None:
 
 
 def test_the_careful_path_filters_too() -> None:
-    bad = b"Event: VarSet\r\nthis line has no colon\r\n\r\n"
+    bad = b"Event: Newchannel\r\nthis line has no colon\r\n\r\n"
     framer = AmiFramer(events={"Newchannel"})
     names = [m.name for m in framer.feed(FILTER_STREAM + bad)]
     assert names == ["Newchannel", "Success", "CoreShowChannel", "CoreShowChannelsComplete"]
     assert framer.errors == 1
     assert framer.skipped == 2
+
+
+def test_a_dropped_frame_is_not_parsed() -> None:
+    framer = AmiFramer(events={"Newchannel"})
+    noise = b"Event: Cdr\r\nnot a header line\r\n\r\n"
+    assert [m.name for m in framer.feed(noise + FILTER_STREAM[:66])] == ["Newchannel"]
+    assert (framer.errors, framer.skipped) == (0, 1)

@@ -82,3 +82,20 @@ def test_event_classes_build_like_frozen_dataclasses(cls: type) -> None:
         setattr(by_position, names[0], "changed")
     with pytest.raises(TypeError):
         cls(*values[:-1])
+
+
+def test_member_events_with_an_empty_member_name_go_the_dict_way() -> None:
+    headers = (
+        ("Event", "QueueMemberStatus"), ("Queue", "support"), ("MemberName", ""),
+        ("Interface", "PJSIP/1001"), ("StateInterface", "PJSIP/1001"), ("Membership", "static"),
+        ("Penalty", "0"), ("CallsTaken", "3"), ("LastCall", "0"), ("LastPause", "0"),
+        ("LoginTime", "0"), ("InCall", "1"), ("Status", "2"), ("Paused", "0"),
+        ("PausedReason", ""), ("Wrapuptime", "5"), ("Name", "Alice"),
+    )  # fmt: skip
+    msg = AmiMessage(headers)
+    event = events.decode_event(msg)
+    assert event == _slow(msg)
+    assert isinstance(event, events.QueueMemberChanged)
+    assert (event.member_name, event.calls_taken, event.in_call) == ("Alice", 3, True)
+    fast = events.decode_event(AmiMessage((*headers[:2], ("MemberName", "Bob"), *headers[3:])))
+    assert isinstance(fast, events.QueueMemberChanged) and fast.member_name == "Bob"
