@@ -1,7 +1,9 @@
 """Typed AMI events: the one subscription table from Asterisk event names to decoders.
 
 Contract: `decode_event(msg)` returns a frozen dataclass for the events the call and agent
-trackers use, and `None` for every other message (responses, unknown or irrelevant events).
+trackers use, and `None` for every other message (responses, unknown or irrelevant events,
+and VarSet of a variable outside `TRACKED_VARIABLES`: Asterisk sends one for every variable any
+channel sets, BRIDGEPEER, PLAYBACKSTATUS, AGISTATUS and so on).
 Asterisk event names appear here and nowhere else in the project. Decoding never raises on bad
 input: a missing or malformed number becomes `None` (or 0 for counters), never an exception.
 """
@@ -10,13 +12,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from operator import itemgetter
-from typing import Literal, Protocol, cast, get_args
+from typing import Final, Literal, Protocol, cast, get_args
 
 from callcenter.asterisk.message import AmiMessage
 from callcenter.fastinit import store_by_slots
 
 _Fields = dict[str, str]  # lower-cased header name -> first value
+
+# Channel variables the trackers read (names without the `_`/`__` inheritance prefix).
+TRACKED_VARIABLES = frozenset({"MIXMONITOR_FILENAME"})
+TRACKED_VARIABLE_PREFIXES = ("CALLCENTER_", "IVR_", "QUEUE_")
+
+
+def variable_name(raw: str) -> str:
+    """A VarSet variable without its inheritance prefix (`__CALLCENTER_DID` -> CALLCENTER_DID)."""
+    return raw.lstrip("_")
+
+
+def is_tracked_variable(raw: str) -> bool:
+    name = raw.lstrip("_")
+    return name.startswith(TRACKED_VARIABLE_PREFIXES) or name in TRACKED_VARIABLES
+
 
 UNKNOWN_CALLER = "<unknown>"
 # Asterisk prints an empty caller id as `<unknown>` (snapshots) or `unknown` (QueueEntry).
@@ -412,15 +430,17 @@ def _hangup_request(soft: bool) -> Callable[[_Fields], AmiEvent]:
     return lambda f: HangupRequested(*_snap(f), cause=_int(f.get("cause")), soft=soft)
 
 
-_DECODERS: dict[str, Callable[[_Fields], AmiEvent]] = {
+_DECODERS: dict[str, Callable[[_Fields], AmiEvent | None]] = {
     "Newchannel": lambda f: ChannelCreated(*_snap(f)),
     "Newstate": lambda f: ChannelStateChanged(*_snap(f)),
     "NewCallerid": lambda f: CallerIdChanged(*_snap(f)),
     "Newexten": lambda f: DialplanStep(
         *_snap(f), application=f.get("application", ""), app_data=f.get("appdata", "")
     ),
-    "VarSet": lambda f: VariableSet(
-        *_snap(f), variable=f.get("variable", ""), value=f.get("value", "")
+    "VarSet": lambda f: (
+        VariableSet(*_snap(f), variable=f.get("variable", ""), value=f.get("value", ""))
+        if is_tracked_variable(f.get("variable", ""))
+        else None
     ),
     "HangupRequest": _hangup_request(False),
     "SoftHangupRequest": _hangup_request(True),
@@ -555,6 +575,14 @@ SUBSCRIBED_EVENTS: frozenset[str] = frozenset(_DECODERS)
 # that lacks one of them goes the dict way (`_decode_fields`), which handles defaults.
 # The caches are emptied when full, so odd streams cost speed, never memory.
 
+
+class _DictWay(Enum):
+    DICT_WAY = "dict way"
+
+
+DICT_WAY: Final = _DictWay.DICT_WAY
+_Build = Callable[[tuple[str, ...]], "AmiEvent | _DictWay | None"]
+
 _PLANS_MAX = 256
 _name_of = itemgetter(0)
 _value_of = itemgetter(1)
@@ -595,8 +623,9 @@ class _FastDecoder:
 
     __slots__ = ("build", "keys", "plans")
 
-    def __init__(self, keys: tuple[str, ...], build: Callable[[_Values], AmiEvent | None]) -> None:
-        """`build` may return None: that message then goes the dict way."""
+    def __init__(self, keys: tuple[str, ...], build: _Build) -> None:
+        """`build` returns the event, None (not for the trackers) or DICT_WAY (decode this one
+        through the dict of its headers instead)."""
         self.keys = keys
         self.build = build
         self.plans: dict[tuple[str, ...], _Picker | None] = {}
@@ -632,10 +661,12 @@ _MEMBER_EVENTS: tuple[tuple[str, MemberChange], ...] = (
 )
 
 
-def _member_fast(change: MemberChange) -> Callable[[_Values], AmiEvent | None]:
-    def build(v: _Values) -> AmiEvent | None:
+def _member_fast(change: MemberChange) -> _Build:
+    def build(v: _Values) -> AmiEvent | _DictWay:
         if not v[1] or not v[2]:
-            return None  # an empty MemberName/Interface: the dict way falls back to Name/Location
+            return (
+                DICT_WAY  # an empty MemberName/Interface: the dict way falls back to Name/Location
+            )
         return QueueMemberChanged(
             change, v[0], v[1], v[2], v[3], v[4], _count(v[5]), _count(v[6]), _count(v[7]),
             _count(v[8]), _count(v[9]), _bool(v[10]), _count(v[11]), _bool(v[12]), v[13],
@@ -653,7 +684,8 @@ _FAST: dict[str, _FastDecoder] = {
         (*_SNAP_KEYS, "application", "appdata"), lambda v: DialplanStep(*_snapv(v), v[8], v[9])
     ),
     "VarSet": _FastDecoder(
-        (*_SNAP_KEYS, "variable", "value"), lambda v: VariableSet(*_snapv(v), v[8], v[9])
+        (*_SNAP_KEYS, "variable", "value"),
+        lambda v: VariableSet(*_snapv(v), v[8], v[9]) if is_tracked_variable(v[8]) else None,
     ),
     "HangupRequest": _FastDecoder(
         (*_SNAP_KEYS, "cause"), lambda v: HangupRequested(*_snapv(v), _int(v[8]), False)
@@ -706,8 +738,8 @@ _KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _decode_fields(
-    decoder: Callable[[_Fields], AmiEvent], names: tuple[str, ...], values: _Values
-) -> AmiEvent:
+    decoder: Callable[[_Fields], AmiEvent | None], names: tuple[str, ...], values: _Values
+) -> AmiEvent | None:
     keys = _KEYS.get(names)
     if keys is None:
         if len(_KEYS) >= _PLANS_MAX:
@@ -733,6 +765,6 @@ def decode_event(msg: AmiMessage) -> AmiEvent | None:
         picker = plans[names] if names in plans else fast.plan(names)
         if picker is not None:
             event = fast.build(tuple(map(_value_of, picker(headers))))
-            if event is not None:
+            if event is not DICT_WAY:
                 return event
     return _decode_fields(decoder, names, tuple(map(_value_of, headers)))

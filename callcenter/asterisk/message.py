@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from callcenter.fastinit import store_by_slots
+
 Kind = Literal["event", "response", "action", "unknown"]
 
 
+@store_by_slots  # one per AMI frame
 @dataclass(frozen=True, slots=True)
 class AmiMessage:
     """Headers in wire order. Names compare case-insensitively; repeated headers are kept."""

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal, TypedDict, cast, get_args
 
-from sqlalchemy import ColumnElement, Dialect, Select, and_, case, func, or_, select
+from sqlalchemy import JSON, ColumnElement, Dialect, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.calls.model import (
@@ -92,10 +92,12 @@ class _CompiledUpsert:
             types[key].dialect_impl(dialect).bind_processor(dialect) for key in order
         )
         self._timestamps = frozenset(k for k in order if isinstance(types[k], UTCDateTime))
+        self._documents = frozenset(k for k in order if isinstance(types[k], JSON))
 
     def rows(self, values: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         """Driver parameters for `values` (one mapping per row), converted column by column;
-        a timestamp is converted once per distinct value (a batch shares created_at)."""
+        a timestamp or JSON document is converted once per distinct value in the batch (rows
+        share created_at, empty lists, the same IVR paths and queues)."""
         columns: list[list[Any]] = []
         for key, process in zip(self._keys, self._processors, strict=True):
             column = [row[key] for row in values]
@@ -103,6 +105,14 @@ class _CompiledUpsert:
                 if key in self._timestamps:
                     converted = {value: process(value) for value in set(column)}
                     column = list(map(converted.__getitem__, column))
+                elif key in self._documents:
+                    # JSON of str/number lists and dicts: equal repr, equal JSON
+                    texts: dict[str, Any] = {}
+                    reprs = list(map(repr, column))
+                    for text, value in zip(reprs, column, strict=True):
+                        if text not in texts:
+                            texts[text] = process(value)
+                    column = list(map(texts.__getitem__, reprs))
                 else:
                     column = list(map(process, column))
             columns.append(column)

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from callcenter.asterisk.events import (
+    TRACKED_VARIABLE_PREFIXES,
     AgentCalled,
     AgentCompleted,
     AgentConnected,
@@ -59,6 +60,7 @@ from callcenter.asterisk.events import (
     TransferParty,
     VariableSet,
     decode_all,
+    variable_name,
 )
 from callcenter.calls.model import AbandonStage, CallRecord, EndReason, Transfer
 
@@ -67,8 +69,8 @@ VAR_DID = "CALLCENTER_DID"
 VAR_IVR_PATH = "CALLCENTER_IVR_PATH"
 VAR_IVR_CHOICE = "IVR_CHOICE"
 VAR_QUEUE_PRIO = "QUEUE_PRIO"
-VAR_RECORDING = "MIXMONITOR_FILENAME"
-KEPT_VAR_PREFIXES = ("CALLCENTER_", "IVR_", "QUEUE_")
+VAR_RECORDING = "MIXMONITOR_FILENAME"  # one of events.TRACKED_VARIABLES
+KEPT_VAR_PREFIXES = TRACKED_VARIABLE_PREFIXES
 IVR_PATH_SEPARATORS = (">", ",")  # CALLCENTER_IVR_PATH = "main>1>bookings" (or comma-separated)
 
 STATE_DOWN = 0
@@ -284,10 +286,6 @@ def _seconds(later: datetime, earlier: datetime | None) -> float | None:
     if earlier is None:
         return None
     return max(0.0, (later - earlier).total_seconds())
-
-
-def _strip_inherit(name: str) -> str:
-    return name.lstrip("_")
 
 
 def _parse_path(value: str) -> list[str]:
@@ -533,7 +531,7 @@ class CallTracker:
         call = self._resolve(ev, now, out)
         if call is None:
             return out
-        name = _strip_inherit(ev.variable)
+        name = variable_name(ev.variable)
         value = ev.value[: self._max_value_length]
         if name == VAR_RECORDING:
             primary_or_first = call.recording_file is None or self._is_primary(call, ev)

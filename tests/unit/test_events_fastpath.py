@@ -61,11 +61,33 @@ def test_odd_layouts_decode_alike(headers: tuple[tuple[str, str], ...]) -> None:
 
 def test_varset_values() -> None:
     msg = AmiMessage(
-        (("Event", "VarSet"), *SNAP, ("Variable", "A"), ("Value", "1"), ("Value", "2"))
+        (("Event", "VarSet"), *SNAP, ("Variable", "__IVR_A"), ("Value", "1"), ("Value", "2"))
     )
     ev = events.decode_event(msg)
     assert isinstance(ev, events.VariableSet)
     assert (ev.caller_number, ev.caller_name, ev.state, ev.value) == ("", "张三", 6, "1")
+    assert ev.variable == "__IVR_A"
+
+
+@pytest.mark.parametrize(
+    ("variable", "tracked"),
+    [
+        ("MIXMONITOR_FILENAME", True),
+        ("__CALLCENTER_DID", True),
+        ("_QUEUE_PRIO", True),
+        ("IVR_CHOICE", True),
+        ("BRIDGEPEER", False),
+        ("AGISTATUS", False),
+        ("", False),
+    ],
+)
+def test_only_tracked_variables_are_decoded(variable: str, tracked: bool) -> None:
+    for headers in (  # the fast way, and the dict way (no Exten header)
+        (("Event", "VarSet"), *SNAP, ("Variable", variable), ("Value", "x")),
+        (("Event", "VarSet"), ("Channel", "none"), ("Variable", variable), ("Value", "x")),
+    ):
+        ev = events.decode_event(AmiMessage(headers))
+        assert isinstance(ev, events.VariableSet) if tracked else ev is None
 
 
 @pytest.mark.parametrize("cls", [*get_args(events.AmiEvent), events.TransferParty])
