@@ -42,6 +42,7 @@ from callcenter.console.model import (
     Pop,
 )
 from callcenter.customers.model import Customer
+from callcenter.db.availability import is_database_down
 from callcenter.web.hub import follow_bus
 
 log = logging.getLogger(__name__)
@@ -285,8 +286,11 @@ class PopEnricher:
         except TimeoutError:
             log.warning("screen-pop lookup took over %.2fs; popping without it", self._timeout)
             return _FAILED
-        except Exception:
-            log.exception("screen-pop lookup failed; popping without it")
+        except Exception as exc:
+            if is_database_down(exc):
+                log.warning("screen-pop lookup: database unavailable; popping without it")
+            else:
+                log.exception("screen-pop lookup failed; popping without it")
             return _FAILED
 
     async def _find(self, number: str) -> CustomerCard | None:

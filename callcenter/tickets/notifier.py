@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 from callcenter.bus.base import Bus
+from callcenter.db.availability import is_database_down
 from callcenter.tickets.model import Booking, Complaint
 from callcenter.tickets.repository import Breach
 
@@ -122,6 +123,9 @@ class BreachChecker:
                     log.info("tickets: %d deadline breach(es) notified", len(breaches))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("tickets: breach check failed; retrying next round")
+            except Exception as exc:
+                if is_database_down(exc):
+                    log.warning("tickets: database unavailable; breach check retried next round")
+                else:
+                    log.exception("tickets: breach check failed; retrying next round")
             await asyncio.sleep(self._interval)
