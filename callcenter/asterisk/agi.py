@@ -10,7 +10,11 @@ Contract (see PROTOCOL.md §5 and §8 "Server, FastAGI"):
   multi-line ``520-`` blocks are consumed up to the ``520 `` line, and an unsolicited ``HANGUP``
   line is reported separately (it is a notification, never a reply).
 * ``AgiConnection`` sends one command at a time. After a hangup only dead-allowed commands are
-  written; anything else raises ``AgiHangup`` without touching the socket.
+  written; anything else raises ``AgiHangup`` without touching the socket. ``submit()`` is the
+  callback form of ``command()`` (same bytes, same replies and errors): the reply is handed to
+  a callback from the socket's read callback, so a session driven that way (``IvrRunner``)
+  writes its next command without a future or a task step per command. Commands are never
+  pipelined: the next one goes out only after the previous reply.
 * ``AgiServer`` routes on ``agi_network_script`` without its query string and always closes
   the socket when the handler returns. Unknown scripts go to the operator queue. Sockets are
   ``asyncio.BufferedProtocol`` objects parsing what they read in place (sans I/O); a session
@@ -27,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol, cast
+from typing import Protocol, TypeAlias, cast
 from urllib.parse import parse_qs
 
 log = logging.getLogger(__name__)
@@ -199,6 +203,9 @@ async def read_environment(
     return parse_environment_block(raw, max_lines=max_lines, max_bytes=max_bytes)
 
 
+_ENV_LINE = re.compile(r"^agi_([^:\s]+): (.*)$", re.MULTILINE)
+
+
 def parse_environment_block(
     raw: bytes | bytearray,
     *,
@@ -208,10 +215,15 @@ def parse_environment_block(
     """Parse a complete environment block (ending with its empty line, ``\\n\\n``)."""
     if len(raw) > max_bytes:
         raise AgiProtocolError(f"AGI environment larger than {max_bytes} bytes")
-    lines = raw[:-2].decode("utf-8", errors="replace").split("\n")
-    if len(lines) > max_lines:
+    text = raw[:-2].decode("utf-8", errors="replace")
+    n = text.count("\n") + 1
+    if n > max_lines:
         raise AgiProtocolError(f"AGI environment longer than {max_lines} lines")
-    return parse_environment_lines(lines)
+    # Fast path: every line is the usual "agi_name: value" (parse_environment_lines' result).
+    pairs = _ENV_LINE.findall(text)
+    if len(pairs) == n:
+        return AgiEnvironment(MappingProxyType(dict(pairs)))
+    return parse_environment_lines(text.split("\n"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,6 +371,12 @@ class ReplyAssembler:
         return self._block is not None
 
     def feed(self, line: str) -> AgiReply | str | None:
+        cache = self._cache
+        if cache is not None and self._block is None:
+            # Only parsed replies are cached: never HANGUP, 100 or 520- lines.
+            hit = cache.get(line)
+            if hit is not None:
+                return hit
         if self._block is not None:
             self._block.append(line)
             if line.startswith("520 "):
@@ -375,12 +393,8 @@ class ReplyAssembler:
             return None
         if line.startswith("100 ") or line.startswith("100-"):
             return None
-        cache = self._cache
-        if cache is None:
-            return parse_reply_line(line)
-        reply = cache.get(line)
-        if reply is None:
-            reply = parse_reply_line(line)
+        reply = parse_reply_line(line)
+        if cache is not None:
             cache.put(line, reply)
         return reply
 
@@ -406,8 +420,35 @@ class ReplyCache:
         self._replies[line] = reply
 
 
+class CommandCache:
+    """Encoded command lines by verb and arguments, shared by the connections of one server
+    (an IVR sends the same lines over and over); bounded to ``size`` entries (emptied when
+    full). Values are ``(line, command name, bytes)``."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._lines: dict[tuple[str, tuple[str, ...]], tuple[str, str, bytes]] = {}
+
+    def get(self, verb: str, args: tuple[str, ...]) -> tuple[str, str, bytes]:
+        key = (verb, args)
+        hit = self._lines.get(key)
+        if hit is not None:
+            return hit
+        line = format_command(verb, *args)
+        name = verb if verb in _COMMAND_NAMES else command_words(line)
+        hit = (line, name, line.encode("utf-8"))
+        if len(self._lines) >= self._size:
+            self._lines.clear()
+        self._lines[key] = hit
+        return hit
+
+
 # ---------------------------------------------------------------------------------------------
 # connection
+
+
+ReplyCallback: TypeAlias = Callable[[AgiReply | None, Exception | None], None]
+"""Receives a command's final reply, or the error ``command()`` would raise (one is None)."""
 
 
 class CommandTimingHook(Protocol):
@@ -473,6 +514,8 @@ class _AgiProtocol(asyncio.BufferedProtocol):
         self._scanned = 0
         self._assembler = ReplyAssembler(cache=server._reply_cache)
         self._waiter: asyncio.Future[AgiReply] | None = None
+        self._callback: ReplyCallback | None = None
+        self._delivering = False
         self._drain: asyncio.Future[None] | None = None
         self._eof = False
         self._ended = False
@@ -505,7 +548,7 @@ class _AgiProtocol(asyncio.BufferedProtocol):
             return
         buf = self._buf
         buf += data
-        if self._waiter is not None:
+        if self._callback is not None or self._waiter is not None:
             self._pump()
         elif len(buf) > 2 * MAX_HEADER_BYTES and not self._paused_reading:
             self._paused_reading = True
@@ -520,7 +563,7 @@ class _AgiProtocol(asyncio.BufferedProtocol):
                 AgiConnectionLost(f"EOF inside the AGI environment after {n} lines")
             )
             return False
-        if self._waiter is not None:
+        if self._callback is not None or self._waiter is not None:
             self._pump()
         return True  # half-open: buffered replies are still read, commands still written
 
@@ -529,7 +572,7 @@ class _AgiProtocol(asyncio.BufferedProtocol):
         self._eof = True
         if self.conn is None:
             self._end_before_session(AgiConnectionLost(str(exc) if exc else "connection closed"))
-        elif self._waiter is not None:
+        elif self._callback is not None or self._waiter is not None:
             self._pump()
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
@@ -600,21 +643,63 @@ class _AgiProtocol(asyncio.BufferedProtocol):
             self._pump()
         return waiter
 
+    def on_reply(self, callback: ReplyCallback) -> None:
+        """Call ``callback`` with the next reply (or error) as soon as it is parsed, from the
+        read callback; when input is already buffered, at once, or from the next loop
+        iteration when this runs inside a callback (replies sent ahead by a misbehaving peer
+        would otherwise nest one callback per command)."""
+        self._callback = callback
+        if self._buf or self._eof:
+            if self._delivering:
+                self._loop.call_soon(self._pump)
+            else:
+                self._pump()
+
     def forget_reply(self) -> None:
         self._waiter = None
+        self._callback = None
 
-    def _fail(self, waiter: asyncio.Future[AgiReply], exc: Exception) -> None:
+    def _deliver(self, reply: AgiReply) -> None:
+        callback = self._callback
+        if callback is not None:
+            self._callback = None  # cleared first: the callback may ask for the next reply
+            self._delivering = True
+            try:
+                callback(reply, None)
+            finally:
+                self._delivering = False
+            return
+        waiter = self._waiter
         self._waiter = None
-        waiter.set_exception(exc)
+        if waiter is not None:
+            waiter.set_result(reply)
+
+    def _fail(self, exc: Exception) -> None:
+        callback = self._callback
+        if callback is not None:
+            self._callback = None
+            self._delivering = True
+            try:
+                callback(None, exc)
+            finally:
+                self._delivering = False
+            return
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None:
+            waiter.set_exception(exc)
 
     def _pump(self) -> None:
-        waiter = self._waiter
         conn = self.conn
-        if waiter is None or conn is None:
+        if conn is None:
             return
-        if waiter.done():  # the waiting command was cancelled
-            self._waiter = None
-            return
+        if self._callback is None:
+            waiter = self._waiter
+            if waiter is None:
+                return
+            if waiter.done():  # the waiting command was cancelled
+                self._waiter = None
+                return
         buf = self._buf
         feed = self._assembler.feed
         while True:
@@ -622,14 +707,14 @@ class _AgiProtocol(asyncio.BufferedProtocol):
             if i < 0:
                 break
             if i > MAX_HEADER_BYTES:
-                self._fail(waiter, AgiProtocolError(f"line longer than the limit ({i} bytes)"))
+                self._fail(AgiProtocolError(f"line longer than the limit ({i} bytes)"))
                 return
             line = buf[:i].decode("utf-8", "replace")
             del buf[: i + 1]
             try:
                 item = feed(line)
             except AgiProtocolError as exc:
-                self._fail(waiter, exc)
+                self._fail(exc)
                 return
             if item is None:
                 continue
@@ -637,21 +722,20 @@ class _AgiProtocol(asyncio.BufferedProtocol):
                 # Unsolicited notification; the real reply is still to come.
                 conn._mark_dead("HANGUP line")
                 continue
-            self._waiter = None
-            waiter.set_result(item)
             if self._paused_reading and len(buf) <= MAX_HEADER_BYTES:
                 self._paused_reading = False
                 assert self.transport is not None
                 self.transport.resume_reading()
+            self._deliver(item)
             return
         if len(buf) > MAX_HEADER_BYTES:
-            self._fail(waiter, AgiProtocolError(f"line longer than the limit ({len(buf)} bytes)"))
+            self._fail(AgiProtocolError(f"line longer than the limit ({len(buf)} bytes)"))
         elif self._eof:
             if buf:
                 log.debug("agi: EOF after a partial line %r", bytes(buf[:80]))
             conn._mark_dead("EOF")
             conn.closed = True
-            self._fail(waiter, AgiConnectionLost("EOF while waiting for a reply"))
+            self._fail(AgiConnectionLost("EOF while waiting for a reply"))
 
     async def drain(self) -> None:
         if self.lost:
@@ -675,13 +759,18 @@ class AgiConnection:
         protocol: _AgiProtocol,
         stats: AgiStats | None = None,
         timing: CommandTimingHook | None = None,
+        commands: CommandCache | None = None,
     ) -> None:
         self.env = env
+        self._commands = commands if commands is not None else CommandCache(size=64)
         self._protocol = protocol
         self._stats = stats if stats is not None else AgiStats()
         self._timing = timing
         self._busy = False
         self._last_reply_at: float | None = None
+        self._sent_at = 0.0
+        self._pending: tuple[ReplyCallback, str, str] | None = None
+        self._reply_callback: ReplyCallback = self._on_reply
         self.dead = False
         self.closed = False
         self.commands_sent = 0
@@ -736,25 +825,15 @@ class AgiConnection:
                 proto.forget_reply()
                 raise
             if timing is not None or debug:
-                reply_at = time.perf_counter()
-                if timing is not None:
-                    timing(
-                        command=name,
-                        previous_reply_at=self._last_reply_at,
-                        sent_at=sent_at,
-                        reply_at=reply_at,
-                    )
-                self._last_reply_at = reply_at
-                if debug:
-                    log.debug(
-                        "agi %s: %s -> %s (%.2f ms)",
-                        self.env.uniqueid,
-                        line.rstrip("\n"),
-                        reply.text.splitlines()[0] if reply.text else reply.code,
-                        (reply_at - sent_at) * 1000,
-                    )
+                self._log_timing(name, line, reply, sent_at)
         finally:
             self._busy = False
+        if reply.code == 200 and name != "HANGUP":
+            return reply
+        return self._final(name, line, reply)
+
+    def _final(self, name: str, line: str, reply: AgiReply) -> AgiReply:
+        """The reply to return, or the error to raise, for a reply to ``line``."""
         code = reply.code
         if code == 200:
             if name == "HANGUP" and line == "HANGUP\n" and reply.result == "1":
@@ -766,6 +845,86 @@ class AgiConnection:
         if code in (510, 520):
             raise AgiCommandError(code, reply, line.rstrip("\n"))
         raise AgiProtocolError(f"unexpected reply code {code} to {name}")
+
+    def submit(self, on_reply: ReplyCallback, verb: str, *args: str) -> None:
+        """Callback form of ``command()`` for sessions driven from the socket's read callback
+        (no task step, no future per command).
+
+        What ``command()`` raises before writing (dead channel and not dead-allowed, closed
+        connection, a command already in flight) is raised here, with nothing written.
+        Otherwise the command is written at once and ``on_reply(reply, None)`` or
+        ``on_reply(None, error)`` is called from the read callback once the final reply is
+        parsed, with exactly what ``command()`` would return or raise. ``on_reply`` must not
+        raise. Writes do not wait for a paused transport: one command is in flight at a time,
+        so the unsent data stays bounded.
+        """
+        line, name, data = self._commands.get(verb, args)
+        if self.closed:
+            raise AgiConnectionLost("connection closed")
+        if self.dead and name not in DEAD_ALLOWED:
+            raise AgiHangup(f"channel hung up; {name} not allowed on a dead channel")
+        if self._busy:
+            raise RuntimeError("AgiConnection.submit() called while a command is in flight")
+        proto = self._protocol
+        if proto.lost:
+            self._mark_dead("write failed")
+            self.closed = True
+            raise AgiConnectionLost("connection lost")
+        if self._timing is not None or log.isEnabledFor(logging.DEBUG):
+            self._sent_at = time.perf_counter()
+        self._busy = True
+        self._pending = (on_reply, name, line)
+        assert proto.transport is not None
+        proto.transport.write(data)
+        self.commands_sent += 1
+        self._stats.commands_total += 1
+        proto.on_reply(self._reply_callback)
+
+    def _on_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        pending = self._pending
+        if pending is None:  # closed in the meantime
+            return
+        self._pending = None
+        self._busy = False
+        on_reply, name, line = pending
+        if exc is not None:
+            if isinstance(exc, AgiProtocolError):
+                # Replies can no longer be matched to commands: nothing more may be sent.
+                self.closed = True
+            on_reply(None, exc)
+            return
+        assert reply is not None
+        if self._timing is not None or log.isEnabledFor(logging.DEBUG):
+            self._log_timing(name, line, reply, self._sent_at)
+        if reply.code == 200 and name != "HANGUP":
+            on_reply(reply, None)
+            return
+        try:
+            final = self._final(name, line, reply)
+        except AgiError as err:
+            on_reply(None, err)
+            return
+        on_reply(final, None)
+
+    def _log_timing(self, name: str, line: str, reply: AgiReply, sent_at: float) -> None:
+        reply_at = time.perf_counter()
+        timing = self._timing
+        if timing is not None:
+            timing(
+                command=name,
+                previous_reply_at=self._last_reply_at,
+                sent_at=sent_at,
+                reply_at=reply_at,
+            )
+        self._last_reply_at = reply_at
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "agi %s: %s -> %s (%.2f ms)",
+                self.env.uniqueid,
+                line.rstrip("\n"),
+                reply.text.splitlines()[0] if reply.text else reply.code,
+                (reply_at - sent_at) * 1000,
+            )
 
     # convenience wrappers -------------------------------------------------------------------
 
@@ -799,6 +958,11 @@ class AgiConnection:
 
     async def close(self) -> None:
         """Close the socket (how a FastAGI script ends). Idempotent, never raises."""
+        self.drop()
+
+    def drop(self) -> None:
+        """``close()`` without awaiting: a command in flight gets no reply callback."""
+        self._pending = None
         transport = self._protocol.transport
         if transport is None or (self.closed and transport.is_closing()):
             self.closed = True
@@ -863,6 +1027,7 @@ class AgiServer:
         self._pending: set[_AgiProtocol] = set()
         self._read_buffer = memoryview(bytearray(READ_SIZE))
         self._reply_cache = ReplyCache()
+        self._command_cache = CommandCache()
         self.stats = AgiStats()
 
     @property
@@ -919,7 +1084,13 @@ class AgiServer:
 
     def _start_session(self, proto: _AgiProtocol, env: AgiEnvironment) -> AgiConnection:
         self._pending.discard(proto)
-        conn = AgiConnection(env=env, protocol=proto, stats=self.stats, timing=self._timing)
+        conn = AgiConnection(
+            env=env,
+            protocol=proto,
+            stats=self.stats,
+            timing=self._timing,
+            commands=self._command_cache,
+        )
         task = asyncio.get_running_loop().create_task(self._run_session(conn))
         self._sessions.add(task)
         return conn

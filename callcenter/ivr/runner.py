@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime
+from typing import cast
 
 from callcenter.asterisk.agi import (
     AgiCommandError,
@@ -83,24 +84,32 @@ class IvrRunner:
         self._default_flow = default_flow
         self.calls_completed = 0
         self.calls_failed = 0
+        self._handlers: dict[str, tuple[Flow, AgiHandler]] = {}
 
     def resolve(self, script: str | None) -> AgiHandler | None:
         """AgiRouter: the flow named by the script path (the default flow when there is none)."""
         flow = self._flows.get(script if script is not None else self._default_flow)
         if flow is None:
             return None
+        cached = self._handlers.get(flow.name)
+        if cached is not None and cached[0] is flow:
+            return cached[1]
 
-        async def handler(conn: AgiConnection) -> None:
-            await self.run(conn, flow)
+        def handler(conn: AgiConnection) -> Awaitable[None]:
+            return cast(Awaitable[None], self.run(conn, flow))
 
+        self._handlers[flow.name] = (flow, handler)  # one per flow, replaced on reload
         return handler
 
     async def run(self, conn: AgiConnection, flow: Flow) -> Outcome | None:
-        """Run ``flow`` for one call and close the connection. Returns the engine's outcome."""
+        """Run ``flow`` for one call and close the connection. Returns the engine's outcome.
+
+        AGI commands are driven from the connection's reply callbacks (``_FlowSession``); this
+        coroutine only waits for the end of the flow and runs what may block: the customer
+        lookup and recording a callback request (each bounded by ``lookup_timeout``).
+        """
         env = conn.env
         uniqueid = env.uniqueid
-        steps: list[IvrStep] = []
-        seq = 0
         calendar = self._calendar if self._calendar is not None else self._flows.calendar
         engine = run_flow(
             flow,
@@ -115,44 +124,40 @@ class IvrRunner:
             },
             language=env.query.get("lang"),
         )
+        session = _FlowSession(self, conn, engine, flow.start)
         outcome: Outcome | None = None
-        last_node = flow.start
         try:
-            command: Command = next(engine)
+            session.drive(None)
             while True:
-                if type(command) is Step:
-                    seq += 1
-                    last_node = command.node
-                    steps.append(
-                        IvrStep(
-                            call_uniqueid=uniqueid,
-                            seq=seq,
-                            at=self._clock(),
-                            node=command.node,
-                            kind=command.kind,
-                            input=command.input,
-                            result=command.result,
-                        )
-                    )
-                    reply: Reply = _ACK
-                else:
-                    reply = await self._perform(conn, command)
-                command = engine.send(reply)
-        except StopIteration as stop:
-            outcome = stop.value
+                if not session.finished and session.effect is None:
+                    await session.wait()
+                if session.finished:
+                    break
+                effect = session.effect
+                session.effect = None
+                if type(effect) is Lookup:
+                    session.drive(await self._lookup(conn, effect.number))
+                elif type(effect) is RecordCallback:
+                    session.drive(await self._record_callback(conn, effect))
+            if session.error is not None:
+                raise session.error
+            outcome = session.outcome
             self.calls_completed += 1
         except Exception:
             self.calls_failed += 1
             log.exception("ivr %s: flow %s failed; failing open", uniqueid, flow.name)
-            seq += 1
-            steps.append(IvrStep(uniqueid, seq, self._clock(), last_node, "error", None, "error"))
+            session.seq += 1
+            session.steps.append(
+                (session.seq, self._clock(), session.last_node, "error", None, "error")
+            )
             if not conn.dead and not conn.closed:
                 with contextlib.suppress(Exception):
                     await conn.set_variable("IVR_QUEUE", self._default_queue)
         finally:
+            session.stop()
             engine.close()
             await conn.close()
-            await self._flush(uniqueid, steps)
+            await self._flush(uniqueid, [IvrStep(uniqueid, *step) for step in session.steps])
         if outcome is not None and log.isEnabledFor(logging.INFO):
             log.info(
                 "ivr %s: %s via %s -> %s %s",
@@ -173,48 +178,6 @@ class IvrRunner:
             log.warning("ivr %s: recording the IVR path took too long; gave up", uniqueid)
         except Exception as exc:
             log.warning("ivr %s: %d IVR steps not recorded: %r", uniqueid, len(steps), exc)
-
-    async def _perform(self, conn: AgiConnection, cmd: Command) -> Reply:
-        try:
-            match cmd:
-                # The two commands of nearly every step; command() directly, no wrapper.
-                case Play(file=f, escape_digits=esc):
-                    return self._playback(conn, await conn.command("STREAM FILE", f, esc))
-                case SetVar(name=n, value=v):
-                    await conn.command("SET VARIABLE", n, v)
-                    return _ACK
-                case SayDigits(digits=d):
-                    return self._playback(conn, await conn.say_digits(d))
-                case GetData(file=f, timeout_ms=t, max_digits=n):
-                    reply = await conn.get_data(f, t, n)
-                    if reply.result_int == -1:
-                        return HUNG_UP
-                    return Digits(reply.result.strip(), reply.timed_out)
-                case WaitDigit(timeout_ms=t):
-                    reply = await conn.wait_for_digit(t)
-                    if reply.result_int == -1:
-                        return HUNG_UP
-                    return Digits(reply.digit or "", reply.result_int == 0)
-                case Hangup():
-                    # Either way the call is over: a 511 here just means the caller was faster.
-                    with contextlib.suppress(AgiHangup):
-                        if not conn.dead:
-                            await conn.hangup()
-                    return _ACK
-                case HoursCheck():
-                    return self._clock()
-                case Lookup(number=number):
-                    return await self._lookup(conn, number)
-                case RecordCallback():
-                    return await self._record_callback(conn, cmd)
-        except AgiHangup:
-            return HUNG_UP
-        except AgiCommandError as exc:
-            log.error("ivr %s: %s", conn.env.uniqueid, exc)
-            return (
-                Digits() if isinstance(cmd, Play | SayDigits | GetData | WaitDigit) else Ack(False)
-            )
-        raise TypeError(f"unknown IVR command {cmd!r}")
 
     def _playback(self, conn: AgiConnection, reply: AgiReply) -> Reply:
         n = reply.result_int
@@ -256,3 +219,194 @@ class IvrRunner:
             log.error("ivr %s: could not record callback request: %r", conn.env.uniqueid, exc)
             return Ack(False)
         return Ack()
+
+
+class _FlowSession:
+    """One call's engine, driven from the AGI reply callbacks: a reply is turned into the
+    engine's reply, the engine is resumed and the next command is written, all within the
+    socket's read callback (no future and no task step per command; commands still go out one
+    at a time, each after the previous reply). Steps are recorded as the engine yields them.
+    A lookup or callback request is left in ``effect`` for ``IvrRunner.run`` to perform; the
+    end of the flow (``finished``, with ``outcome`` or ``error``) wakes it too."""
+
+    __slots__ = (
+        "_conn",
+        "_engine",
+        "_runner",
+        "_stopped",
+        "_uniqueid",
+        "_wake",
+        "effect",
+        "error",
+        "finished",
+        "last_node",
+        "outcome",
+        "seq",
+        "steps",
+    )
+
+    def __init__(
+        self,
+        runner: IvrRunner,
+        conn: AgiConnection,
+        engine: Generator[Command, Reply, Outcome],
+        start: str,
+    ) -> None:
+        self._runner = runner
+        self._conn = conn
+        self._engine = engine
+        self._uniqueid = conn.env.uniqueid
+        self._wake: asyncio.Future[None] | None = None
+        self._stopped = False
+        # IvrStep fields after call_uniqueid: plain tuples while the call lasts (the collector
+        # skips tuples of strings and datetimes), IvrStep objects for the recorder at the end
+        self.steps: list[tuple[int, datetime, str, str, str | None, str | None]] = []
+        self.seq = 0
+        self.last_node = start
+        self.effect: Lookup | RecordCallback | None = None
+        self.finished = False
+        self.outcome: Outcome | None = None
+        self.error: Exception | None = None
+
+    def wait(self) -> asyncio.Future[None]:
+        """Resolved when an effect is due or the flow has ended."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wake = fut
+        return fut
+
+    def stop(self) -> None:
+        """No more driving (the session is over or cancelled)."""
+        self._stopped = True
+        self._wake = None
+
+    def _wakeup(self) -> None:
+        fut = self._wake
+        if fut is not None:
+            self._wake = None
+            if not fut.done():
+                fut.set_result(None)
+
+    def _end(self, outcome: Outcome | None, error: Exception | None) -> None:
+        self.finished = True
+        self.outcome = outcome
+        self.error = error
+        self._wakeup()
+
+    def drive(self, reply: Reply) -> None:
+        """Send ``reply`` into the engine and go on until a command is in flight, an effect is
+        due or the flow has ended. Never raises (it runs in the socket's read callback)."""
+        if self._stopped or self.finished:
+            return
+        send = self._engine.send
+        conn = self._conn
+        try:
+            while True:
+                cmd = send(reply)
+                kind = type(cmd)
+                if kind is Step:
+                    assert isinstance(cmd, Step)
+                    self.seq += 1
+                    self.last_node = cmd.node
+                    self.steps.append(
+                        (self.seq, self._runner._clock(), cmd.node, cmd.kind, cmd.input, cmd.result)
+                    )
+                    reply = _ACK
+                    continue
+                try:
+                    # The two commands of nearly every step first.
+                    if kind is Play:
+                        assert isinstance(cmd, Play)
+                        conn.submit(
+                            self._playback_reply, "STREAM FILE", cmd.file, cmd.escape_digits
+                        )
+                        return
+                    if kind is SetVar:
+                        assert isinstance(cmd, SetVar)
+                        conn.submit(self._set_reply, "SET VARIABLE", cmd.name, cmd.value)
+                        return
+                    if kind is SayDigits:
+                        assert isinstance(cmd, SayDigits)
+                        conn.submit(self._playback_reply, "SAY DIGITS", cmd.digits, "")
+                        return
+                    if kind is GetData:
+                        assert isinstance(cmd, GetData)
+                        conn.submit(
+                            self._get_data_reply,
+                            "GET DATA",
+                            cmd.file,
+                            str(cmd.timeout_ms),
+                            str(cmd.max_digits),
+                        )
+                        return
+                    if kind is WaitDigit:
+                        assert isinstance(cmd, WaitDigit)
+                        conn.submit(self._wait_digit_reply, "WAIT FOR DIGIT", str(cmd.timeout_ms))
+                        return
+                    if kind is Hangup:
+                        # Either way the call is over: a dead channel needs no HANGUP.
+                        if conn.dead:
+                            reply = _ACK
+                            continue
+                        conn.submit(self._hangup_reply, "HANGUP")
+                        return
+                except AgiHangup:
+                    reply = HUNG_UP
+                    continue
+                if kind is HoursCheck:
+                    reply = self._runner._clock()
+                    continue
+                if kind is Lookup or kind is RecordCallback:
+                    assert isinstance(cmd, Lookup | RecordCallback)
+                    self.effect = cmd
+                    self._wakeup()
+                    return
+                raise TypeError(f"unknown IVR command {cmd!r}")
+        except StopIteration as stop:
+            self._end(stop.value, None)
+        except Exception as exc:
+            self._end(None, exc)
+
+    def _error_reply(self, exc: Exception, failed: Reply) -> Reply | None:
+        """The engine's reply to a failed command (None: the session fails with ``exc``)."""
+        if isinstance(exc, AgiHangup):
+            return HUNG_UP
+        if isinstance(exc, AgiCommandError):
+            log.error("ivr %s: %s", self._uniqueid, exc)
+            return failed
+        self._end(None, exc)
+        return None
+
+    def _playback_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if reply is not None:
+            self.drive(self._runner._playback(self._conn, reply))
+        elif exc is not None and (r := self._error_reply(exc, Digits())) is not None:
+            self.drive(r)
+
+    def _set_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if reply is not None:
+            self.drive(_ACK)
+        elif exc is not None and (r := self._error_reply(exc, Ack(False))) is not None:
+            self.drive(r)
+
+    def _get_data_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if reply is not None:
+            if reply.result_int == -1:
+                self.drive(HUNG_UP)
+            else:
+                self.drive(Digits(reply.result.strip(), reply.timed_out))
+        elif exc is not None and (r := self._error_reply(exc, Digits())) is not None:
+            self.drive(r)
+
+    def _wait_digit_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if reply is not None:
+            n = reply.result_int
+            self.drive(HUNG_UP if n == -1 else Digits(reply.digit or "", n == 0))
+        elif exc is not None and (r := self._error_reply(exc, Digits())) is not None:
+            self.drive(r)
+
+    def _hangup_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        # A 511 here just means the caller was faster.
+        if reply is not None or isinstance(exc, AgiHangup):
+            self.drive(_ACK)
+        elif exc is not None and (r := self._error_reply(exc, Ack(False))) is not None:
+            self.drive(r)

@@ -474,6 +474,10 @@ class _LineProtocol(asyncio.BufferedProtocol):
         self.transport.write(data)
         return True
 
+    @property
+    def paused_writing(self) -> bool:
+        return self._paused_writing
+
     async def drain(self) -> None:
         if self._paused_writing and not self.lost:
             if self._drain is None:
@@ -569,7 +573,8 @@ class AgiSession:
             return
         if not proto.write(text.encode("utf-8", "replace")):
             raise _ServerGone
-        await proto.drain()
+        if proto.paused_writing:
+            await proto.drain()
         if proto.lost:
             raise _ServerGone
 
@@ -713,19 +718,17 @@ class AgiSession:
         if self._sleep_waiter is not None:
             _resolve(self._sleep_waiter)
 
-    async def _read_line(self, proto: _LineProtocol) -> bytes | None:
-        """Next command line; None on EOF. Notices a hang-up while idle."""
-        while True:
-            if self._hung and not self._notified and await self._notify_hangup():
-                return None
-            line = proto.poll_line()
-            if line is not None:
-                return line
-            await proto.wait()
-
     async def _loop(self, proto: _LineProtocol) -> None:
+        hangup_requested = self.ch.hangup_requested
         while True:
-            raw = await self._read_line(proto)
+            # the next command line; a hang-up while idle is noticed first
+            while True:
+                if hangup_requested.is_set() and not self._notified and await self._notify_hangup():
+                    return
+                raw = proto.poll_line()
+                if raw is not None:
+                    break
+                await proto.wait()
             if not raw:
                 return
             if raw == b"\x00":  # over-long line: like Asterisk, the rest is garbage
