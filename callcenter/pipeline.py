@@ -324,8 +324,7 @@ class EventPipeline:
                     exc,
                 )
             return batch
-        kept: list[CallRecord] = []
-        for i, record in enumerate(batch):
+        for i, record in enumerate(batch):  # one by one, to find the refused ones
             try:
                 async with asyncio.timeout(self._save_timeout):
                     await self._call_log.save_calls([record])
@@ -334,10 +333,10 @@ class EventPipeline:
                 log.error("call log: call %s refused, not saved: %r", record.uniqueid, one)
             except Exception as other:
                 log.error("call log: could not save calls (%r); keeping them", other)
-                return kept + batch[i:]
+                return batch[i:]
             else:
                 self.stats.saved += 1
-        return kept
+        return []
 
     async def _back_off(self) -> None:
         self._retry_delay = min(max(self._retry_delay * 2, self._retry_min), self._retry_max)
