@@ -320,7 +320,10 @@ async def measure_idle(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from callcenter.app import AMI_ADDRESS, PIPELINE, SESSIONS, create_app, start_site
+    import callcenter.pipeline as pipeline_module
+    from callcenter.app import AMI_ADDRESS, SESSIONS, create_app, start_site
+    from callcenter.asterisk.events import AgentConnected, AmiEvent, decode_event
+    from callcenter.asterisk.message import AmiMessage
     from callcenter.config import Settings
     from callcenter.console.notifier import SCREEN_POPS
     from callcenter.customers.repository import CustomerRepository
@@ -395,17 +398,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_port = await start_site(base_runner, "127.0.0.1", 0)
     print(f"app on :{port}, AMI via tap {app[AMI_ADDRESS]}, baseline on :{base_port}", flush=True)
 
-    # probes (bench only): when AgentConnect reaches the pipeline, and its pop the service
+    # probes (bench only): when the pipeline decodes AgentConnect, and its pop the service
     stages: dict[str, dict[str, float]] = {"pipeline": {}, "service": {}}
-    pipeline = app[PIPELINE]
-    to_pipeline = pipeline._push
+    to_decode = decode_event
 
-    def probe_push(item: Any) -> None:
-        if getattr(item, "name", "") == "AgentConnect":
-            stages["pipeline"].setdefault(item.get("Uniqueid", ""), now())
-        to_pipeline(item)
+    def probe_decode(msg: AmiMessage) -> AmiEvent | None:
+        event = to_decode(msg)
+        if type(event) is AgentConnected:
+            stages["pipeline"].setdefault(event.uniqueid, now())
+        return event
 
-    pipeline._push = probe_push  # type: ignore[method-assign]
+    setattr(pipeline_module, "decode_event", probe_decode)  # noqa: B010 - the module's global
     service = app[SCREEN_POPS]
     to_service = service.feed
 
