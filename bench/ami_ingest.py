@@ -532,10 +532,12 @@ def run_full_path(
     print(f"database: {db_url or 'SQLite file (tmp)'}; rates are events / CPU seconds\n")
     ratios: dict[str, list[float]] = {lp: [] for lp in loops}
     cpu: dict[str, list[float]] = {lp: [] for lp in loops}
+    pano_cpu: list[float] = []
     for r in range(rounds):
         gc.collect()
         pano, n = bench_panoramisk(chunks)
         assert n == events, (n, events)
+        pano_cpu.append(pano)
         print(f"  (a) panoramisk parse {events / pano:>7,.0f} ev/s ({pano:.2f} s CPU)")
         for lp in loops if r % 2 == 0 else tuple(reversed(loops)):
             with tempfile.TemporaryDirectory() as tmp:
@@ -554,8 +556,9 @@ def run_full_path(
     print()
     for lp in loops:
         print(
-            f"(d) on {lp} / (a) by CPU time: best {max(ratios[lp]):.2f}x, "
-            f"median {statistics.median(ratios[lp]):.2f}x (goal >= 1.0x)"
+            f"(d) on {lp} / (a) by CPU time: per round best {max(ratios[lp]):.2f}x, "
+            f"median {statistics.median(ratios[lp]):.2f}x; best of rounds (as (b)) "
+            f"{min(pano_cpu) / min(cpu[lp]):.2f}x (goal >= 1.0x)"
         )
     if len(loops) == 2:
         a, b = loops
