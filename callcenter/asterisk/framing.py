@@ -254,7 +254,7 @@ class AmiFramer:
                 if drop is not None and lines[pos] not in wanted and drop.drops(lines, pos, end):
                     self.skipped += 1  # before its lines are looked up
                 elif end - pos > max_lines:
-                    n += self._parse_slow("\r\n".join(lines[pos:end]), msgs)
+                    break  # an oversized frame: the careful path, for the whole block
                 else:
                     append(AmiMessage(tuple(map(get, lines[pos:end]))))
                     looked += end - pos
@@ -265,9 +265,9 @@ class AmiFramer:
             if cache.misses * 3 > self._window_lines:
                 self._regex_bytes = _REGEX_BYTES
             self._window_lines = cache.misses = 0
-        if cache.bad != bad:
+        if cache.bad != bad or pos < total:
             self.skipped = skipped
-            self._parse_frames(text, False, out)  # a malformed line somewhere: careful path
+            self._parse_frames(text, False, out)  # a malformed line or frame: careful path
             return
         out += msgs
         self.frames += n

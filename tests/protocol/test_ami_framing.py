@@ -386,3 +386,12 @@ def test_a_dropped_frame_is_not_parsed() -> None:
     noise = b"Event: Cdr\r\nnot a header line\r\n\r\n"
     assert [m.name for m in framer.feed(noise + FILTER_STREAM[:66])] == ["Newchannel"]
     assert (framer.errors, framer.skipped) == (0, 1)
+
+
+def test_an_oversized_frame_and_a_bad_line_in_one_block_count_once_each() -> None:
+    framer = AmiFramer(max_lines=4)
+    big = b"Event: Big\r\n" + b"".join(b"L%d: x\r\n" % i for i in range(6)) + b"\r\n"
+    bad = b"Event: Bad\r\nno colon here\r\n\r\n"
+    good = b"Event: Newchannel\r\nChannel: PJSIP/1\r\n\r\n"
+    assert [m.name for m in framer.feed(good + big + bad + good)] == ["Newchannel", "Newchannel"]
+    assert framer.errors == 2
