@@ -15,10 +15,11 @@ that background load on the machine hits all alike; medians are reported. Per se
   server and our next command being written (the `timing` hook of AgiServer).
 
 With --loop both (the default) every server runs twice, once on asyncio's default event loop and
-once on uvloop, all in the same alternating rounds; the load generators always run on asyncio.
+once on uvloop, all in the same alternating rounds. The load generators run on --client-loop
+(default uvloop: the cheaper load generator, the same for every server).
 
 Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 5] [--client-procs 2] [--agi-only]
-            [--loop asyncio|uvloop|both]
+            [--loop asyncio|uvloop|both] [--client-loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -273,7 +274,7 @@ async def run_round(port: int, population: list[CallerModel]) -> tuple[float, fl
     return t0, t1, [r for r in results if r is not None]
 
 
-def _client_process(pipe: Connection, population: list[CallerModel]) -> None:
+def _client_process(pipe: Connection, population: list[CallerModel], loop: str) -> None:
     import gc
     import logging
 
@@ -286,7 +287,15 @@ def _client_process(pipe: Connection, population: list[CallerModel]) -> None:
         port, n = msg
         cpu0 = time.process_time()
         sys0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
-        t0, t1, routed = asyncio.run(run_round(port, population[:n]))
+        # No collector passes inside the measured window (they would interrupt the load for
+        # the servers alike); the round's garbage is collected right after, within its CPU.
+        gc.disable()
+        try:
+            with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+                t0, t1, routed = runner.run(run_round(port, population[:n]))
+        finally:
+            gc.enable()
+        gc.collect()
         sys1 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         pipe.send((t0, t1, time.process_time() - cpu0, sys1 - sys0, routed))
 
@@ -294,13 +303,13 @@ def _client_process(pipe: Connection, population: list[CallerModel]) -> None:
 class _ClientProcs:
     """`k` load-generator processes, each running its share of the calls concurrently."""
 
-    def __init__(self, population: list[CallerModel], k: int) -> None:
+    def __init__(self, population: list[CallerModel], k: int, loop: str = "uvloop") -> None:
         ctx = mp.get_context("spawn")
         self.procs: list[tuple[Any, Connection]] = []
         for i in range(k):
             parent, child = ctx.Pipe()
             share = population[i::k]
-            proc = ctx.Process(target=_client_process, args=(child, share), daemon=True)
+            proc = ctx.Process(target=_client_process, args=(child, share, loop), daemon=True)
             proc.start()
             self.procs.append((proc, parent))
 
@@ -372,12 +381,13 @@ def bench(
     client_procs: int,
     kinds: tuple[str, ...] = ("ours", "panoramisk"),
     loops: tuple[str, ...] = ("asyncio",),
+    client_loop: str = "uvloop",
 ) -> dict[str, dict[str, Any]]:
     """All servers (kind x event loop, keyed "kind/loop") run side by side; rounds alternate
     between them so that background load on the machine affects all alike. Medians over the
     rounds are reported."""
     population = callers(calls, seed=7)
-    clients = _ClientProcs(population, client_procs)
+    clients = _ClientProcs(population, client_procs, client_loop)
     servers = {f"{k}/{lp}": _ServerProc(k, lp) for lp in loops for k in kinds}
     out: dict[str, dict[str, Any]] = {k: {"rounds": [], "gaps": [], "queues": {}} for k in servers}
     try:
@@ -434,16 +444,22 @@ def main(argv: list[str] | None = None) -> None:
         "--loop",
         choices=("asyncio", "uvloop", "both"),
         default="both",
-        help="the servers' event loop (both: every server on each; the clients use asyncio)",
+        help="the servers' event loop (both: every server on each)",
+    )
+    ap.add_argument(
+        "--client-loop",
+        choices=("asyncio", "uvloop"),
+        default="uvloop",
+        help="the load generators' event loop (the same for every server)",
     )
     args = ap.parse_args(argv)
     report: Callable[[str], None] = print
     kinds = ("ours", "panoramisk", "agi-only") if args.agi_only else ("ours", "panoramisk")
     loops = ("asyncio", "uvloop") if args.loop == "both" else (args.loop,)
-    results = bench(args.calls, args.rounds, args.client_procs, kinds, loops)
+    results = bench(args.calls, args.rounds, args.client_procs, kinds, loops, args.client_loop)
     report(
         f"FastAGI sessions: {args.calls} concurrent calls from {args.client_procs} client "
-        f"processes x {args.rounds} alternating rounds (median [per round])"
+        f"processes on {args.client_loop} x {args.rounds} alternating rounds (median [per round])"
     )
     for key, r in results.items():
         kind, loop = key.split("/")

@@ -15,10 +15,18 @@ import contextlib
 import logging
 import re
 import time as _time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from callcenter.pbxsim.callers import CallerModel, IvrHangup, KeyPlan
@@ -362,6 +370,39 @@ class _ServerGone(Exception):
     pass
 
 
+class _Park:
+    """What a callback-driven session awaits: yields itself to `AgiSession._step`, which resumes
+    the session from the socket's callbacks (a line, EOF) or a timer instead of a future."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __await__(self) -> Generator[_Park, None, None]:
+        yield self
+
+
+_PARK_IO = _Park("io")
+_PARK_SLEEP = _Park("sleep")
+
+
+class HangupEvent(asyncio.Event):
+    """`Channel.hangup_requested` that also calls `listener` when set, so that a session run from
+    callbacks learns of a hang-up without a watcher task."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listener: Callable[[], object] | None = None
+
+    def set(self) -> None:
+        if self.is_set():
+            return
+        super().set()
+        if self.listener is not None:
+            self.listener()
+
+
 class _LineProtocol(asyncio.BufferedProtocol):
     """The socket to the AGI server, read line by line like ``StreamReader.readline()`` with a
     ``MAX_LINE * 4`` limit (an over-long line is dropped and reported as ``b"\\x00"``), without
@@ -382,6 +423,8 @@ class _LineProtocol(asyncio.BufferedProtocol):
         self._paused_reading = False
         self._paused_writing = False
         self._read_buffer = memoryview(bytearray(4096))  # reads go here, then into buf
+        #: called instead of resolving the waiter (a callback-driven session)
+        self.on_wake: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
@@ -428,6 +471,9 @@ class _LineProtocol(asyncio.BufferedProtocol):
             drain.set_result(None)
 
     def wake(self) -> None:
+        if self.on_wake is not None:
+            self.on_wake()
+            return
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -504,7 +550,11 @@ class AgiSession:
         exit_on_hangup: bool | None = None,
         sighup: bool = True,
         record_dirs: Sequence[str] = ("/var/spool/asterisk",),
+        callback_driven: bool = False,
     ) -> None:
+        """`callback_driven`: run the command loop from the socket's callbacks and timers instead
+        of a task awaiting a future per line and per prompt (same bytes, same timing); only
+        without `apps` (an app may need `asyncio.current_task()`), ignored otherwise."""
         self.pbx = pbx
         self.ch = channel
         self.url = url
@@ -533,6 +583,10 @@ class AgiSession:
         self._pending_hangup: IvrHangup | None = caller.ivr_hangup if caller else None
         self._cmd_start = 0.0
         self._break = False
+        self._driven = callback_driven and apps is None
+        self._coro: Coroutine[Any, Any, None] | None = None
+        self._parked: _Park | None = None
+        self._done: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ plumbing
     def environment(self) -> str:
@@ -614,6 +668,14 @@ class AgiSession:
 
     async def _sleep_or_hangup(self, delay: float) -> None:
         clock = self.pbx.clock
+        if self._driven and self._proto is not None and type(clock) is RealClock:
+            # one timer; `_step` resumes here when it fires or the caller hangs up
+            timer = self._proto.loop.call_later(max(0.0, delay) / clock.speed, self._on_timer)
+            try:
+                await _PARK_SLEEP
+            finally:
+                timer.cancel()
+            return
         if self._proto is not None and type(clock) is RealClock:
             # One timer and one future, woken early by the session's hang-up watcher.
             loop = self._proto.loop
@@ -667,14 +729,28 @@ class AgiSession:
         self.result.connected = True
         self.result.connect_seconds = _time.monotonic() - t0
         self._proto = proto
-        watcher = loop.create_task(self._watch_hangup(proto))
+        hangup_event = self.ch.hangup_requested
+        watcher: asyncio.Task[None] | None = None
+        if self._driven:
+            proto.on_wake = self._on_io
+        if self._driven and type(hangup_event) is HangupEvent:
+            hangup_event.listener = lambda: loop.call_soon(self._wake_session)
+        else:
+            watcher = loop.create_task(self._watch_hangup(proto))
         try:
             await self._send(self.environment())
-            await self._loop(proto)
+            if self._driven:
+                await self._drive(self._loop(proto))
+            else:
+                await self._loop(proto)
         except _ServerGone:
             pass
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            if type(hangup_event) is HangupEvent:
+                hangup_event.listener = None
+            proto.on_wake = None
             transport = proto.transport
             assert transport is not None
             # Asterisk always writes a last HANGUP on its way out (EPIPE if the server closed)
@@ -714,9 +790,83 @@ class AgiSession:
         """Wakes the session when the caller hangs up while it reads or plays (one task per
         session instead of one per wait)."""
         await self.ch.hangup_requested.wait()
-        proto.wake()
+        self._wake_session()
+
+    def _wake_session(self) -> None:
+        if self._driven:
+            if self._parked is not None:
+                self._step()
+            return
+        if self._proto is not None:
+            self._proto.wake()
         if self._sleep_waiter is not None:
             _resolve(self._sleep_waiter)
+
+    # ------------------------------------------------------------------ callback driver
+    async def _drive(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` from callbacks: it parks on `_PARK_IO` (resumed by the socket) or
+        `_PARK_SLEEP` (resumed by its timer or a hang-up); an asyncio future it awaits resumes
+        it through a done callback, as a task would."""
+        assert self._proto is not None
+        self._coro = coro
+        done = self._done = self._proto.loop.create_future()
+        try:
+            self._step()
+            await done
+        finally:
+            if self._coro is not None:  # cancelled from outside
+                self._coro = None
+                self._parked = None
+                coro.close()
+
+    def _on_io(self) -> None:
+        if self._parked is _PARK_IO:
+            self._step()
+
+    def _on_timer(self) -> None:
+        if self._parked is _PARK_SLEEP:
+            self._step()
+
+    def _step(self, _: object = None) -> None:
+        coro, done = self._coro, self._done
+        if coro is None or done is None:
+            return
+        self._parked = None
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            self._coro = None
+            if not done.done():
+                done.set_result(None)
+            return
+        except asyncio.CancelledError:
+            self._coro = None
+            done.cancel()
+            return
+        except BaseException as exc:
+            self._coro = None
+            if not done.done():
+                done.set_exception(exc)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            return
+        if awaited is _PARK_IO or awaited is _PARK_SLEEP:
+            self._parked = awaited
+        elif awaited is None:  # a bare yield (sleep(0))
+            self._proto_loop().call_soon(self._step)
+        elif getattr(awaited, "_asyncio_future_blocking", None):
+            fut = cast(asyncio.Future[Any], awaited)
+            fut._asyncio_future_blocking = False
+            fut.add_done_callback(self._step)
+        else:
+            self._coro = None
+            coro.close()
+            if not done.done():
+                done.set_exception(RuntimeError(f"AGI session awaited {awaited!r}"))
+
+    def _proto_loop(self) -> asyncio.AbstractEventLoop:
+        assert self._proto is not None
+        return self._proto.loop
 
     async def _loop(self, proto: _LineProtocol) -> None:
         hangup_requested = self.ch.hangup_requested
@@ -728,7 +878,10 @@ class AgiSession:
                 raw = proto.poll_line()
                 if raw is not None:
                     break
-                await proto.wait()
+                if self._driven:
+                    await _PARK_IO
+                else:
+                    await proto.wait()
             if not raw:
                 return
             if raw == b"\x00":  # over-long line: like Asterisk, the rest is garbage
@@ -1336,6 +1489,8 @@ async def run_agi_call(
         dnid=caller.did,
     )
     ch.priority = priority
+    if apps is None:
+        ch.hangup_requested = HangupEvent()  # nothing waits on it yet
     request = f"agi://{host}:{port}" + (f"/{script}" if script else "")
     url = AgiUrl(host, port, script, request, tuple(args))
     session = AgiSession(
@@ -1348,6 +1503,7 @@ async def run_agi_call(
         env_overrides=env_overrides,
         connect_timeout=connect_timeout,
         exit_on_hangup=exit_on_hangup,
+        callback_driven=True,
     )
     result = await session.run()
     pbx.hangup(ch, 16)
