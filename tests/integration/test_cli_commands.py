@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
@@ -17,12 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from serve_support import ROOT, start_serve
+from serve_support import serve_env as _env
 
 from callcenter import __version__
 from callcenter.cli import main
 from callcenter.pbxsim.emulator import Emulator, EmulatorConfig
-
-ROOT = Path(__file__).resolve().parents[2]
 
 GOOD_FLOW = """\
 start: main
@@ -46,18 +45,6 @@ nodes:
     options:
       "1": nowhere
 """
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("CALLCENTER_") or k.startswith("CALLCENTER_TEST_")
-    }
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["CALLCENTER_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'cc.db'}"
-    env.update(extra)
-    return env
 
 
 async def _run(
@@ -164,16 +151,7 @@ async def test_serve_starts_without_asterisk_and_stops_on_sigterm(tmp_path: Path
         CALLCENTER_WEB_PORT="0",
         CALLCENTER_FLOWS_DIR=str(ROOT / "ivr_flows"),
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "callcenter",
-        "serve",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_serve(tmp_path, env)
     assert proc.stderr is not None
     log: list[str] = []
     try:

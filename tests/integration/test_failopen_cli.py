@@ -7,32 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import sqlite3
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from failopen_support import closed_port
+from serve_support import ROOT, start_serve
+from serve_support import serve_env as _env
 
 from callcenter.pbxsim.emulator import Emulator, EmulatorConfig
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("CALLCENTER_") or k.startswith("CALLCENTER_TEST_")
-    }
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
 
 
 def _get(url: str, **headers: str) -> tuple[int, dict[str, Any]]:
@@ -58,16 +45,7 @@ async def test_serve_keeps_running_while_the_database_cannot_be_opened(tmp_path:
         CALLCENTER_WEB_PORT="0",
         CALLCENTER_FLOWS_DIR=str(ROOT / "ivr_flows"),
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "callcenter",
-        "serve",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_serve(tmp_path, env)
     assert proc.stderr is not None
     log: list[str] = []
     rest = ""
@@ -140,16 +118,7 @@ async def test_a_refused_ami_login_still_stops_serve_while_the_database_is_down(
             CALLCENTER_WEB_PORT="0",
             CALLCENTER_FLOWS_DIR=str(ROOT / "ivr_flows"),
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "callcenter",
-            "serve",
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await start_serve(tmp_path, env)
         async with asyncio.timeout(60):
             _, err_bytes = await proc.communicate()
     finally:
