@@ -660,34 +660,29 @@ class _AgiProtocol(asyncio.BufferedProtocol):
         self._callback = None
 
     def _deliver(self, reply: AgiReply) -> None:
+        self._settle(reply, None)
+
+    def _fail(self, exc: Exception) -> None:
+        self._settle(None, exc)
+
+    def _settle(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        """Hand the reply (or the error) to the submitted callback or the awaiting command."""
         callback = self._callback
         if callback is not None:
             self._callback = None  # cleared first: the callback may ask for the next reply
             self._delivering = True
             try:
-                callback(reply, None)
+                callback(reply, exc)
             finally:
                 self._delivering = False
             return
         waiter = self._waiter
         self._waiter = None
         if waiter is not None:
-            waiter.set_result(reply)
-
-    def _fail(self, exc: Exception) -> None:
-        callback = self._callback
-        if callback is not None:
-            self._callback = None
-            self._delivering = True
-            try:
-                callback(None, exc)
-            finally:
-                self._delivering = False
-            return
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None:
-            waiter.set_exception(exc)
+            if exc is None:
+                waiter.set_result(cast(AgiReply, reply))
+            else:
+                waiter.set_exception(exc)
 
     def _pump(self) -> None:
         conn = self.conn
