@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from sqlalchemy.exc import DataError, IntegrityError
-
 from callcenter.agents.service import AgentEffect, AgentStateTracker
 from callcenter.asterisk.events import ResyncSource, decode_event
 from callcenter.asterisk.message import AmiMessage
@@ -39,6 +37,7 @@ from callcenter.calls.service import (
     CallTracker,
     CallUpdated,
 )
+from callcenter.db.availability import is_database_down
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,9 +82,6 @@ class PipelineStats:
     saves_dropped: int = 0
 
 
-# Errors that say a record itself is bad: retrying cannot help.
-_DATA_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, IntegrityError, DataError)
-
 # The consumer yields to the event loop after this much work, so reads and pings go on.
 _SLICE = 0.005
 
@@ -109,9 +105,9 @@ class EventPipeline:
     ) -> None:
         """`save_batch`/`save_delay`: the writer waits up to `save_delay` seconds for up to
         `save_batch` records and writes them in one transaction (a call saved several times in
-        that window is written once); `drain()` cuts the wait short. A batch that fails for
-        any reason but invalid data is kept and retried, `retry_min` doubling up to `retry_max`
-        seconds apart, so records finished while the database is down reach it later."""
+        that window is written once); `drain()` cuts the wait short. A batch that fails because
+        the database is down is kept and retried, `retry_min` doubling up to `retry_max` seconds
+        apart, so records finished while the database is down reach it later."""
         if max_pending < 1 or save_batch < 1:
             raise ValueError("max_pending and save_batch must be at least 1")
         self._calls = calls
@@ -314,9 +310,10 @@ class EventPipeline:
             self._saves_busy -= n
 
     async def _save_failed(self, batch: list[CallRecord], exc: Exception) -> list[CallRecord]:
-        """After a failed batch: the records to try again. A record the database refuses as
-        invalid is dropped (logged); on any other error (database down, timeout) all are kept."""
-        if not isinstance(exc, _DATA_ERRORS):
+        """After a failed batch: the records to try again. While the database is down (or
+        does not answer in time) all are kept; otherwise the batch is saved record by record and
+        a record that still fails is dropped (logged): retrying it could never succeed."""
+        if is_database_down(exc):
             if not self._retry_delay:
                 log.error(
                     "call log: could not save %d call(s) (%r); keeping them and retrying",
@@ -328,12 +325,12 @@ class EventPipeline:
             try:
                 async with asyncio.timeout(self._save_timeout):
                     await self._call_log.save_calls([record])
-            except _DATA_ERRORS as one:
+            except Exception as one:
+                if is_database_down(one):
+                    log.error("call log: could not save calls (%r); keeping them", one)
+                    return batch[i:]
                 self.stats.saves_dropped += 1
                 log.error("call log: call %s refused, not saved: %r", record.uniqueid, one)
-            except Exception as other:
-                log.error("call log: could not save calls (%r); keeping them", other)
-                return batch[i:]
             else:
                 self.stats.saved += 1
         return []

@@ -32,7 +32,7 @@ def variable_name(raw: str) -> str:
 
 
 def is_tracked_variable(raw: str) -> bool:
-    name = raw.lstrip("_")
+    name = variable_name(raw)
     return name.startswith(TRACKED_VARIABLE_PREFIXES) or name in TRACKED_VARIABLES
 
 

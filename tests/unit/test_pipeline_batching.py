@@ -81,7 +81,7 @@ class Log:
 
     async def save_calls(self, records: Sequence[CallRecord]) -> None:
         if self.fail:
-            raise RuntimeError("database down")
+            raise ConnectionRefusedError("database down")
         self.batches.append(list(records))
 
 
