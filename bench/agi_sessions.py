@@ -1,7 +1,9 @@
 """FastAGI benchmark: 1,000 concurrent IVR sessions against (a) our AgiServer running
 ivr_flows/hotline.yaml and (b) panoramisk 1.4's fast_agi.Application running a hand-coded flow
 that sends the same command sequence; with --agi-only also (c) our AgiServer running that
-hand-coded flow (the AGI layer without the flow engine).
+hand-coded flow (the AGI layer without the flow engine); with --floor also (d) the floor: the
+least any FastAGI server must do for that flow (raw non-blocking sockets on the loop's reader
+callbacks, canned command bytes, replies checked only for "200 result="), no framework at all.
 
 Each server runs in its own process; the load comes from the emulator's FastAGI client
 (`callcenter.pbxsim.agi_client.run_agi_call`) in --client-procs other processes, with the
@@ -19,7 +21,7 @@ once on uvloop, all in the same alternating rounds. The load generators run on -
 (default uvloop: the cheaper load generator, the same for every server).
 
 Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 5] [--client-procs 2] [--agi-only]
-            [--loop asyncio|uvloop|both] [--client-loop asyncio|uvloop]
+            [--floor] [--loop asyncio|uvloop|both] [--client-loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import asyncio
 import multiprocessing as mp
 import random
 import resource
+import socket
 import statistics
 import sys
 import time
@@ -168,6 +171,89 @@ async def _serve_panoramisk(pipe: Connection) -> None:
     server.close()
 
 
+async def _serve_floor(pipe: Connection) -> None:
+    """The floor (see the module docstring): per call one accept, one recv per reply, one send
+    per command, one close, and nothing else. No real server can cost less per call."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    listener.setblocking(False)
+
+    def commands(lang: str, key: str) -> list[bytes]:
+        queue = QUEUES.get(key, "general")
+        path = f"lookup,language,hours,main,{key},{queue}_queue"
+        return [
+            f"SET VARIABLE CALLCENTER_LANGUAGE {lang}\n".encode(),
+            f'STREAM FILE {lang}/hotline/welcome ""\n'.encode(),
+            f"STREAM FILE {lang}/hotline/main-menu 0123456789*#\n".encode(),
+            f'STREAM FILE {lang}/hotline/please-hold ""\n'.encode(),
+            f"SET VARIABLE IVR_QUEUE {queue}\n".encode(),
+            b"SET VARIABLE QUEUE_PRIO 0\n",
+            f"SET VARIABLE IVR_CHOICE {key}\n".encode(),
+            f"SET VARIABLE CALLCENTER_IVR_PATH {path}\n".encode(),
+        ]
+
+    canned = {(lang, key): commands(lang, key) for lang in LANGS.values() for key in "0123"}
+
+    class Call:
+        __slots__ = ("buf", "commands", "sock", "step")
+
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock, self.buf, self.step, self.commands = sock, b"", -1, canned["zh", "0"]
+
+    def close(call: Call) -> None:
+        loop.remove_reader(call.sock.fileno())
+        call.sock.close()
+
+    def digit(reply: bytes, default: str) -> str:
+        code = int(reply[11:].split(b" ", 1)[0] or 0)
+        return chr(code) if code > 0 else default
+
+    def readable(call: Call) -> None:
+        try:
+            data = call.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            close(call)
+            return
+        buf = call.buf + data
+        if not buf.endswith(b"\n") or (call.step < 0 and not buf.endswith(b"\n\n")):
+            call.buf = buf
+            return
+        call.buf = b""
+        step = call.step
+        call.step = step + 1
+        if step < 0:  # the agi_* block is complete
+            call.sock.send(b'STREAM FILE hotline/choose-language "12"\n')
+            return
+        if not buf.startswith(b"200 result=") or step >= len(call.commands):
+            close(call)  # a HANGUP or an error, or the flow's end
+            return
+        if step == 0:
+            call.commands = canned[LANGS.get(digit(buf, ""), "zh"), "0"]
+        elif step == 3:
+            key = digit(buf, "0")
+            lang = "zh" if call.commands is canned["zh", "0"] else "en"
+            call.commands = canned[lang, key if key in "123" else "0"]
+        call.sock.send(call.commands[step])
+
+    def accept() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), readable, Call(sock))
+
+    loop.add_reader(listener.fileno(), accept)
+    await _control_loop(pipe, listener.getsockname()[1], None)
+    loop.remove_reader(listener.fileno())
+    listener.close()
+
+
 async def _control_loop(pipe: Connection, port: int, gaps: list[float] | None) -> None:
     import gc
 
@@ -223,7 +309,12 @@ def _server_process(kind: str, loop: str, pipe: Connection) -> None:
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)
-    serve = {"ours": _serve_ours, "panoramisk": _serve_panoramisk, "agi-only": _serve_agi_only}
+    serve = {
+        "ours": _serve_ours,
+        "panoramisk": _serve_panoramisk,
+        "agi-only": _serve_agi_only,
+        "floor": _serve_floor,
+    }
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
         runner.run(serve[kind](pipe))
 
@@ -416,6 +507,7 @@ NAMES = {
     "ours": "ours (AgiServer + hotline.yaml)",
     "panoramisk": "panoramisk 1.4 fast_agi",
     "agi-only": "AgiServer + hand-coded handler",
+    "floor": "floor: raw sockets, canned commands",
 }
 
 
@@ -452,9 +544,19 @@ def main(argv: list[str] | None = None) -> None:
         default="uvloop",
         help="the load generators' event loop (the same for every server)",
     )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the floor: the least any FastAGI server must do for this flow",
+    )
     args = ap.parse_args(argv)
     report: Callable[[str], None] = print
-    kinds = ("ours", "panoramisk", "agi-only") if args.agi_only else ("ours", "panoramisk")
+    kinds = (
+        "ours",
+        "panoramisk",
+        *(("agi-only",) if args.agi_only else ()),
+        *(("floor",) if args.floor else ()),
+    )
     loops = ("asyncio", "uvloop") if args.loop == "both" else (args.loop,)
     results = bench(args.calls, args.rounds, args.client_procs, kinds, loops, args.client_loop)
     report(
@@ -489,6 +591,10 @@ def main(argv: list[str] | None = None) -> None:
             report(
                 f"    AGI layer alone, {loop}: "
                 + _ratios(results, f"agi-only/{loop}", f"panoramisk/{loop}")
+            )
+        if "floor" in kinds:
+            report(
+                f"    the floor, {loop}: " + _ratios(results, f"floor/{loop}", f"panoramisk/{loop}")
             )
     if len(loops) == 2:
         report(

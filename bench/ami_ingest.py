@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from panoramisk.ami_protocol import AMIProtocol
 
 from callcenter.asterisk.ami import READ_BUFFER, AmiClient
-from callcenter.asterisk.events import SUBSCRIBED_EVENTS
+from callcenter.asterisk.events import SUBSCRIBED_EVENTS, is_tracked_variable
 from callcenter.asterisk.framing import AmiFramer
 from callcenter.asterisk.message import AmiMessage
 
@@ -478,6 +478,7 @@ async def bench_full_path(chunks: list[bytes], expected: int, db_url: str) -> Fu
         on_message=pipeline.feed,
         on_messages=pipeline.feed_many,
         only_events=SUBSCRIBED_EVENTS,
+        only_variables=is_tracked_variable,
         max_queued=10_000_000,
     )
     proto = client._new_protocol()

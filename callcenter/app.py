@@ -39,7 +39,7 @@ from callcenter.agents.service import AgentStateTracker
 from callcenter.asterisk.agi import AgiServer
 from callcenter.asterisk.ami import AmiClient
 from callcenter.asterisk.errors import AmiConnectError, AmiError, AmiLoginError
-from callcenter.asterisk.events import SUBSCRIBED_EVENTS
+from callcenter.asterisk.events import SUBSCRIBED_EVENTS, is_tracked_variable
 from callcenter.bus.base import Bus
 from callcenter.bus.factory import make_bus
 from callcenter.bus.keys import AGENTS, CALLBACKS, CALLS, QUEUES, SYSTEM
@@ -420,6 +420,7 @@ async def _ami(app: web.Application) -> AsyncIterator[None]:
             on_message=pipeline.feed,
             on_messages=pipeline.feed_many,
             only_events=SUBSCRIBED_EVENTS,
+            only_variables=is_tracked_variable,
             on_resync=pipeline.resync,
             on_connected=connected,
             on_disconnected=disconnected,

@@ -9,14 +9,15 @@ Channels and payloads:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from callcenter.agents.model import AgentState, QueueStats
-from callcenter.agents.service import AgentEffect, AgentStateChanged
+from callcenter.agents.service import AgentEffect, AgentStateChanged, QueueStatsChanged
 from callcenter.bus.base import Bus, Payload
 from callcenter.bus.keys import AGENTS, QUEUES
+from callcenter.bus.memory import encode_payload, encode_records
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -90,13 +91,45 @@ def effect_message(effect: AgentEffect) -> tuple[str, Payload]:
     return QUEUES, {"type": "queue.stats", "queue": queue_stats_to_dict(effect.stats)}
 
 
+def effect_json(effect: AgentEffect) -> tuple[str, str]:
+    """The (channel, JSON text) an effect is published as: the JSON document of
+    effect_message's payload (json.dumps's errors for what JSON cannot carry)."""
+    if type(effect) is AgentStateChanged:
+        channel = AGENTS
+        text = encode_records(
+            {"type": "agent.state", "previous": effect.previous, "agent": effect.agent}
+        )
+    else:
+        assert isinstance(effect, QueueStatsChanged)
+        channel, stats = QUEUES, effect.stats
+        text = encode_records(
+            {"type": "queue.stats", "queue": stats},
+            stats.longest_wait_seconds,
+            stats.service_level_perf,
+        )
+    if text is None:
+        return channel, encode_payload(effect_message(effect)[1])
+    return channel, text
+
+
 class AgentNotifier:
-    """Publishes AgentStateTracker effects. The bus never raises (it logs and drops when down)."""
+    """Publishes AgentStateTracker effects. The bus never raises (it logs and drops when down).
+
+    A bus with `publish_json(channel, text)` (MemoryBus) gets the JSON text built directly
+    from the states; any other bus gets effect_message's payload dicts."""
 
     def __init__(self, *, bus: Bus) -> None:
         self._bus = bus
+        self._publish_json: Callable[[str, str], Awaitable[None]] | None = getattr(
+            bus, "publish_json", None
+        )
 
     async def publish(self, effects: Iterable[AgentEffect]) -> None:
+        publish_json = self._publish_json
+        if publish_json is not None:
+            for effect in effects:
+                await publish_json(*effect_json(effect))
+            return
         for effect in effects:
             channel, payload = effect_message(effect)
             await self._bus.publish(channel, payload)

@@ -17,7 +17,8 @@ What we replace, and why (PROTOCOL.md §6.4):
   the events of one read at a time) sequentially, so the events of a call are applied in
   arrival order (panoramisk starts a task per event). A raising consumer is logged; the link
   survives (§6.4.1). With `only_events`, other events (Asterisk sends every class the user may
-  read unless manager.conf filters them) are dropped by the framer; replies never are.
+  read unless manager.conf filters them) are dropped by the framer, and with `only_variables`
+  the VarSet events of other variables; replies never are.
 * Login: sent by us, MD5 challenge-response by default (`Challenge`, then `Login` with
   `AuthType: MD5` and `Key: md5(challenge + secret)`: the secret never crosses the wire) or
   plaintext; success means `Response: Success` (not `.success`, §6.4.3). A refused login (or a
@@ -114,7 +115,7 @@ class AmiStats:
     frame_errors: int
     decode_errors: int
     events_delivered: int
-    events_skipped: int  # dropped unparsed: not in `only_events`
+    events_skipped: int  # dropped unparsed: not in `only_events` / `only_variables`
     consumer_errors: int
     stray_responses: int
     reconnects: int
@@ -440,6 +441,7 @@ class AmiClient:
         on_message: OnMessage,
         on_messages: OnMessages | None = None,
         only_events: Collection[str] | None = None,
+        only_variables: Callable[[str], bool] | None = None,
         auth: AuthType = "plain",
         on_resync: Callable[[ResyncSnapshot], Awaitable[None]] | None = None,
         on_connected: Callable[[], Awaitable[None]] | None = None,
@@ -479,7 +481,10 @@ class AmiClient:
         self._reconnect_max = reconnect_max
         self._rand = rand
         self._framer = AmiFramer(
-            max_frame_bytes=max_frame_bytes, max_lines=max_frame_lines, events=only_events
+            max_frame_bytes=max_frame_bytes,
+            max_lines=max_frame_lines,
+            events=only_events,
+            variables=only_variables,
         )
         self._high_water = max_queued
         self._low_water = max_queued // 2
@@ -515,6 +520,7 @@ class AmiClient:
         on_message: OnMessage,
         on_messages: OnMessages | None = None,
         only_events: Collection[str] | None = None,
+        only_variables: Callable[[str], bool] | None = None,
         on_resync: Callable[[ResyncSnapshot], Awaitable[None]] | None = None,
         on_connected: Callable[[], Awaitable[None]] | None = None,
         on_disconnected: Callable[[AmiError], Awaitable[None]] | None = None,
@@ -532,6 +538,7 @@ class AmiClient:
             on_message=on_message,
             on_messages=on_messages,
             only_events=only_events,
+            only_variables=only_variables,
             on_resync=on_resync,
             on_connected=on_connected,
             on_disconnected=on_disconnected,

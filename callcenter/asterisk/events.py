@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
-from typing import Final, Literal, Protocol, cast, get_args
+from typing import Any, Final, Literal, Protocol, cast, get_args
 
 from callcenter.asterisk.message import AmiMessage
 from callcenter.fastinit import store_by_slots
@@ -584,6 +584,7 @@ DICT_WAY: Final = _DictWay.DICT_WAY
 _Build = Callable[[tuple[str, ...]], "AmiEvent | _DictWay | None"]
 
 _PLANS_MAX = 256
+_UNPLANNED: Final[Any] = object()  # a layout not seen yet (None: seen, and no plan fits)
 _name_of = itemgetter(0)
 _value_of = itemgetter(1)
 _Values = tuple[str, ...]
@@ -761,8 +762,9 @@ def decode_event(msg: AmiMessage) -> AmiEvent | None:
     names = tuple(map(_name_of, headers))
     fast = _FAST.get(event_name)
     if fast is not None:
-        plans = fast.plans
-        picker = plans[names] if names in plans else fast.plan(names)
+        picker = fast.plans.get(names, _UNPLANNED)
+        if picker is _UNPLANNED:
+            picker = fast.plan(names)
         if picker is not None:
             event = fast.build(tuple(map(_value_of, picker(headers))))
             if event is not DICT_WAY:

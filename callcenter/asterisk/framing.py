@@ -18,6 +18,8 @@ Contract (PROTOCOL.md §1.1-1.3):
   no ``ActionID`` (i.e. is not part of a reply) never becomes a message; it is counted in
   `AmiFramer.skipped`. Asterisk sends every event class a user may read unless
   manager.conf filters it; most of them (Dial*, Bridge*, Cdr, DTMF*...) are noise to us.
+  Likewise `variables=`: a ``VarSet`` event of a variable it refuses is dropped (Asterisk
+  reports every variable any channel sets: BRIDGEPEER, PLAYBACKSTATUS, AGISTATUS...).
 * Cost: each byte is scanned for a terminator once (no re-scan of the pending partial frame:
   panoramisk's O(n²) bug 16); a block of complete frames is decoded and split with C-level calls.
   Header lines are looked up whole in a bounded cache of parsed (name, value) pairs, since
@@ -82,17 +84,40 @@ class _LineCache(dict[str, tuple[str, str]]):
         return pair
 
 
+_VARSET = "Event: VarSet"
+_VARIABLE = "Variable: "
+
+
 class _EventDrop:
-    """Which event frames the framer drops unparsed (see `AmiFramer(events=...)`)."""
+    """Which event frames the framer drops unparsed (see `AmiFramer(events=, variables=)`)."""
 
-    __slots__ = ("wanted",)
+    __slots__ = ("keep_variable", "passed", "wanted")
 
-    def __init__(self, wanted: frozenset[str]) -> None:
-        self.wanted = frozenset(f"Event: {name}" for name in wanted)  # first lines
+    def __init__(
+        self, wanted: frozenset[str] | None, keep_variable: Callable[[str], bool] | None
+    ) -> None:
+        """`wanted` None: every event name; `keep_variable` None: every VarSet."""
+        self.wanted = None if wanted is None else frozenset(f"Event: {name}" for name in wanted)
+        self.keep_variable = keep_variable
+        # first lines of frames never dropped (without asking `drops`)
+        self.passed = (self.wanted or frozenset()) - ({_VARSET} if keep_variable else set())
 
     def drops(self, lines: list[str], start: int, end: int) -> bool:
+        """Whether the frame in lines[start:end] is an event to drop (never a reply's)."""
         first = lines[start]
-        if first in self.wanted or not first.startswith("Event: "):
+        wanted = self.wanted
+        if wanted is None or first in wanted:
+            if first != _VARSET or self.keep_variable is None:
+                return False
+            # Variable is next to last in Asterisk's layout; anywhere else is accepted too
+            line = lines[end - 2] if end - start > 2 else ""
+            if not line.startswith(_VARIABLE):
+                line = next(
+                    (x for x in lines[start + 1 : end] if x.startswith(_VARIABLE)), _VARIABLE
+                )
+            if self.keep_variable(line[len(_VARIABLE) :]):
+                return False
+        elif not first.startswith("Event: "):
             return False
         return not any(map(str.startswith, lines[start + 1 : end], repeat("ActionID:")))
 
@@ -100,8 +125,13 @@ class _EventDrop:
         headers = msg.headers
         if not headers or headers[0][0] != "Event":
             return False
-        if f"Event: {headers[0][1]}" in self.wanted:
-            return False
+        first = f"Event: {headers[0][1]}"
+        if self.wanted is None or first in self.wanted:
+            if first != _VARSET or self.keep_variable is None:
+                return False
+            variable = next((value for name, value in headers if name == "Variable"), "")
+            if self.keep_variable(variable):
+                return False
         return not any(name == "ActionID" for name, _ in headers)
 
 
@@ -137,9 +167,11 @@ class AmiFramer:
         max_lines: int = DEFAULT_MAX_LINES,
         on_error: Callable[[AmiFrameError], None] | None = None,
         events: Iterable[str] | None = None,
+        variables: Callable[[str], bool] | None = None,
     ) -> None:
-        """`events`: the event names to deliver (None: all). Replies and the events of a
-        reply (those with an ActionID) are always delivered."""
+        """`events`: the event names to deliver (None: all); `variables`: which VarSet events
+        to deliver, by variable name as sent (None: all). Replies and the events of a reply
+        (those with an ActionID) are always delivered."""
         if max_frame_bytes < 16:
             raise ValueError("max_frame_bytes must be at least 16")
         if max_lines < 1:
@@ -162,7 +194,10 @@ class AmiFramer:
         self.bytes_in = 0
         self.last_error = ""
         self.skipped = 0
-        self._drop: _EventDrop | None = None if events is None else _EventDrop(frozenset(events))
+        self._drop: _EventDrop | None = None
+        if events is not None or variables is not None:
+            wanted = None if events is None else frozenset(events)
+            self._drop = _EventDrop(wanted, variables)
 
     @property
     def cached_lines(self) -> int:
@@ -238,7 +273,7 @@ class AmiFramer:
         get = cache.__getitem__
         # Frames end at the empty lines ('' is a singleton: index() finds it by identity).
         drop = self._drop
-        wanted = drop.wanted if drop is not None else frozenset()
+        passed = drop.passed if drop is not None else frozenset()
         max_lines = self.max_lines
         index = lines.index
         total = len(lines)
@@ -251,7 +286,7 @@ class AmiFramer:
             except ValueError:
                 end = total
             if end > pos:
-                if drop is not None and lines[pos] not in wanted and drop.drops(lines, pos, end):
+                if drop is not None and lines[pos] not in passed and drop.drops(lines, pos, end):
                     self.skipped += 1  # before its lines are looked up
                 elif end - pos > max_lines:
                     break  # an oversized frame: the careful path, for the whole block

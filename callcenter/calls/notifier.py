@@ -14,14 +14,12 @@ Channels and payloads (the contract with subscribers: web fan-out, agent console
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timedelta
-from functools import lru_cache
-from json.encoder import encode_basestring
+from datetime import datetime
 from typing import Any
 
 from callcenter.bus.base import Bus, Payload
 from callcenter.bus.keys import AGENTS, CALLS
-from callcenter.bus.memory import encode_payload
+from callcenter.bus.memory import encode_payload, encode_records
 from callcenter.calls.model import CallRecord
 from callcenter.calls.service import (
     AgentAnswered,
@@ -34,9 +32,6 @@ from callcenter.calls.service import (
     CallStarted,
     CallUpdated,
 )
-
-# JSON string literal, non-ASCII kept as is (json.dumps(..., ensure_ascii=False) does the same)
-_jstr = encode_basestring
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -139,150 +134,61 @@ def effect_message(effect: CallEffect) -> tuple[str, Payload]:
 
 
 # -- JSON text straight from the records -------------------------------------------------------
-# Every call effect carries the whole call record, so encoding it is most of a publish. These
-# build the same JSON as json.dumps(effect_message(effect)[1]) without the intermediate dicts;
-# anything unexpected (a value of the wrong type, NaN) falls back to that exact path, so the
-# result and the errors stay json.dumps's.
+# Every call effect carries the whole call record, so encoding it is most of a publish: the
+# records go to the encoder as they are, without the intermediate dicts (`encode_records`).
 
 
-def _jopt(value: str | None) -> str:
-    return "null" if value is None else _jstr(value)
-
-
-def _jnum(value: float | None) -> str:
-    if value is None:
-        return "null"
-    kind = type(value)
-    if kind is float and value - value == 0.0:  # finite (NaN and infinities are not JSON)
-        return float.__repr__(value)
-    if kind is int:
-        return int.__repr__(value)
-    raise ValueError(f"not a plain JSON number: {value!r}")
-
-
-@lru_cache(maxsize=4096)
-def _iso_text(value: datetime, offset: timedelta | None) -> str:
-    # A call's times repeat in each of its records and isoformat() was a large share of the
-    # text. The offset is part of the key: 10:00+00:00 == 18:00+08:00, but they print apart.
-    return '"' + value.isoformat() + '"'
-
-
-def _jtime(value: datetime | None) -> str:
-    return "null" if value is None else _iso_text(value, value.utcoffset())
-
-
-def _jlist(values: Iterable[str]) -> str:
-    return "[" + ",".join(map(_jstr, values)) + "]"
-
-
-def _jbool(value: bool) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    raise ValueError(f"not a bool: {value!r}")
-
-
-def _call_json(r: CallRecord) -> str:
-    transfers = ",".join(
-        '{"at":' + _jtime(t.at) + ',"kind":' + _jstr(t.kind) + ',"target":' + _jstr(t.target) + "}"
-        for t in r.transfers
-    )
-    variables = ",".join(_jstr(k) + ":" + _jstr(v) for k, v in r.variables.items())
-    return "".join(
-        (
-            '{"uniqueid":', _jstr(r.uniqueid),
-            ',"linkedid":', _jstr(r.linkedid),
-            ',"channel":', _jstr(r.channel),
-            ',"started_at":', _jtime(r.started_at),
-            ',"caller_number":', _jstr(r.caller_number),
-            ',"caller_name":', _jstr(r.caller_name),
-            ',"dialed_number":', _jstr(r.dialed_number),
-            ',"direction":', _jstr(r.direction),
-            ',"ivr_path":', _jlist(r.ivr_path),
-            ',"ivr_choice":', _jopt(r.ivr_choice),
-            ',"queue":', _jopt(r.queue),
-            ',"queue_priority":', _jnum(r.queue_priority),
-            ',"queue_joined_at":', _jtime(r.queue_joined_at),
-            ',"queue_left_at":', _jtime(r.queue_left_at),
-            ',"agent":', _jopt(r.agent),
-            ',"agent_interface":', _jopt(r.agent_interface),
-            ',"answered_at":', _jtime(r.answered_at),
-            ',"ended_at":', _jtime(r.ended_at),
-            ',"wait_seconds":', _jnum(r.wait_seconds),
-            ',"talk_seconds":', _jnum(r.talk_seconds),
-            ',"abandoned":', _jbool(r.abandoned),
-            ',"abandon_stage":', _jopt(r.abandon_stage),
-            ',"abandon_after_seconds":', _jnum(r.abandon_after_seconds),
-            ',"transfers":[', transfers,
-            '],"hangup_cause":', _jnum(r.hangup_cause),
-            ',"hangup_cause_text":', _jopt(r.hangup_cause_text),
-            ',"recording_file":', _jopt(r.recording_file),
-            ',"end_reason":', _jopt(r.end_reason),
-            ',"variables":{', variables,
-            '},"queues":', _jlist(r.queues),
-            ',"agents":', _jlist(r.agents),
-            ',"adopted":', _jbool(r.adopted),
-            "}",
-        )
-    )  # fmt: skip
-
-
-_LIFECYCLE: dict[type, str] = {
-    CallStarted: '{"type":"call.started","change":null,"call":',
-    CallEnded: '{"type":"call.ended","change":null,"call":',
-}
-
-
-def _fast_json(effect: CallEffect, call: str) -> str:
-    """`call` is _call_json(effect.record)."""
-    kind = type(effect)
-    prefix = _LIFECYCLE.get(kind)
-    if prefix is not None:
-        return prefix + call + "}"
-    if kind is CallUpdated:
-        change = _jstr(effect.change)  # type: ignore[union-attr]
-        return '{"type":"call.updated","change":' + change + ',"call":' + call + "}"
-    assert isinstance(effect, AgentLegEffect)
+def _fast_json(effect: CallEffect) -> str | None:
     r = effect.record
-    return "".join(
-        (
-            '{"type":', _jstr(_AGENT_TYPES[kind]),
-            ',"interface":', _jstr(effect.interface),
-            ',"member_name":', _jstr(effect.member_name),
-            ',"queue":', _jstr(effect.queue),
-            ',"agent_channel":', _jstr(effect.agent_channel),
-            ',"agent_uniqueid":', _jstr(effect.agent_uniqueid),
-            ',"uniqueid":', _jstr(r.uniqueid),
-            ',"linkedid":', _jstr(r.linkedid),
-            ',"caller_number":', _jstr(r.caller_number),
-            ',"caller_name":', _jstr(r.caller_name),
-            ',"dialed_number":', _jstr(r.dialed_number),
-            ',"ivr_path":', _jlist(r.ivr_path),
-            ',"ivr_choice":', _jopt(r.ivr_choice),
-            ',"hold_seconds":', _jnum(getattr(effect, "hold_seconds", None)),
-            ',"ring_seconds":', _jnum(getattr(effect, "ring_seconds", None)),
-            ',"talk_seconds":', _jnum(getattr(effect, "talk_seconds", None)),
-            ',"reason":', _jopt(getattr(effect, "reason", None)),
-            ',"call":', call,
-            "}",
+    kind = type(effect)
+    if kind is CallUpdated:
+        change = effect.change  # type: ignore[union-attr]
+        message: dict[str, object] = {"type": "call.updated", "change": change, "call": r}
+    elif kind is CallStarted or kind is CallEnded:
+        message = {"type": _LIFECYCLE[kind], "change": None, "call": r}
+    else:
+        assert isinstance(effect, AgentLegEffect)
+        hold = getattr(effect, "hold_seconds", None)
+        ring = getattr(effect, "ring_seconds", None)
+        talk = getattr(effect, "talk_seconds", None)
+        message = {
+            "type": _AGENT_TYPES[kind],
+            "interface": effect.interface,
+            "member_name": effect.member_name,
+            "queue": effect.queue,
+            "agent_channel": effect.agent_channel,
+            "agent_uniqueid": effect.agent_uniqueid,
+            "uniqueid": r.uniqueid,
+            "linkedid": r.linkedid,
+            "caller_number": r.caller_number,
+            "caller_name": r.caller_name,
+            "dialed_number": r.dialed_number,
+            "ivr_path": r.ivr_path,
+            "ivr_choice": r.ivr_choice,
+            "hold_seconds": hold,
+            "ring_seconds": ring,
+            "talk_seconds": talk,
+            "reason": getattr(effect, "reason", None),
+            "call": r,
+        }
+        return encode_records(
+            message, hold, ring, talk, r.wait_seconds, r.talk_seconds, r.abandon_after_seconds
         )
-    )  # fmt: skip
+    return encode_records(message, r.wait_seconds, r.talk_seconds, r.abandon_after_seconds)
+
+
+_LIFECYCLE: dict[type, str] = {CallStarted: "call.started", CallEnded: "call.ended"}
 
 
 def effect_json(effect: CallEffect) -> tuple[str, str]:
-    """The (channel, JSON text) an effect is published as: the text of effect_message's payload
-    (json.dumps with ensure_ascii=False, compact separators, allow_nan=False)."""
-    return _effect_json(effect, None)
-
-
-def _effect_json(effect: CallEffect, call: str | None) -> tuple[str, str]:
+    """The (channel, JSON text) an effect is published as: the JSON document of
+    effect_message's payload (json.dumps's errors for what JSON cannot carry)."""
     channel = AGENTS if isinstance(effect, AgentLegEffect) else CALLS
-    try:
-        return channel, _fast_json(effect, call or _call_json(effect.record))
-    except (TypeError, ValueError, AttributeError, KeyError):
-        _, payload = effect_message(effect)  # the slow path raises json's own error, if any
+    text = _fast_json(effect)
+    if text is None:
+        _, payload = effect_message(effect)  # raises json's own error, if any
         return channel, encode_payload(payload)
+    return channel, text
 
 
 class CallNotifier:
@@ -300,16 +206,8 @@ class CallNotifier:
     async def publish(self, effects: Iterable[CallEffect]) -> None:
         publish_json = self._publish_json
         if publish_json is not None:
-            record: CallRecord | None = None
-            call: str | None = None
             for effect in effects:
-                if effect.record is not record:  # effects of one event often share a record
-                    record = effect.record
-                    try:
-                        call = _call_json(record)
-                    except (TypeError, ValueError, AttributeError, KeyError):
-                        call = None  # _effect_json takes the json.dumps way and its errors
-                await publish_json(*_effect_json(effect, call))
+                await publish_json(*effect_json(effect))
             return
         for effect in effects:
             channel, payload = effect_message(effect)

@@ -24,6 +24,7 @@ from callcenter.asterisk.errors import (
     AmiOriginateUnknown,
     AmiTimeout,
 )
+from callcenter.asterisk.events import is_tracked_variable
 from callcenter.asterisk.message import AmiMessage
 
 Headers = list[tuple[str, str]]
@@ -349,6 +350,23 @@ async def test_batches_and_filtered_events_keep_stream_order(fake: FakeAsterisk)
     assert stats.resyncs == 1 and stats.resync_failures == 0
     assert sum(map(len, batches)) == stats.events_delivered == 51
     assert rec.kinds()[:2] == ["connected", "resync"]
+
+
+async def test_varset_of_untracked_variables_is_dropped(fake: FakeAsterisk) -> None:
+    rec = Recorder()
+    client = make_client(
+        fake, rec, only_events={"VarSet", "Hangup"}, only_variables=is_tracked_variable
+    )
+    async with running(client):
+        await rec.wait_for(lambda: "resync" in rec.kinds())
+        names = ["BRIDGEPEER", "__CALLCENTER_DID", "PLAYBACKSTATUS", "MIXMONITOR_FILENAME"]
+        await fake.push(b"".join(event("VarSet", Variable=n, Value="v") for n in names))
+        await fake.push(event("Hangup", Seq="last"))
+        await rec.wait_for(lambda: len(rec.events("Hangup")) == 1)
+        stats = client.stats()
+    got = [m.get("Variable") for m in rec.events("VarSet")]
+    assert got == ["__CALLCENTER_DID", "MIXMONITOR_FILENAME"]
+    assert stats.events_skipped == 3  # two VarSet + FullyBooted
 
 
 async def test_bad_secret_raises_login_error_and_never_reconnects(fake: FakeAsterisk) -> None:

@@ -388,6 +388,53 @@ def test_a_dropped_frame_is_not_parsed() -> None:
     assert (framer.errors, framer.skipped) == (0, 1)
 
 
+def _varset(variable: str, value: str = "x", extra: bytes = b"") -> bytes:
+    return (
+        b"Event: VarSet\r\nPrivilege: dialplan,all\r\nChannel: PJSIP/trunk-1\r\n"
+        b"Uniqueid: 1.1\r\n" + extra + b"Variable: " + variable.encode() + b"\r\n"
+        b"Value: " + value.encode() + b"\r\n\r\n"
+    )
+
+
+VARSET_STREAM = (
+    _varset("BRIDGEPEER")
+    + _varset("__CALLCENTER_DID", "4008001234")
+    + b"Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/trunk-1\r\n\r\n"
+    + _varset("PLAYBACKSTATUS", "SUCCESS")
+    + _varset("AGISTATUS", extra=b"ActionID: 9\r\n")  # part of a reply: never dropped
+    + b"Event: VarSet\r\nVariable: MIXMONITOR_FILENAME\r\nChannel: PJSIP/1\r\nValue: /r.wav"
+    + b"\r\nUniqueid: 1.1\r\n\r\n"  # Variable elsewhere than next to last
+    + b"Event: VarSet\r\nChannel: PJSIP/1\r\n\r\n"  # no Variable at all: dropped
+)
+
+
+def _tracked(name: str) -> bool:
+    return name.lstrip("_").startswith("CALLCENTER_") or name == "MIXMONITOR_FILENAME"
+
+
+@pytest.mark.parametrize("events", [None, {"Newchannel", "VarSet"}])
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(VARSET_STREAM)), max_size=12))
+@settings(max_examples=40, deadline=None)
+def test_varset_of_unwanted_variables_is_dropped(events: set[str] | None, cuts: list[int]) -> None:
+    framer = AmiFramer(events=events, variables=_tracked)
+    got = [(m.name, m.get("Variable")) for m in feed_all(framer, VARSET_STREAM, cuts)]
+    assert got == [
+        ("VarSet", "__CALLCENTER_DID"),
+        ("Newchannel", ""),
+        ("VarSet", "AGISTATUS"),
+        ("VarSet", "MIXMONITOR_FILENAME"),
+    ]
+    assert framer.skipped == 3
+
+
+def test_the_careful_path_filters_variables_too() -> None:
+    bad = b"Event: Newchannel\r\nthis line has no colon\r\n\r\n"
+    framer = AmiFramer(events={"Newchannel", "VarSet"}, variables=_tracked)
+    got = [(m.name, m.get("Variable")) for m in framer.feed(VARSET_STREAM + bad)]
+    assert [name for name, _ in got] == ["VarSet", "Newchannel", "VarSet", "VarSet"]
+    assert (framer.errors, framer.skipped) == (1, 3)
+
+
 def test_an_oversized_frame_and_a_bad_line_in_one_block_count_once_each() -> None:
     framer = AmiFramer(max_lines=4)
     big = b"Event: Big\r\n" + b"".join(b"L%d: x\r\n" % i for i in range(6)) + b"\r\n"

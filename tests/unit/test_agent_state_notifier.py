@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from ami_support import RecordingBus
 
 from callcenter.agents.model import AgentState, QueueMembership, QueueStats, WaitingCaller
 from callcenter.agents.notifier import (
     AgentNotifier,
     agent_state_to_dict,
+    effect_json,
     effect_message,
     queue_stats_to_dict,
 )
 from callcenter.agents.service import AgentStateChanged, QueueStatsChanged
 from callcenter.bus.keys import AGENTS, QUEUES
+from callcenter.bus.memory import MemoryBus, encode_payload
 
 T0 = datetime(2024, 5, 14, 10, 15, 2, tzinfo=UTC)
 
@@ -79,3 +85,38 @@ async def test_notifier_publishes_each_effect() -> None:
         (AGENTS, "agent.state"),
         (QUEUES, "queue.stats"),
     ]
+
+
+def _document(text: str) -> object:
+    return json.loads(text, object_pairs_hook=list)  # objects as pair lists: key order counts
+
+
+@pytest.mark.parametrize(
+    "effect",
+    [
+        AgentStateChanged(AGENT, "on_call"),
+        AgentStateChanged(replace(AGENT, wrap_up_until=None, paused_reason="午休"), None),
+        QueueStatsChanged(STATS),
+        QueueStatsChanged(replace(STATS, callers=(), service_level_perf=87.5)),
+    ],
+)
+def test_json_text_is_the_payload_document(effect: AgentStateChanged | QueueStatsChanged) -> None:
+    channel, payload = effect_message(effect)
+    got_channel, text = effect_json(effect)
+    assert got_channel == channel
+    assert _document(text) == _document(encode_payload(payload))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_queue_figures_fail_like_json(bad: float) -> None:
+    with pytest.raises(ValueError):
+        effect_json(QueueStatsChanged(replace(STATS, longest_wait_seconds=bad)))
+
+
+async def test_memory_bus_subscribers_get_the_payload_dicts() -> None:
+    bus = MemoryBus()
+    effects = [AgentStateChanged(AGENT, None), QueueStatsChanged(STATS)]
+    async with bus.subscribe(AGENTS, QUEUES) as messages:
+        await AgentNotifier(bus=bus).publish(effects)
+        got = [await anext(messages), await anext(messages)]
+    assert got == [effect_message(e) for e in effects]

@@ -1,5 +1,6 @@
-"""effect_json: the JSON text built straight from call records equals json.dumps of the
-payload dicts (byte for byte), and bad values fail the way json.dumps fails."""
+"""effect_json: the JSON text built straight from call records (orjson) is the same JSON document
+as json.dumps of the payload dicts (same keys in the same order, same values; a float may be
+spelled differently, 1e-07 / 1e-7), and bad values fail the way json.dumps fails."""
 
 from __future__ import annotations
 
@@ -93,12 +94,21 @@ def _dumps(payload: object) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def _document(text: str) -> object:
+    """The JSON document with its objects as lists of pairs: key order counts."""
+    return json.loads(text, object_pairs_hook=list)
+
+
+def _same(got: tuple[str, str], want: tuple[str, str]) -> bool:
+    return got[0] == want[0] and _document(got[1]) == _document(want[1])
+
+
 @settings(max_examples=150, deadline=None)
 @given(records, numbers, texts)
 def test_same_text_as_json_dumps(record: CallRecord, seconds: float | None, text: str) -> None:
     for effect in _effects(record, seconds, text):
         channel, payload = effect_message(effect)
-        assert effect_json(effect) == (channel, _dumps(payload))
+        assert _same(effect_json(effect), (channel, _dumps(payload)))
 
 
 def _record(**changes: object) -> CallRecord:
@@ -126,7 +136,9 @@ def test_unexpected_types_take_the_json_path() -> None:
     # json.dumps accepts them, so the fast path must not refuse them either
     record = _record(wait_seconds=3, hangup_cause=True, variables={"CALLCENTER_X": 5})
     effect = CallUpdated(record, "queued")
-    assert effect_json(effect) == (effect_message(effect)[0], _dumps(effect_message(effect)[1]))
+    assert _same(
+        effect_json(effect), (effect_message(effect)[0], _dumps(effect_message(effect)[1]))
+    )
     with pytest.raises(TypeError):
         effect_json(CallEnded(_record(variables={"X": object()})))
 
@@ -149,4 +161,10 @@ def test_equal_times_in_other_zones_keep_their_offset() -> None:
     assert utc == beijing
     for at in (utc, beijing, utc):
         effect = CallEnded(_record(started_at=at, ended_at=at))
+        assert effect_json(effect)[1] == _dumps(effect_message(effect)[1])  # the same text
+
+
+def test_plain_values_give_the_same_text() -> None:
+    record = _record(wait_seconds=12.5, talk_seconds=0.25, queue_priority=10, ivr_path=("a",))
+    for effect in _effects(record, 3.0, "x"):
         assert effect_json(effect)[1] == _dumps(effect_message(effect)[1])
