@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from itertools import repeat
 from typing import Final
 
 from callcenter.asterisk.errors import AmiFrameError
@@ -85,7 +84,7 @@ class _LineCache(dict[str, tuple[str, str]]):
 
 
 _VARSET = "Event: VarSet"
-_VARIABLE = "Variable: "
+_VARIABLE_LINE = "\r\nVariable:"
 
 
 class _EventDrop:
@@ -102,24 +101,26 @@ class _EventDrop:
         # first lines of frames never dropped (without asking `drops`)
         self.passed = (self.wanted or frozenset()) - ({_VARSET} if keep_variable else set())
 
-    def drops(self, lines: list[str], start: int, end: int) -> bool:
-        """Whether the frame in lines[start:end] is an event to drop (never a reply's)."""
-        first = lines[start]
+    def drops_frame(self, first: str, frame: str) -> bool:
+        """Whether `frame` (CRLF lines, `first` its first line) is an event to drop; never a
+        reply's event, and never a frame that holds LF framing (the careful path's)."""
         wanted = self.wanted
         if wanted is None or first in wanted:
             if first != _VARSET or self.keep_variable is None:
                 return False
-            # Variable is next to last in Asterisk's layout; anywhere else is accepted too
-            line = lines[end - 2] if end - start > 2 else ""
-            if not line.startswith(_VARIABLE):
-                line = next(
-                    (x for x in lines[start + 1 : end] if x.startswith(_VARIABLE)), _VARIABLE
-                )
-            if self.keep_variable(line[len(_VARIABLE) :]):
+            i = frame.find(_VARIABLE_LINE)
+            variable = ""
+            if i >= 0:
+                i += len(_VARIABLE_LINE)
+                j = frame.find("\r\n", i)
+                variable = frame[i:j] if j >= 0 else frame[i:]
+                if variable[:1] == " ":
+                    variable = variable[1:]
+            if self.keep_variable(variable):
                 return False
-        elif not first.startswith("Event: "):
+        elif first[:7] != "Event: ":
             return False
-        return not any(map(str.startswith, lines[start + 1 : end], repeat("ActionID:")))
+        return "\r\nActionID:" not in frame and "\n\n" not in frame and "\n" not in first
 
     def drops_message(self, msg: AmiMessage) -> bool:
         headers = msg.headers
@@ -269,38 +270,39 @@ class AmiFramer:
         if len(cache) > _LINE_CACHE_MAX:
             cache.clear()
         bad, skipped = cache.bad, self.skipped
-        lines = text.split("\r\n")
         get = cache.__getitem__
-        # Frames end at the empty lines ('' is a singleton: index() finds it by identity).
         drop = self._drop
         passed = drop.passed if drop is not None else frozenset()
         max_lines = self.max_lines
-        index = lines.index
-        total = len(lines)
         msgs: list[AmiMessage] = []
         append = msgs.append
-        looked = pos = n = 0
-        while pos < total:
-            try:
-                end = index("", pos)
-            except ValueError:
-                end = total
-            if end > pos:
-                if drop is not None and lines[pos] not in passed and drop.drops(lines, pos, end):
-                    self.skipped += 1  # before its lines are looked up
-                elif end - pos > max_lines:
-                    break  # an oversized frame: the careful path, for the whole block
-                else:
-                    append(AmiMessage(tuple(map(get, lines[pos:end]))))
-                    looked += end - pos
-                    n += 1
-            pos = end + 1
+        looked = n = 0
+        careful = False
+        # Frames are cut first, so that a dropped frame is never split into lines.
+        for frame in text.split("\r\n\r\n"):
+            while frame[:2] == "\r\n":  # stray empty lines between frames
+                frame = frame[2:]
+            if not frame:
+                continue
+            if drop is not None:
+                nl = frame.find("\r\n")
+                first = frame[:nl] if nl >= 0 else frame
+                if first not in passed and drop.drops_frame(first, frame):
+                    self.skipped += 1
+                    continue
+            lines = frame.split("\r\n")
+            if len(lines) > max_lines:
+                careful = True  # an oversized frame: the careful path, for the whole block
+                break
+            append(AmiMessage(tuple(map(get, lines))))
+            looked += len(lines)
+            n += 1
         self._window_lines += looked
         if self._window_lines >= _WINDOW_LINES:
             if cache.misses * 3 > self._window_lines:
                 self._regex_bytes = _REGEX_BYTES
             self._window_lines = cache.misses = 0
-        if cache.bad != bad or pos < total:
+        if cache.bad != bad or careful:
             self.skipped = skipped
             self._parse_frames(text, False, out)  # a malformed line or frame: careful path
             return

@@ -442,3 +442,21 @@ def test_an_oversized_frame_and_a_bad_line_in_one_block_count_once_each() -> Non
     good = b"Event: Newchannel\r\nChannel: PJSIP/1\r\n\r\n"
     assert [m.name for m in framer.feed(good + big + bad + good)] == ["Newchannel", "Newchannel"]
     assert framer.errors == 2
+
+
+def test_lf_framing_is_never_swallowed_by_the_filter() -> None:
+    framer = AmiFramer(events={"Newchannel"})
+    got = framer.feed(b"Event: Cdr\nX: 1\n\nEvent: Newchannel\nChannel: a\n\n")
+    assert [(m.name, m.get("Channel")) for m in got] == [("Newchannel", "a")]
+    assert (framer.skipped, framer.errors) == (1, 0)
+
+
+def test_stray_empty_lines_between_frames_with_a_filter() -> None:
+    framer = AmiFramer(events={"Newchannel"})
+    data = (
+        b"\r\n\r\nEvent: Newchannel\r\nChannel: a\r\n\r\n\r\n\r\n"
+        b"Event: Cdr\r\nX: 1\r\n\r\n\r\nEvent: Newchannel\r\nChannel: b\r\n\r\n"
+    )
+    got = framer.feed(data)
+    assert [(m.name, m.get("Channel")) for m in got] == [("Newchannel", "a"), ("Newchannel", "b")]
+    assert (framer.skipped, framer.errors) == (1, 0)
