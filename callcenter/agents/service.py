@@ -12,8 +12,9 @@ paused (in every queue) > available.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from callcenter.agents.model import (
@@ -133,12 +134,17 @@ class _Agent:
         )
 
 
+_published_fields = attrgetter(
+    *(f.name for f in fields(QueueStats) if f.name != "longest_wait_seconds")
+)
+
+
 class _Queue:
     __slots__ = ("name", "params", "published", "waiting")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.published: QueueStats | None = None  # last emitted, with longest_wait zeroed
+        self.published: tuple[object, ...] | None = None  # _published_fields of the last emitted
         self.waiting: dict[str, WaitingCaller] = {}  # by caller uniqueid, in join order
         self.params: QueueParamsListed | None = None
 
@@ -349,7 +355,7 @@ class AgentStateTracker:
             if queue is None:
                 continue
             stats = self._stats(name, now)
-            key = replace(stats, longest_wait_seconds=0.0)  # it grows with time alone
+            key = _published_fields(stats)  # all but longest_wait_seconds: it grows with time
             if key != queue.published:
                 queue.published = key
                 effects.append(QueueStatsChanged(stats))
