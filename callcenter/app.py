@@ -43,6 +43,7 @@ from callcenter.asterisk.events import SUBSCRIBED_EVENTS, is_tracked_variable
 from callcenter.bus.base import Bus
 from callcenter.bus.factory import make_bus
 from callcenter.bus.keys import AGENTS, CALLBACKS, CALLS, QUEUES, SYSTEM
+from callcenter.calls.model import call_record_from_json, ivr_step_from_json
 from callcenter.calls.notifier import CallNotifier
 from callcenter.calls.repository import CallRepository
 from callcenter.calls.service import CallTracker
@@ -54,6 +55,7 @@ from callcenter.customers.repository import (
     CustomerRepository,
 )
 from callcenter.db.availability import Backoff, Database, DeferredCallLog, DeferredIvrRecorder
+from callcenter.db.spool import Spool
 from callcenter.ivr.runner import FLUSH_TIMEOUTS, IvrRunner
 from callcenter.ivr.service import FlowRegistry
 from callcenter.pipeline import EventPipeline, cancel_and_wait
@@ -172,10 +174,16 @@ def _database_context(retry: Backoff) -> Callable[[web.Application], AsyncIterat
         calls = CallRepository(
             session_factory=sessions, answer_target_seconds=settings.answer_target_seconds
         )
-        call_log = DeferredCallLog(call_log=calls, database=database)
+        spool_dir = settings.data_dir / "spool"  # what an outage holds survives a restart
+        call_log = DeferredCallLog(
+            call_log=calls,
+            database=database,
+            spool=Spool(spool_dir / "call_log.jsonl", decode=call_record_from_json),
+        )
         ivr_recorder = DeferredIvrRecorder(
             recorder=calls,
             database=database,
+            spool=Spool(spool_dir / "ivr_steps.jsonl", decode=ivr_step_from_json),
             # below the runner's own bound on a session's write, past which it drops the steps
             write_timeout=settings.lookup_timeout * (FLUSH_TIMEOUTS - 1),
         )

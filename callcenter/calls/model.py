@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from callcenter.fastinit import store_by_slots
 
@@ -80,3 +81,45 @@ class CallbackRequest:
     requested_at: datetime
     queue: str | None = None
     note: str | None = None
+
+
+# -- back from JSON (the field-by-field objects orjson writes for these dataclasses) -------------
+
+
+def _time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 time, got {value!r}")
+    return datetime.fromisoformat(value)
+
+
+def _opt_time(value: Any) -> datetime | None:
+    return None if value is None else _time(value)
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def call_record_from_json(data: Mapping[str, Any]) -> CallRecord:
+    """The CallRecord whose JSON object (as orjson writes the dataclass) is `data`."""
+    fields = dict(data)
+    fields["started_at"] = _time(fields["started_at"])
+    for name in ("queue_joined_at", "queue_left_at", "answered_at", "ended_at"):
+        fields[name] = _opt_time(fields.get(name))
+    for name in ("ivr_path", "queues", "agents"):
+        fields[name] = _texts(fields.get(name, []))
+    fields["transfers"] = tuple(
+        Transfer(at=_time(t["at"]), kind=t["kind"], target=t["target"])
+        for t in fields.get("transfers", [])
+    )
+    variables = fields.get("variables", {})
+    if not isinstance(variables, dict):
+        raise TypeError(f"expected an object of variables, got {variables!r}")
+    return CallRecord(**fields)
+
+
+def ivr_step_from_json(data: Mapping[str, Any]) -> IvrStep:
+    """The IvrStep whose JSON object (as orjson writes the dataclass) is `data`."""
+    return IvrStep(**{**data, "at": _time(data["at"])})

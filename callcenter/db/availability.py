@@ -14,7 +14,8 @@ at run time (`mark_down`, from the health check or a write) switches back to ret
 
 `DeferredCallLog` and `DeferredIvrRecorder` hold the call records and IVR steps of calls that
 end during an outage (bounded; the latest record of each call) and write them when the database
-is back (a `HeldWrites` each).
+is back (a `HeldWrites` each). With a `Spool` what they hold is on disk too, so a server stopped
+during an outage writes it at its next start.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from callcenter.calls.model import CallbackRequest, CallRecord, IvrStep
 from callcenter.db.engine import create_engine
 from callcenter.db.migrate import upgrade_database
+from callcenter.db.spool import Spool
 from callcenter.ivr.model import IvrRecorder
 
 __all__ = [
@@ -336,7 +338,10 @@ class HeldWrites(Generic[K, T]):
     `flush()` (an `on_ready` hook) writes the held items oldest first, in batches, and any
     write that comes in meanwhile queues behind them. Other errors (a bad item) propagate to
     the writer as before; in a flush, the batch is retried item by item and only the bad
-    item is dropped.
+    item is dropped. With a `spool`, held items are appended to its file as well, the items
+    found there at start are held (to be written by the first flush), and the file is removed
+    once a flush has written everything; the writes being idempotent, an item written but
+    still in the file is merely written again.
     """
 
     def __init__(
@@ -349,11 +354,13 @@ class HeldWrites(Generic[K, T]):
         limit: int,
         batch: int = 1000,
         write_timeout: float = 5.0,
+        spool: Spool[T] | None = None,
     ) -> None:
         """`what` names the items in log lines. `write_timeout` bounds a direct write, so a
         hanging database means "held" rather than the caller's own timeout dropping them."""
         if limit < 1 or batch < 1:
             raise ValueError("limit and batch must be at least 1")
+        self._spool = spool
         self._write = write
         self._key = key
         self._database = database
@@ -366,6 +373,16 @@ class HeldWrites(Generic[K, T]):
         self.dropped = 0
         self.deferred = 0  # items held at some point
         self.flushed = 0
+        if spool is not None:
+            found = spool.load()
+            self._hold(found)
+            if found:
+                log.warning(
+                    "%s: %d held in %s by an earlier run; written once the database is up",
+                    what,
+                    len(self._held),
+                    spool.path,
+                )
 
     @property
     def held(self) -> int:
@@ -374,7 +391,7 @@ class HeldWrites(Generic[K, T]):
     async def submit(self, items: Sequence[T]) -> None:
         # never wait behind a flush: the caller's own timeout would drop the items
         if self._held or not self._database.available or self._lock.locked():
-            self._hold(items)
+            await self._spool_held(self._hold(items))
             return
         async with self._lock:
             try:
@@ -384,7 +401,10 @@ class HeldWrites(Generic[K, T]):
                 if not is_database_down(exc):
                     raise
                 self._database.mark_down(exc)
-                self._hold(items)
+                held = self._hold(items)
+            else:
+                return
+        await self._spool_held(held)
 
     async def flush(self) -> None:
         """Write what is held, oldest first; on a connection failure keep the rest held and
@@ -407,6 +427,8 @@ class HeldWrites(Generic[K, T]):
                 self.flushed += len(batch)
             if total:
                 log.info("%s: %d held during the outage written", self._what, total)
+            if self._spool is not None and self._spool.lines:
+                await self._spool_forget()
 
     async def close(self) -> None:
         """Last try to write what is held; what cannot be written is logged as lost."""
@@ -414,7 +436,15 @@ class HeldWrites(Generic[K, T]):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._write_timeout):
                     await self.flush()
-        if self._held:
+        if self._held and self._spool is not None:
+            log.warning(
+                "%s: %d not saved yet (database unavailable at shutdown); kept in %s for the "
+                "next start",
+                self._what,
+                len(self._held),
+                self._spool.path,
+            )
+        elif self._held:
             keys = ", ".join(str(k) for k in list(self._held)[:50])
             log.error(
                 "%s: %d not saved (database unavailable at shutdown): %s",
@@ -434,11 +464,40 @@ class HeldWrites(Generic[K, T]):
                 self.dropped += 1
                 log.error("%s: held %s could not be written: %r", self._what, self._key(item), exc)
 
-    def _hold(self, items: Sequence[T]) -> None:
+    async def _spool_held(self, items: list[T]) -> None:
+        spool = self._spool
+        if spool is None or not items:
+            return
+        try:
+            if spool.lines + len(items) > 2 * len(self._held) + 1000:
+                await spool.rewrite(list(self._held.values()))  # compact: the latest of each
+            else:
+                await spool.append(items)
+        except OSError as exc:
+            log.error(
+                "%s: could not write %s (%s); held in memory only", self._what, spool.path, exc
+            )
+
+    async def _spool_forget(self) -> None:
+        """After a flush: the file keeps only what is still held (nothing, usually)."""
+        spool = self._spool
+        assert spool is not None
+        try:
+            if self._held:
+                await spool.rewrite(list(self._held.values()))
+            else:
+                await spool.remove()
+        except OSError as exc:
+            log.error("%s: could not update %s (%s)", self._what, spool.path, exc)
+
+    def _hold(self, items: Sequence[T]) -> list[T]:
+        """Hold `items`; returns those now held (not dropped)."""
+        held: list[T] = []
         for item in items:
             key = self._key(item)
             if key in self._held or len(self._held) < self._limit:
                 self._held[key] = item  # a replaced item keeps its place in line
+                held.append(item)
             else:
                 self.dropped += 1
                 log.error(
@@ -448,6 +507,7 @@ class HeldWrites(Generic[K, T]):
                     key,
                 )
             self.deferred += 1
+        return held
 
 
 class CallLog(Protocol):
@@ -466,6 +526,7 @@ class DeferredCallLog(HeldWrites[str, CallRecord]):
         limit: int = 50_000,
         batch: int = 1000,
         write_timeout: float = 5.0,
+        spool: Spool[CallRecord] | None = None,
     ) -> None:
         """`write_timeout` is below the pipeline's own save timeout (10 s), which would drop."""
         super().__init__(
@@ -476,6 +537,7 @@ class DeferredCallLog(HeldWrites[str, CallRecord]):
             limit=limit,
             batch=batch,
             write_timeout=write_timeout,
+            spool=spool,
         )
 
     async def save_calls(self, records: Sequence[CallRecord]) -> None:
@@ -495,6 +557,7 @@ class DeferredIvrRecorder(HeldWrites[tuple[str, int], IvrStep]):
         limit: int = 200_000,
         batch: int = 2000,
         write_timeout: float = 1.5,
+        spool: Spool[IvrStep] | None = None,
     ) -> None:
         """`write_timeout`: below the runner's bound on recording a session's steps."""
         super().__init__(
@@ -505,6 +568,7 @@ class DeferredIvrRecorder(HeldWrites[tuple[str, int], IvrStep]):
             limit=limit,
             batch=batch,
             write_timeout=write_timeout,
+            spool=spool,
         )
         self._recorder = recorder
 

@@ -136,6 +136,7 @@ def settings_for(database_url: str, tmp_path: Path, **extra: Any) -> Settings:
         database_url=database_url,
         flows_dir=FLOWS,
         recordings_dir=tmp_path / "recordings",
+        data_dir=tmp_path / "data",
         agi_port=0,
         ami_secret="test-secret",
         timezone="Asia/Shanghai",

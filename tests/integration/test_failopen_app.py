@@ -2,7 +2,8 @@
 starts and routes callers while PostgreSQL is refused (through a TCP proxy we control) or Redis
 is not there; /healthz says why, the API answers 503 `database_unavailable`; once the database
 is reachable the migrations run, the call finished during the outage reaches the call log and
-everything works again. A database lost at run time is held and caught up the same way."""
+everything works again. A database lost at run time is held and caught up the same way, and
+what a server stopped during the outage held is written at its next start."""
 
 from __future__ import annotations
 
@@ -153,6 +154,41 @@ async def test_a_database_lost_at_run_time_is_retried_and_nothing_is_lost(
     rows = await _db_rows(pg_url, "SELECT queue FROM calls WHERE uniqueid = :u", u=summary.uniqueid)
     assert [r[0] for r in rows] == ["technical"]
     assert (await _health(client))[0] == 200
+
+
+async def test_records_held_when_the_server_stops_are_written_at_the_next_start(
+    pg_url: str, proxy: SwitchProxy, tmp_path: Path, aiohttp_client: Any
+) -> None:
+    via_proxy = (
+        make_url(pg_url)
+        .set(host="127.0.0.1", port=proxy.port)
+        .render_as_string(hide_password=False)
+    )
+    emulators: list[Emulator] = []
+    app = make_app(settings_for(via_proxy, tmp_path), emulators)
+    client = await aiohttp_client(app)  # PostgreSQL refused all along
+    summary = await call(app, emulators[0], "13700137000", "1", "3")
+    assert summary.ivr_queue == "general", summary
+    assert app[CALL_LOG].held >= 1 and app[IVR_RECORDER].held >= 1
+    await client.close()  # stopped during the outage
+    spool = tmp_path / "data" / "spool"
+    assert (spool / "call_log.jsonl").exists() and (spool / "ivr_steps.jsonl").exists()
+
+    await proxy.open()
+    emulators.clear()
+    app = make_app(settings_for(via_proxy, tmp_path), emulators)
+    await aiohttp_client(app)
+    async with asyncio.timeout(30):
+        await app[DATABASE].wait_until_ready()
+    rows = await _db_rows(pg_url, "SELECT queue FROM calls WHERE uniqueid = :u", u=summary.uniqueid)
+    assert [r[0] for r in rows] == ["general"]
+    rows = await _db_rows(
+        pg_url,
+        "SELECT node FROM ivr_steps WHERE call_uniqueid = :u ORDER BY seq",
+        u=summary.uniqueid,
+    )
+    assert [r[0] for r in rows][-2:] == ["main", "general_queue"], rows
+    assert not (spool / "call_log.jsonl").exists() and not (spool / "ivr_steps.jsonl").exists()
 
 
 async def test_starts_and_routes_when_redis_is_not_there(

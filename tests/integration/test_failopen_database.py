@@ -1,7 +1,8 @@
 """callcenter.db.availability on SQLite files: the Database gate (one foreground attempt,
 background retries with backoff, migrations once, one log line per change of state, a session
 factory that refuses while down) and DeferredCallLog (held while down, in order, latest record
-per call, bounded, written when the database is back)."""
+per call, bounded, written when the database is back; with a spool file, kept across a
+restart)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from callcenter.calls.model import CallbackRequest, CallRecord, IvrStep
+from callcenter.calls.model import (
+    CallbackRequest,
+    CallRecord,
+    IvrStep,
+    Transfer,
+    call_record_from_json,
+    ivr_step_from_json,
+)
 from callcenter.calls.repository import CallRepository
 from callcenter.db.availability import (
     Backoff,
@@ -26,6 +34,7 @@ from callcenter.db.availability import (
     is_database_down,
 )
 from callcenter.db.migrate import upgrade_database
+from callcenter.db.spool import Spool
 
 FAST = Backoff(initial=0.01, maximum=0.05)
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -283,3 +292,141 @@ async def test_ivr_steps_are_held_and_callback_requests_go_straight_through(
     finally:
         await recorder.close()
         await db.close()
+
+
+# --- spool: what is held survives a restart ---------------------------------------------------
+
+
+def _spool(tmp_path: Path) -> Spool[CallRecord]:
+    return Spool(tmp_path / "spool" / "call_log.jsonl", decode=call_record_from_json)
+
+
+async def test_held_records_survive_a_restart_and_the_file_goes_once_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate, inner = Gate(False), FakeLog()
+    first = DeferredCallLog(call_log=inner, database=gate, spool=_spool(tmp_path))
+    full = CallRecord(
+        uniqueid="a",
+        linkedid="a",
+        channel="PJSIP/t-a",
+        started_at=T0,
+        caller_name="张三",
+        ivr_path=("main", "2"),
+        transfers=(Transfer(T0, "blind", "1002"),),
+        variables={"CALLCENTER_DID": "4008001234"},
+        queues=("sales",),
+        wait_seconds=12.5,
+        answered_at=T0,
+        queue="sales",
+    )
+    await first.save_calls([rec("a"), rec("b")])
+    await first.save_calls([full])
+    with caplog.at_level(logging.WARNING):
+        await first.close()  # the database never came back
+    assert any("kept in" in m for m in _records(caplog, logging.WARNING))
+    path = _spool(tmp_path).path
+    assert len(path.read_bytes().splitlines()) == 3  # appended, latest line wins on reading
+
+    # the next run: the held records come back, in their order, the latest of each call
+    again = DeferredCallLog(call_log=inner, database=gate, spool=_spool(tmp_path))
+    assert again.held == 2
+    gate.available = True
+    await again.save_calls([rec("c")])  # behind the held ones
+    await again.flush()
+    assert inner.batches == [[("a", "sales"), ("b", None), ("c", None)]]
+    assert not path.exists()
+    third = DeferredCallLog(call_log=inner, database=gate, spool=_spool(tmp_path))
+    assert third.held == 0
+
+
+async def test_written_records_are_the_same_records(tmp_path: Path, sqlite_url: str) -> None:
+    db = Database(sqlite_url, retry=FAST, migrate=FlakyMigrations(failures=1))
+    calls = CallRepository(session_factory=db.sessions)
+    record = CallRecord(
+        uniqueid="9.1",
+        linkedid="9.1",
+        channel="PJSIP/trunk-9",
+        started_at=T0,
+        caller_number="13800138000",
+        caller_name="欧阳娜娜",
+        ivr_path=("lookup", "main", "1"),
+        queue="bookings",
+        queues=("bookings",),
+        ended_at=T0,
+        end_reason="completed",
+    )
+    try:
+        await db.start()  # down
+        held = DeferredCallLog(call_log=calls, database=db, spool=_spool(tmp_path))
+        await held.save_calls([record])
+        await held.close()
+        back = DeferredCallLog(call_log=calls, database=db, spool=_spool(tmp_path))
+        db.on_ready(back.flush)
+        async with asyncio.timeout(30):
+            await db.wait_until_ready()
+        stored = await calls.get_call("9.1")
+        assert stored == record
+    finally:
+        await db.close()
+
+
+async def test_a_torn_last_line_is_skipped_and_the_rest_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = _spool(tmp_path)
+    await spool.append([rec("a"), rec("b")])
+    with spool.path.open("ab") as f:
+        f.write(b'{"uniqueid":"c","linked')  # killed mid-write
+    with caplog.at_level(logging.ERROR):
+        held = DeferredCallLog(call_log=FakeLog(), database=Gate(False), spool=_spool(tmp_path))
+    assert held.held == 2
+    assert any("line 3 unreadable" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_file_is_compacted_to_the_latest_records(tmp_path: Path) -> None:
+    gate = Gate(False)
+    log = DeferredCallLog(call_log=FakeLog(), database=gate, spool=_spool(tmp_path))
+    for n in range(1500):
+        await log.save_calls([rec("a", f"q{n}"), rec("b")])
+    lines = _spool(tmp_path).path.read_bytes().splitlines()
+    assert len(lines) <= 2 * log.held + 1000
+    again = DeferredCallLog(call_log=FakeLog(), database=gate, spool=_spool(tmp_path))
+    assert again.held == 2
+    assert [r.queue for r in again._held.values()] == ["q1499", None]
+
+
+async def test_ivr_steps_spool_too(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "ivr_steps.jsonl", decode=ivr_step_from_json)
+    steps = [IvrStep("2.1", n, T0, node=f"n{n}", kind="menu", input="1") for n in (1, 2)]
+    recorder = DeferredIvrRecorder(recorder=FakeRecorder(), database=Gate(False), spool=spool)
+    await recorder.record_steps(steps)
+    again = DeferredIvrRecorder(
+        recorder=FakeRecorder(),
+        database=Gate(False),
+        spool=Spool(tmp_path / "ivr_steps.jsonl", decode=ivr_step_from_json),
+    )
+    assert list(again._held.values()) == steps
+
+
+async def test_an_unwritable_spool_still_holds_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "spool").write_text("a file where the spool directory should be")
+    gate, inner = Gate(False), FakeLog()
+    with caplog.at_level(logging.ERROR):
+        log = DeferredCallLog(call_log=inner, database=gate, spool=_spool(tmp_path))
+        await log.save_calls([rec("a")])
+    assert log.held == 1
+    assert any("held in memory only" in m for m in _records(caplog, logging.ERROR))
+    gate.available = True
+    await log.flush()
+    assert inner.batches == [[("a", None)]]
+
+
+class FakeRecorder:
+    async def record_steps(self, steps: Sequence[IvrStep]) -> None:
+        return None
+
+    async def record_callback(self, req: CallbackRequest) -> None:
+        return None
