@@ -634,7 +634,7 @@ class AgiSession:
 
     def _set_var(self, name: str, value: str) -> None:
         if self._quiet:
-            self.ch.variables[name.lstrip("_")] = value
+            self.ch.store_var(name, value)
         else:
             self.pbx.set_var(self.ch, name, value)
 
@@ -1217,7 +1217,7 @@ class AgiSession:
         if not self.ch.gone:
             self._set_var(argv[2], argv[3])
         else:
-            self.ch.variables[argv[2].lstrip("_")] = argv[3]
+            self.ch.store_var(argv[2], argv[3])
         return "200 result=1\n", R_SUCCESS
 
     async def cmd_get_variable(self, argv: list[str]) -> Outcome:

@@ -566,6 +566,7 @@ class Emulator:
             state=STATE_DOWN,
             tech=tech,
             linkedid=ch.linkedid,
+            parent=ch,
         )
         self.pbx.dial_event("DialBegin", ch, leg, [("DialString", resource)])
         if agent is not None:

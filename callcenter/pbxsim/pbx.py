@@ -284,6 +284,8 @@ class Channel:
     dnid: str = ""
     pvt_call_id: str = ""
     variables: dict[str, str] = field(default_factory=dict)
+    #: variables set with `_` (1: the next channel only) or `__` (2: every later one) prefixes
+    inheritable: dict[str, int] = field(default_factory=dict)
     application: str = ""
     app_data: str = ""
     bridge_id: str = ""
@@ -336,6 +338,26 @@ class Channel:
     @property
     def is_up(self) -> bool:
         return self.state == STATE_UP
+
+    def store_var(self, name: str, value: str) -> None:
+        """Set a variable as Set()/SET VARIABLE do: `_X`/`__X` are stored as X, marked for
+        inheritance by the channels this one creates (a later plain `X` ends that)."""
+        bare = name.lstrip("_")
+        self.variables[bare] = value
+        level = min(2, len(name) - len(bare))
+        if level:
+            self.inheritable[bare] = level
+        else:
+            self.inheritable.pop(bare, None)
+
+    def inherit_from(self, parent: Channel) -> None:
+        """ast_channel_inherit_variables(): `__X` is passed on as `__X`, `_X` as plain X. No
+        VarSet is sent for them; they show in the new channel's ChanVariable lines."""
+        for bare, level in parent.inheritable.items():
+            if bare in parent.variables:
+                self.variables[bare] = parent.variables[bare]
+                if level == 2:
+                    self.inheritable[bare] = 2
 
     def get_var(self, name: str) -> str | None:
         """Plain variables (inherited `_`/`__` prefixes stripped) and a few functions."""
@@ -435,7 +457,10 @@ class Pbx:
         language: str = "en",
         accountcode: str = "",
         dnid: str = "",
+        parent: Channel | None = None,
     ) -> Channel:
+        """`parent`: the channel that dials this one (Queue/Dial), whose inheritable variables
+        it gets."""
         now = self.now()
         uid = uniqueid or self.ids.uniqueid(now)
         name = f"{tech}/{endpoint}-{self.ids.channel_suffix()}"
@@ -457,6 +482,8 @@ class Pbx:
             manager_vars=self._manager_vars,
         )
         ch.pvt_call_id = self.ids.call_id(name)
+        if parent is not None:
+            ch.inherit_from(parent)
         self.channels[name] = ch
         self.emit("Newchannel", "call", ch.snapshot())
         return ch
@@ -479,7 +506,7 @@ class Pbx:
         )
 
     def set_var(self, ch: Channel, name: str, value: str) -> None:
-        ch.variables[name.lstrip("_")] = value
+        ch.store_var(name, value)
         self.emit(
             "VarSet",
             "dialplan",

@@ -548,6 +548,7 @@ class Acd:
                 state=STATE_DOWN,
                 linkedid=ch.linkedid,
                 tech=a.interface.split("/", 1)[0],
+                parent=ch,
             )
             # app_queue gives the member leg the dialed number as caller ID and the caller as
             # connected line; the connected line is set silently (no NewConnectedLine)

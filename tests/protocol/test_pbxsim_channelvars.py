@@ -20,7 +20,14 @@ from shared_asterisk import AMI_DIR
 from callcenter.pbxsim.agi_client import Prompts
 from callcenter.pbxsim.callers import CallerModel, KeyPlan
 from callcenter.pbxsim.emulator import Emulator, EmulatorConfig, _parse
-from callcenter.pbxsim.pbx import STATE_RING, Ids, Pbx, VirtualClock, parse_channelvars
+from callcenter.pbxsim.pbx import (
+    STATE_RING,
+    Channel,
+    Ids,
+    Pbx,
+    VirtualClock,
+    parse_channelvars,
+)
 from callcenter.pbxsim.queues import AgentProfile, QueueConfig
 
 IVR_SCRIPT = [
@@ -31,24 +38,35 @@ IVR_SCRIPT = [
     b"SET VARIABLE IVR_QUEUE support\n",
 ]
 # IVR_QUEUE/IVR_CHOICE: set on the caller by the IVR; BRIDGEPEER: set on both legs; NOT_SET:
-# never set. (CALLCENTER_DID is left out: Asterisk would copy the `__` variable to the agent
-# leg, and the emulator does not model variable inheritance.)
-NAMES = ("IVR_QUEUE", "BRIDGEPEER", "NOT_SET", "IVR_CHOICE")
+# never set; CALLCENTER_DID: set as `__CALLCENTER_DID` on the caller, so the agent leg that
+# Queue() creates inherits it (no VarSet for it on that leg).
+NAMES = ("IVR_QUEUE", "BRIDGEPEER", "NOT_SET", "IVR_CHOICE", "CALLCENTER_DID")
 
 _UNIQUEID = re.compile(rb"^(|Dest)Uniqueid: (.*)$")
 _LINKEDID = re.compile(rb"^(|Dest)Linkedid: ")
 
 
 def with_chanvariables(messages: Sequence[bytes], names: Sequence[str]) -> list[bytes]:
-    """The transcript messages as Asterisk writes them with `channelvars = <names>`."""
+    """The transcript messages as Asterisk writes them with `channelvars = <names>`: values from
+    the VarSet events of each channel, and for a channel created for a call (Newchannel with
+    another Linkedid) the `__` variables of the call's first channel (inheritance)."""
     values: dict[bytes, dict[str, bytes]] = {}
+    inherited: dict[bytes, set[str]] = {}  # `__` names by channel
     out: list[bytes] = []
     for msg in messages:
         lines = msg.split(b"\r\n")[:-2]
         fields = dict(line.split(b": ", 1) for line in lines if b": " in line)
+        if lines[0] == b"Event: Newchannel" and fields[b"Linkedid"] != fields[b"Uniqueid"]:
+            parent = fields[b"Linkedid"]
+            names_ = inherited.get(parent, set())
+            values[fields[b"Uniqueid"]] = {n: values[parent][n] for n in names_}
+            inherited[fields[b"Uniqueid"]] = set(names_)
         if lines[0] == b"Event: VarSet":
-            name = fields[b"Variable"].decode().lstrip("_")
+            raw = fields[b"Variable"].decode()
+            name = raw.lstrip("_")
             values.setdefault(fields[b"Uniqueid"], {})[name] = fields[b"Value"]
+            if raw.startswith("__"):
+                inherited.setdefault(fields[b"Uniqueid"], set()).add(name)
         uid_of: dict[bytes, bytes] = {}
         new: list[bytes] = []
         for line in lines:
@@ -157,9 +175,11 @@ async def test_call_04_with_channelvars_byte_exact(agi_port: int) -> None:
     assert b"\r\nChanVariable: IVR_QUEUE=support\r\n" in joined
     assert b"\r\nChanVariable: BRIDGEPEER=PJSIP/trunk-00000000\r\n" in joined
     assert b"\r\nDestChanVariable: NOT_SET=\r\n" in joined
+    agent_leg = [m for m in got if m.startswith(b"Event: Newchannel") and b"PJSIP/1001" in m]
+    assert agent_leg and b"\r\nChanVariable: CALLCENTER_DID=5551000\r\n" in agent_leg[0]
     hangups = [m for m in got if m.startswith(b"Event: Hangup\r\n")]
     assert hangups and all(
-        re.search(rb"Linkedid: [^\r]*\r\n(ChanVariable: [^\r]*\r\n){4}Cause: ", m) for m in hangups
+        re.search(rb"Linkedid: [^\r]*\r\n(ChanVariable: [^\r]*\r\n){5}Cause: ", m) for m in hangups
     )
     cdr = got[-1]
     assert b"ChanVariable" not in cdr
@@ -225,3 +245,34 @@ def test_callcenter_pbxsim_takes_channelvars() -> None:
     assert parser.parse_args(["pbxsim"]).channelvars == ()
     with pytest.raises(SystemExit):
         parser.parse_args(["pbxsim", "--channelvars", "A=1"])
+
+
+def test_variables_are_inherited_as_asterisk_does() -> None:
+    """`__X` goes to every later generation, `_X` to the next channel only (as plain X), a plain
+    X to none; setting X plainly afterwards ends its inheritance."""
+    events: list[tuple[str, list[tuple[str, str]]]] = []
+    pbx = Pbx(
+        publish=lambda name, klass, fields: events.append((name, list(fields))),
+        clock=VirtualClock(),
+        channelvars=["ALWAYS", "ONCE", "PLAIN", "ENDED"],
+    )
+
+    def chan(parent: Channel | None = None) -> Channel:
+        return pbx.new_channel(
+            endpoint="x", context="c", exten="s", state=STATE_RING, parent=parent
+        )
+
+    caller = chan()
+    for name, value in (("__ALWAYS", "a"), ("_ONCE", "o"), ("PLAIN", "p"), ("__ENDED", "e")):
+        pbx.set_var(caller, name, value)
+    pbx.set_var(caller, "ENDED", "e2")
+    n = len(events)
+    child = chan(caller)
+    grandchild = chan(child)
+    assert [name for name, _ in events[n:]] == ["Newchannel", "Newchannel"]  # no VarSet
+    chanvars = [[v for k, v in fields if k == "ChanVariable"] for _, fields in events[n:]]
+    assert chanvars == [
+        ["ALWAYS=a", "ONCE=o", "PLAIN=", "ENDED="],
+        ["ALWAYS=a", "ONCE=", "PLAIN=", "ENDED="],
+    ]
+    assert grandchild.get_var("__ALWAYS") == "a"
