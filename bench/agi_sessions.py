@@ -22,6 +22,7 @@ once on uvloop, all in the same alternating rounds. The load generators run on -
 
 Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 5] [--client-procs 2] [--agi-only]
             [--floor] [--loop asyncio|uvloop|both] [--client-loop asyncio|uvloop]
+            [--malloc-mmap-threshold BYTES]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import random
 import resource
 import socket
@@ -545,6 +547,14 @@ def main(argv: list[str] | None = None) -> None:
         help="the load generators' event loop (the same for every server)",
     )
     ap.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        metavar="BYTES",
+        help="set glibc's MALLOC_MMAP_THRESHOLD_ in every process started (servers and load "
+        "generators); a fixed threshold also turns off glibc's dynamic one, which is what gives "
+        "panoramisk two cost levels (4194304: its cheap level, 131072: its expensive one)",
+    )
+    ap.add_argument(
         "--floor",
         action="store_true",
         help="also run the floor: the least any FastAGI server must do for this flow",
@@ -558,10 +568,17 @@ def main(argv: list[str] | None = None) -> None:
         *(("floor",) if args.floor else ()),
     )
     loops = ("asyncio", "uvloop") if args.loop == "both" else (args.loop,)
+    if args.malloc_mmap_threshold is not None:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)  # for the children
     results = bench(args.calls, args.rounds, args.client_procs, kinds, loops, args.client_loop)
     report(
         f"FastAGI sessions: {args.calls} concurrent calls from {args.client_procs} client "
         f"processes on {args.client_loop} x {args.rounds} alternating rounds (median [per round])"
+        + (
+            f"; MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold}"
+            if args.malloc_mmap_threshold is not None
+            else ""
+        )
     )
     for key, r in results.items():
         kind, loop = key.split("/")
