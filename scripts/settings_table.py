@@ -46,7 +46,8 @@ DESCRIPTIONS = {
     "web_port": "web listen port",
     "flows_dir": "IVR flow files (`*.yaml`, `calendar.yaml`)",
     "recordings_dir": "where call recordings are found/written",
-    "data_dir": "where the SQLite call log `callcenter.db` goes when database_url is unset",
+    "data_dir": "where the SQLite call log `callcenter.db` goes when database_url is unset, "
+    "and the outage spool (`spool/`)",
     "timezone": "business hours and daily reports",
     "default_queue": "queue for callers when the IVR cannot decide (fail open)",
     "operator_queue": "queue of the IVR's 'talk to a person' option",

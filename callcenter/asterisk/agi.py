@@ -1,4 +1,4 @@
-"""Our own FastAGI server (Asterisk is the TCP client) on an asyncio.Protocol.
+"""Our own FastAGI server (Asterisk is the TCP client) on non-blocking sockets.
 
 Contract (see PROTOCOL.md §5 and §8 "Server, FastAGI"):
 
@@ -16,22 +16,27 @@ Contract (see PROTOCOL.md §5 and §8 "Server, FastAGI"):
   writes its next command without a future or a task step per command. Commands are never
   pipelined: the next one goes out only after the previous reply.
 * ``AgiServer`` routes on ``agi_network_script`` without its query string and always closes
-  the socket when the handler returns. Unknown scripts go to the operator queue. Sockets are
-  ``asyncio.BufferedProtocol`` objects parsing what they read in place (sans I/O); a session
-  task starts once the environment is complete (see bench/README.md, FastAGI, for why).
+  the socket when the handler returns. Unknown scripts go to the operator queue. No asyncio
+  server or transports: the listening and accepted sockets are non-blocking sockets on the
+  loop's reader/writer callbacks (``_AgiSocket``), parsing what they read in place (sans I/O);
+  a session task starts once the environment is complete (see bench/README.md, FastAGI).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
 import logging
 import re
+import socket
 import time
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol, TypeAlias, cast
+from typing import Any, Protocol, TypeAlias, cast
 from urllib.parse import parse_qs
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,10 @@ MAX_HEADER_LINES = 128
 MAX_HEADER_BYTES = 32768
 MAX_520_LINES = 512
 READ_SIZE = 65536
+WRITE_HIGH_WATER = 65536  # unsent bytes above which drain() waits
+WRITE_LOW_WATER = 16384
+ACCEPT_RETRY_DELAY = 1.0  # seconds without accepting after running out of descriptors
+_ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # Commands Asterisk still runs on a dead channel (res_agi.c commands table, dead=1).
 DEAD_ALLOWED = frozenset(
@@ -491,25 +500,60 @@ _COMMAND_NAMES = DEAD_ALLOWED | {
 }
 
 
-class _AgiProtocol(asyncio.BufferedProtocol):
-    """One accepted socket: buffers input, reads the environment, assembles replies (sans I/O
-    parsing of the bytes the socket delivers; no stream reader, no task per read). Sockets read
-    into one buffer shared by the server's connections (``buffer_updated`` runs right after each
-    read, before any other connection's), which spares a 256 KiB allocation per read.
+class _AgiSocket:
+    """One accepted socket on the loop's reader/writer callbacks (no asyncio transport).
+
+    Reads go into one buffer shared by the server's connections (``recv_into`` and the parsing
+    of what it read run in the same callback, before any other connection's) and are parsed in
+    place (sans I/O). Writes are ``send`` calls; only what a partial send leaves is buffered and
+    flushed from a writer callback, and ``paused_writing`` is set while that buffer is above
+    ``WRITE_HIGH_WATER`` (``drain()`` waits for it to fall below ``WRITE_LOW_WATER``).
 
     Reply lines are parsed only while a command waits for its reply, like a blocking readline:
     a ``HANGUP`` line that arrives while the script is busy is noticed with the next reply, in
-    the order Asterisk wrote them. Unread input is bounded: reading pauses above
-    ``2 * MAX_HEADER_BYTES``; a line or an environment above ``MAX_HEADER_BYTES`` is an error.
+    the order Asterisk wrote them. Unread input is bounded: reading stops (the reader callback
+    is removed) above ``2 * MAX_HEADER_BYTES`` and resumes once the replies have been consumed;
+    a line or an environment above ``MAX_HEADER_BYTES`` is an error. At EOF the socket stays
+    open for writing (half-open): buffered replies are still parsed, commands still written.
+    A reset or a failed send ends the connection (``lost``); ``close()`` flushes what is
+    buffered first.
     """
 
-    def __init__(self, server: AgiServer, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = (
+        "_assembler",
+        "_buf",
+        "_callback",
+        "_closing",
+        "_delivering",
+        "_drain",
+        "_ended",
+        "_eof",
+        "_fd",
+        "_loop",
+        "_out",
+        "_paused_reading",
+        "_reading",
+        "_scanned",
+        "_server",
+        "_sock",
+        "_waiter",
+        "conn",
+        "deadline",
+        "lost",
+        "paused_writing",
+    )
+
+    def __init__(
+        self, server: AgiServer, sock: socket.socket, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._server = server
         self._loop = loop
-        self.transport: asyncio.Transport | None = None
+        self._sock = sock
+        self._fd = sock.fileno()
         self.conn: AgiConnection | None = None
         self.lost = False
         self.paused_writing = False
+        self.deadline = 0.0
         self._buf = bytearray()
         self._scanned = 0
         self._assembler = ReplyAssembler(cache=server._reply_cache)
@@ -519,73 +563,227 @@ class _AgiProtocol(asyncio.BufferedProtocol):
         self._drain: asyncio.Future[None] | None = None
         self._eof = False
         self._ended = False
+        self._closing = False
+        self._reading = False
         self._paused_reading = False
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._out: bytearray | None = None  # unsent output; a writer callback while not None
 
-    # asyncio callbacks ------------------------------------------------------------------------
+    @property
+    def closing(self) -> bool:
+        """``close()`` was called or the connection is lost."""
+        return self._closing
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport; not an isinstance check: uvloop's transports are no asyncio.Transport.
-        self.transport = cast(asyncio.Transport, transport)
-        self._header_timer = self._loop.call_later(
-            self._server._header_timeout, self._header_timed_out
-        )
-        self._server._connection_made(self)
+    # loop callbacks ---------------------------------------------------------------------------
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._server._read_buffer
+    def start_reading(self) -> None:
+        ready = self._read_ready if self._server._level_triggered else self._read_until_eagain
+        self._loop.add_reader(self._fd, ready)
+        self._reading = True
 
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._server._read_buffer[:nbytes])
+    def _read_ready(self) -> None:
+        """One read per callback: a selector loop calls again while the socket is readable."""
+        try:
+            view = self._server._read_buffer
+            try:
+                n = self._sock.recv_into(view)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ECONNRESET, ETIMEDOUT...
+                self._lose(exc)
+                return
+            if not n:
+                self._eof_received()
+                return
+            conn = self.conn
+            if conn is not None and self._callback is not None and not conn.closed:
+                self._buf += view[:n]  # a reply awaited by a callback: straight to the parser
+                self._pump()
+            else:
+                self._received(view[:n])
+        except Exception as exc:
+            log.exception("agi: error in the read callback; closing the connection")
+            self._lose(exc)
 
-    def data_received(self, data: bytes | memoryview) -> None:
-        if self.conn is None:
+    def _read_until_eagain(self) -> None:
+        """uvloop: its poll handle runs the reader once more on an error event (a reset with
+        data queued) and then never again, so each callback reads until EAGAIN or the reset
+        would go unseen (at most 16 reads; ``_received`` still pauses on too much input)."""
+        try:
+            view = self._server._read_buffer
+            for _ in range(16):
+                try:
+                    n = self._sock.recv_into(view)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    self._lose(exc)
+                    return
+                if not n:
+                    self._eof_received()
+                    return
+                self._received(view[:n])
+                if not self._reading:
+                    return
+        except Exception as exc:
+            log.exception("agi: error in the read callback; closing the connection")
+            self._lose(exc)
+
+    def _received(self, data: memoryview) -> None:
+        conn = self.conn
+        if conn is None:
             if not self._ended:
                 self._buf += data
                 self._read_header()
             return
-        if self.conn.closed:
+        if conn.closed:
             return
         buf = self._buf
         buf += data
         if self._callback is not None or self._waiter is not None:
             self._pump()
-        elif len(buf) > 2 * MAX_HEADER_BYTES and not self._paused_reading:
+        elif len(buf) > 2 * MAX_HEADER_BYTES and self._reading:
             self._paused_reading = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+            self._stop_reading()
 
-    def eof_received(self) -> bool:
+    def _eof_received(self) -> None:
         self._eof = True
+        self._stop_reading()
         if self.conn is None:
             n = self._buf.count(b"\n")
             self._end_before_session(
                 AgiConnectionLost(f"EOF inside the AGI environment after {n} lines")
             )
-            return False
-        if self._callback is not None or self._waiter is not None:
+        elif self._callback is not None or self._waiter is not None:
             self._pump()
-        return True  # half-open: buffered replies are still read, commands still written
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def _resume_reading(self) -> None:
+        self._paused_reading = False
+        if not self._reading and not self._eof and not self._closing:
+            self.start_reading()
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` now; what the socket does not take is buffered (in order) and sent
+        from a writer callback. Ignored once closing; a send error ends the connection."""
+        if self._closing:
+            return
+        out = self._out
+        if out is not None:
+            out += data
+            if len(out) > WRITE_HIGH_WATER:
+                self.paused_writing = True
+            return
+        try:
+            n = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:  # EPIPE, ECONNRESET
+            self._lose(exc)
+            return
+        if n < len(data):
+            self._out = out = bytearray(memoryview(data)[n:])
+            self._loop.add_writer(self._fd, self._write_ready)
+            if len(out) > WRITE_HIGH_WATER:
+                self.paused_writing = True
+
+    def _write_ready(self) -> None:
+        try:
+            out = self._out
+            if out is None:
+                return
+            try:
+                n = self._sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._lose(exc)
+                return
+            del out[:n]
+            if out:
+                if self.paused_writing and len(out) <= WRITE_LOW_WATER:
+                    self._resume_writing()
+                return
+            self._out = None
+            self._loop.remove_writer(self._fd)
+            if self.paused_writing:
+                self._resume_writing()
+            if self._closing:
+                self._teardown(None)
+        except Exception as exc:
+            log.exception("agi: error in the write callback; closing the connection")
+            self._lose(exc)
+
+    def _resume_writing(self) -> None:
+        self.paused_writing = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait while the unsent output is above the high-water mark."""
+        if self.lost:
+            raise AgiConnectionLost("connection lost")
+        if self.paused_writing:
+            if self._drain is None or self._drain.done():  # done: a cancelled earlier wait
+                self._drain = self._loop.create_future()
+            await self._drain
+
+    # closing ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop reading, send what is buffered, then close the socket. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_reading()
+        if self._out is None:
+            self._teardown(None)
+        else:
+            self._server._flushing.add(self)
+
+    def abort(self) -> None:
+        """Close now, dropping unsent output (server shutdown)."""
+        if self.conn is None:
+            self._end_before_session(AgiConnectionLost("server closing"))
+        else:
+            self._teardown(AgiConnectionLost("server closing"))
+
+    def _lose(self, exc: Exception) -> None:
+        log.debug("agi: connection lost: %r", exc)
+        self._teardown(exc)
+
+    def _teardown(self, exc: Exception | None) -> None:
+        """Unregister the callbacks, close the socket and tell whoever waits."""
+        if self.lost:
+            return
         self.lost = True
         self._eof = True
+        self._closing = True
+        loop = self._loop
+        if self._reading:
+            self._reading = False
+            loop.remove_reader(self._fd)
+        if self._out is not None:
+            self._out = None
+            loop.remove_writer(self._fd)
+        self._server._flushing.discard(self)
+        with contextlib.suppress(OSError):
+            self._sock.close()
         if self.conn is None:
-            self._end_before_session(AgiConnectionLost(str(exc) if exc else "connection closed"))
+            if not self._ended:
+                self._ended = True
+                self._server._ended_before_session(
+                    self, AgiConnectionLost(str(exc) if exc else "connection closed")
+                )
         elif self._callback is not None or self._waiter is not None:
             self._pump()
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_exception(AgiConnectionLost(str(exc) if exc else "connection closed"))
-
-    def pause_writing(self) -> None:
-        self.paused_writing = True
-
-    def resume_writing(self) -> None:
-        self.paused_writing = False
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     # environment ------------------------------------------------------------------------------
 
@@ -607,16 +805,9 @@ class _AgiProtocol(asyncio.BufferedProtocol):
         except AgiProtocolError as exc:
             self._end_before_session(exc)
             return
-        self._cancel_header_timer()
         self.conn = self._server._start_session(self, env)
 
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _header_timed_out(self) -> None:
-        self._header_timer = None
+    def header_timed_out(self) -> None:
         if self.conn is None:
             self._end_before_session(TimeoutError())
 
@@ -624,14 +815,8 @@ class _AgiProtocol(asyncio.BufferedProtocol):
         if self._ended or self.conn is not None:
             return
         self._ended = True
-        self._cancel_header_timer()
         self._server._ended_before_session(self, exc)
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        """Close a connection whose session has not started (server shutdown)."""
-        self._end_before_session(AgiConnectionLost("server closing"))
+        self._teardown(None)
 
     # replies ----------------------------------------------------------------------------------
 
@@ -658,9 +843,6 @@ class _AgiProtocol(asyncio.BufferedProtocol):
     def forget_reply(self) -> None:
         self._waiter = None
         self._callback = None
-
-    def _deliver(self, reply: AgiReply) -> None:
-        self._settle(reply, None)
 
     def _fail(self, exc: Exception) -> None:
         self._settle(None, exc)
@@ -696,7 +878,8 @@ class _AgiProtocol(asyncio.BufferedProtocol):
                 self._waiter = None
                 return
         buf = self._buf
-        feed = self._assembler.feed
+        assembler = self._assembler
+        cached = self._server._reply_cache._replies  # checked first: most replies repeat
         while True:
             i = buf.find(b"\n")
             if i < 0:
@@ -706,22 +889,32 @@ class _AgiProtocol(asyncio.BufferedProtocol):
                 return
             line = buf[:i].decode("utf-8", "replace")
             del buf[: i + 1]
-            try:
-                item = feed(line)
-            except AgiProtocolError as exc:
-                self._fail(exc)
-                return
-            if item is None:
-                continue
-            if isinstance(item, str):
-                # Unsolicited notification; the real reply is still to come.
-                conn._mark_dead("HANGUP line")
-                continue
+            reply = cached.get(line) if assembler._block is None else None
+            if reply is None:
+                try:
+                    item = assembler.feed(line)
+                except AgiProtocolError as exc:
+                    self._fail(exc)
+                    return
+                if item is None:
+                    continue
+                if isinstance(item, str):
+                    # Unsolicited notification; the real reply is still to come.
+                    conn._mark_dead("HANGUP line")
+                    continue
+                reply = item
             if self._paused_reading and len(buf) <= MAX_HEADER_BYTES:
-                self._paused_reading = False
-                assert self.transport is not None
-                self.transport.resume_reading()
-            self._deliver(item)
+                self._resume_reading()
+            callback = self._callback
+            if callback is not None:  # _settle, inlined for the common case
+                self._callback = None
+                self._delivering = True
+                try:
+                    callback(reply, None)
+                finally:
+                    self._delivering = False
+            else:
+                self._settle(reply, None)
             return
         if len(buf) > MAX_HEADER_BYTES:
             self._fail(AgiProtocolError(f"line longer than the limit ({len(buf)} bytes)"))
@@ -731,14 +924,6 @@ class _AgiProtocol(asyncio.BufferedProtocol):
             conn._mark_dead("EOF")
             conn.closed = True
             self._fail(AgiConnectionLost("EOF while waiting for a reply"))
-
-    async def drain(self) -> None:
-        if self.lost:
-            raise AgiConnectionLost("connection lost")
-        if self.paused_writing:
-            if self._drain is None:
-                self._drain = self._loop.create_future()
-            await self._drain
 
 
 class AgiConnection:
@@ -751,7 +936,7 @@ class AgiConnection:
         self,
         *,
         env: AgiEnvironment,
-        protocol: _AgiProtocol,
+        protocol: _AgiSocket,
         stats: AgiStats | None = None,
         timing: CommandTimingHook | None = None,
         commands: CommandCache | None = None,
@@ -801,8 +986,7 @@ class AgiConnection:
                 self._mark_dead("write failed")
                 self.closed = True
                 raise AgiConnectionLost("connection lost")
-            assert proto.transport is not None
-            proto.transport.write(line.encode("utf-8"))
+            proto.write(line.encode("utf-8"))
             if proto.paused_writing:
                 try:
                     await proto.drain()
@@ -850,7 +1034,7 @@ class AgiConnection:
         Otherwise the command is written at once and ``on_reply(reply, None)`` or
         ``on_reply(None, error)`` is called from the read callback once the final reply is
         parsed, with exactly what ``command()`` would return or raise. ``on_reply`` must not
-        raise. Writes do not wait for a paused transport: one command is in flight at a time,
+        raise. Writes do not wait for a paused socket: one command is in flight at a time,
         so the unsent data stays bounded.
         """
         line, name, data = self._commands.get(verb, args)
@@ -869,8 +1053,7 @@ class AgiConnection:
             self._sent_at = time.perf_counter()
         self._busy = True
         self._pending = (on_reply, name, line)
-        assert proto.transport is not None
-        proto.transport.write(data)
+        proto.write(data)
         self.commands_sent += 1
         self._stats.commands_total += 1
         proto.on_reply(self._reply_callback)
@@ -958,14 +1141,12 @@ class AgiConnection:
     def drop(self) -> None:
         """``close()`` without awaiting: a command in flight gets no reply callback."""
         self._pending = None
-        transport = self._protocol.transport
-        if transport is None or (self.closed and transport.is_closing()):
-            self.closed = True
-            return
         self.closed = True
-        # The transport flushes what is buffered and then closes; nothing to wait for.
-        with contextlib.suppress(Exception):
-            transport.close()
+        # The socket flushes what is buffered and then closes; nothing to wait for.
+        try:
+            self._protocol.close()
+        except Exception:
+            log.exception("agi %s: error while closing the socket", self.env.uniqueid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -995,7 +1176,8 @@ class StaticRouter:
 class AgiServer:
     """FastAGI server: accept, read the environment, route, run the handler, always close.
 
-    Each socket is an ``asyncio.Protocol``; a session task is started only once the
+    Listening and accepted sockets are non-blocking sockets on the loop's reader callbacks
+    (``_AgiSocket``, no asyncio transports); a session task is started only once the
     environment is complete (``header_timeout`` bounds the wait for it).
     """
 
@@ -1017,10 +1199,16 @@ class AgiServer:
         self._port = port
         self._header_timeout = header_timeout
         self._timing = timing
-        self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
-        self._pending: set[_AgiProtocol] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[socket.socket] = []
+        self._accept_retry: asyncio.TimerHandle | None = None
+        self._sessions: dict[asyncio.Task[None], _AgiSocket] = {}
+        # sockets still reading their environment, oldest (earliest deadline) first
+        self._pending: dict[_AgiSocket, None] = {}
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._flushing: set[_AgiSocket] = set()  # closed by us, unsent output still going out
         self._read_buffer = memoryview(bytearray(READ_SIZE))
+        self._level_triggered = True
         self._reply_cache = ReplyCache()
         self._command_cache = CommandCache()
         self.stats = AgiStats()
@@ -1028,31 +1216,95 @@ class AgiServer:
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        if self._server is None or not self._server.sockets:
+        if not self._listeners:
             raise RuntimeError("AgiServer is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._listeners[0].getsockname()[1])
 
     async def start(self) -> None:
+        """Bind and listen on every address ``host`` resolves to; accepting starts at once."""
+        if self._listeners:
+            raise RuntimeError("AgiServer already started")
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _AgiProtocol(self, loop), self._host, self._port, backlog=self._backlog
-        )
+        listeners: list[socket.socket] = []
+        try:
+            for family, address in await self._addresses(loop):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                listeners.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    # "::" alone must not also take the IPv4 port another listener binds.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno, f"FastAGI server cannot bind {address[:2]}: {exc.strerror}"
+                    ) from exc
+                sock.listen(self._backlog)
+                sock.setblocking(False)
+        except BaseException:
+            for sock in listeners:
+                sock.close()
+            raise
+        self._loop = loop
+        self._listeners = listeners
+        # see _AgiSocket._read_until_eagain
+        self._level_triggered = isinstance(loop, BaseSelectorEventLoop)
+        for sock in listeners:
+            loop.add_reader(sock.fileno(), self._accept_ready, sock)
         log.info("FastAGI server listening on %s:%s", self._host, self.port)
 
+    async def _addresses(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> list[tuple[int, tuple[Any, ...]]]:
+        host = self._host or None  # "" = every interface
+        if host is not None:
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                pass
+            else:  # numeric: no resolver thread
+                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+                return [(family, (host, self._port))]
+        infos = await loop.getaddrinfo(
+            host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        out: list[tuple[int, tuple[Any, ...]]] = []
+        for family, _type, _proto, _name, address in infos:
+            if (family, address) not in out and family in (socket.AF_INET, socket.AF_INET6):
+                out.append((family, address))
+        if not out:
+            raise OSError(f"FastAGI server: no address for {self._host!r}")
+        return out
+
     async def close(self) -> None:
-        """Stop accepting, cancel running sessions (their sockets are closed)."""
-        if self._server is not None:
-            self._server.close()
-        for proto in list(self._pending):
-            proto.abort()
+        """Stop accepting, abort the connections whose session has not started, cancel the
+        running sessions (their sockets are closed) and abort what is still flushing."""
+        loop = self._loop
+        if loop is not None:
+            for sock in self._listeners:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+        self._listeners = []
+        if self._accept_retry is not None:
+            self._accept_retry.cancel()
+            self._accept_retry = None
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        for pending in list(self._pending):
+            pending.abort()
         for task in list(self._sessions):
             task.cancel()
         if self._sessions:
             await asyncio.gather(*self._sessions, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=2.0)
-            self._server = None
+        # A task cancelled before its first step never ran its clean-up.
+        for task, unstarted in list(self._sessions.items()):
+            del self._sessions[task]
+            self.stats.sessions_active -= 1
+            unstarted.abort()
+        for flushing in list(self._flushing):
+            flushing.abort()
 
     async def __aenter__(self) -> AgiServer:
         await self.start()
@@ -1061,15 +1313,88 @@ class AgiServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # called by _AgiProtocol ------------------------------------------------------------------
+    # accepting --------------------------------------------------------------------------------
 
-    def _connection_made(self, proto: _AgiProtocol) -> None:
+    def _accept_ready(self, listener: socket.socket) -> None:
+        """Accept what is queued (at most ``backlog`` per callback, so that the connections
+        already accepted get their turn); a failure never leaves the callback."""
+        loop = self._loop
+        assert loop is not None
+        deadline = loop.time() + self._header_timeout
+        for _ in range(self._backlog):
+            try:
+                sock, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if listener.fileno() < 0:  # closed by close() meanwhile
+                    return
+                if exc.errno in _ACCEPT_RESOURCE_ERRORS:
+                    # Out of descriptors or memory: stop accepting for a while instead of
+                    # spinning on a listener that stays readable.
+                    log.error("agi: accept failed (%s); pausing accepts for 1 s", exc)
+                    self._pause_accepting(loop)
+                    return
+                log.debug("agi: accept failed: %r", exc)  # ECONNABORTED and the like
+                continue
+            try:
+                self._accepted(loop, sock, deadline)
+            except Exception:
+                log.exception("agi: could not set up an accepted connection")
+                sock.close()
+
+    def _pause_accepting(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._accept_retry is not None:  # another listener paused them already
+            return
+        for sock in self._listeners:
+            loop.remove_reader(sock.fileno())
+        self._accept_retry = loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._accept_retry = None
+        loop = self._loop
+        assert loop is not None
+        for sock in self._listeners:
+            loop.add_reader(sock.fileno(), self._accept_ready, sock)
+
+    def _accepted(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float
+    ) -> None:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # as asyncio does: commands go out at once
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _AgiSocket(self, sock, loop)
+        conn.deadline = deadline
+        conn.start_reading()
         self.stats.sessions_total += 1
         self.stats.sessions_active += 1
-        self._pending.add(proto)
+        self._pending[conn] = None
+        if self._header_timer is None:
+            self._header_timer = loop.call_at(deadline, self._check_headers)
 
-    def _ended_before_session(self, proto: _AgiProtocol, exc: Exception) -> None:
-        self._pending.discard(proto)
+    def _check_headers(self) -> None:
+        """The one header timer: drops the connections past their deadline (the oldest come
+        first) and is set again for the next deadline."""
+        self._header_timer = None
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        pending = self._pending
+        while pending:
+            oldest = next(iter(pending))
+            if oldest.deadline > now:
+                self._header_timer = loop.call_at(oldest.deadline, self._check_headers)
+                return
+            try:
+                oldest.header_timed_out()
+            except Exception:
+                log.exception("agi: closing a connection after its header timeout failed")
+            pending.pop(oldest, None)
+
+    # called by _AgiSocket ---------------------------------------------------------------------
+
+    def _ended_before_session(self, sock: _AgiSocket, exc: Exception) -> None:
+        self._pending.pop(sock, None)
         self.stats.sessions_active -= 1
         if isinstance(exc, AgiProtocolError):
             self.stats.sessions_failed += 1
@@ -1077,17 +1402,17 @@ class AgiServer:
         else:
             log.info("agi: connection ended before the session started: %s", exc or "timeout")
 
-    def _start_session(self, proto: _AgiProtocol, env: AgiEnvironment) -> AgiConnection:
-        self._pending.discard(proto)
+    def _start_session(self, sock: _AgiSocket, env: AgiEnvironment) -> AgiConnection:
+        self._pending.pop(sock, None)
         conn = AgiConnection(
             env=env,
-            protocol=proto,
+            protocol=sock,
             stats=self.stats,
             timing=self._timing,
             commands=self._command_cache,
         )
-        task = asyncio.get_running_loop().create_task(self._run_session(conn))
-        self._sessions.add(task)
+        task = sock._loop.create_task(self._run_session(conn))
+        self._sessions[task] = sock
         return conn
 
     async def _run_session(self, conn: AgiConnection) -> None:
@@ -1108,7 +1433,7 @@ class AgiServer:
             await conn.close()
             task = asyncio.current_task()
             if task is not None:
-                self._sessions.discard(task)
+                self._sessions.pop(task, None)
 
     async def _dispatch(self, conn: AgiConnection) -> None:
         script = conn.env.script_name
