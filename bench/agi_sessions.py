@@ -550,9 +550,11 @@ def main(argv: list[str] | None = None) -> None:
         "--malloc-mmap-threshold",
         type=int,
         metavar="BYTES",
-        help="set glibc's MALLOC_MMAP_THRESHOLD_ in every process started (servers and load "
-        "generators); a fixed threshold also turns off glibc's dynamic one, which is what gives "
-        "panoramisk two cost levels (4194304: its cheap level, 131072: its expensive one)",
+        help="set glibc's MALLOC_MMAP_THRESHOLD_ (and MALLOC_TRIM_THRESHOLD_ to twice it, as "
+        "glibc's own dynamic adjustment does) in every process started, servers and load "
+        "generators; a fixed threshold turns the dynamic one off, which is what gives "
+        "panoramisk two cost levels (4194304: its cheap level, 131072: its expensive one, "
+        "glibc's initial values)",
     )
     ap.add_argument(
         "--floor",
@@ -570,6 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     loops = ("asyncio", "uvloop") if args.loop == "both" else (args.loop,)
     if args.malloc_mmap_threshold is not None:
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)  # for the children
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = str(2 * args.malloc_mmap_threshold)
     results = bench(args.calls, args.rounds, args.client_procs, kinds, loops, args.client_loop)
     report(
         f"FastAGI sessions: {args.calls} concurrent calls from {args.client_procs} client "
