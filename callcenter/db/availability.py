@@ -361,6 +361,7 @@ class HeldWrites(Generic[K, T]):
         if limit < 1 or batch < 1:
             raise ValueError("limit and batch must be at least 1")
         self._spool = spool
+        self._spool_failed = False  # a write to the spool failed: what is held may not be in it
         self._write = write
         self._key = key
         self._database = database
@@ -436,7 +437,7 @@ class HeldWrites(Generic[K, T]):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._write_timeout):
                     await self.flush()
-        if self._held and self._spool is not None:
+        if self._held and self._spool is not None and not self._spool_failed:
             log.warning(
                 "%s: %d not saved yet (database unavailable at shutdown); kept in %s for the "
                 "next start",
@@ -469,11 +470,14 @@ class HeldWrites(Generic[K, T]):
         if spool is None or not items:
             return
         try:
-            if spool.lines + len(items) > 2 * len(self._held) + 1000:
-                await spool.rewrite(list(self._held.values()))  # compact: the latest of each
+            # compact (the latest of each), or make the file whole again after a failed write
+            if self._spool_failed or spool.lines + len(items) > 2 * len(self._held) + 1000:
+                await spool.rewrite(list(self._held.values()))
+                self._spool_failed = False
             else:
                 await spool.append(items)
         except OSError as exc:
+            self._spool_failed = True
             log.error(
                 "%s: could not write %s (%s); held in memory only", self._what, spool.path, exc
             )
@@ -487,6 +491,7 @@ class HeldWrites(Generic[K, T]):
                 await spool.rewrite(list(self._held.values()))
             else:
                 await spool.remove()
+            self._spool_failed = False
         except OSError as exc:
             log.error("%s: could not update %s (%s)", self._what, spool.path, exc)
 

@@ -419,9 +419,25 @@ async def test_an_unwritable_spool_still_holds_in_memory(
         await log.save_calls([rec("a")])
     assert log.held == 1
     assert any("held in memory only" in m for m in _records(caplog, logging.ERROR))
+    (tmp_path / "spool").unlink()  # writable again: the next hold writes the whole file
+    await log.save_calls([rec("b")])
+    again = DeferredCallLog(call_log=FakeLog(), database=gate, spool=_spool(tmp_path))
+    assert [r.uniqueid for r in again._held.values()] == ["a", "b"]
     gate.available = True
     await log.flush()
-    assert inner.batches == [[("a", None)]]
+    assert inner.batches == [[("a", None), ("b", None)]]
+
+
+async def test_shutdown_after_a_failed_spool_write_says_what_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "spool").write_text("not a directory")
+    log = DeferredCallLog(call_log=FakeLog(), database=Gate(False), spool=_spool(tmp_path))
+    await log.save_calls([rec("a")])
+    with caplog.at_level(logging.WARNING):
+        await log.close()
+    assert any("not saved (database unavailable" in m for m in _records(caplog, logging.ERROR))
+    assert not any("kept in" in m for m in _records(caplog, logging.WARNING))
 
 
 class FakeRecorder:
