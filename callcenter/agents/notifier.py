@@ -80,33 +80,27 @@ def queue_stats_to_dict(stats: QueueStats) -> dict[str, Any]:
     }
 
 
+def _message(effect: AgentEffect, *, dicts: bool) -> tuple[str, dict[str, Any]]:
+    """The (channel, message) of `effect`: with `dicts` the states as dicts, else as they are."""
+    if isinstance(effect, AgentStateChanged):
+        agent = agent_state_to_dict(effect.agent) if dicts else effect.agent
+        return AGENTS, {"type": "agent.state", "previous": effect.previous, "agent": agent}
+    stats = queue_stats_to_dict(effect.stats) if dicts else effect.stats
+    return QUEUES, {"type": "queue.stats", "queue": stats}
+
+
 def effect_message(effect: AgentEffect) -> tuple[str, Payload]:
     """The (channel, payload) an effect is published as."""
-    if isinstance(effect, AgentStateChanged):
-        return AGENTS, {
-            "type": "agent.state",
-            "previous": effect.previous,
-            "agent": agent_state_to_dict(effect.agent),
-        }
-    return QUEUES, {"type": "queue.stats", "queue": queue_stats_to_dict(effect.stats)}
+    return _message(effect, dicts=True)
 
 
 def effect_json(effect: AgentEffect) -> tuple[str, str]:
     """The (channel, JSON text) an effect is published as: the JSON document of
     effect_message's payload (json.dumps's errors for what JSON cannot carry)."""
-    if type(effect) is AgentStateChanged:
-        channel = AGENTS
-        text = encode_records(
-            {"type": "agent.state", "previous": effect.previous, "agent": effect.agent}
-        )
-    else:
-        assert isinstance(effect, QueueStatsChanged)
-        channel, stats = QUEUES, effect.stats
-        text = encode_records(
-            {"type": "queue.stats", "queue": stats},
-            stats.longest_wait_seconds,
-            stats.service_level_perf,
-        )
+    channel, message = _message(effect, dicts=False)
+    stats = effect.stats if isinstance(effect, QueueStatsChanged) else None
+    numbers = () if stats is None else (stats.longest_wait_seconds, stats.service_level_perf)
+    text = encode_records(message, *numbers)
     if text is None:
         return channel, encode_payload(effect_message(effect)[1])
     return channel, text

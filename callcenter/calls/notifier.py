@@ -86,7 +86,7 @@ _AGENT_TYPES: dict[type, str] = {
 }
 
 
-def _screen_pop(effect: AgentLegEffect) -> Payload:
+def _screen_pop(effect: AgentLegEffect, call: object) -> dict[str, Any]:
     r = effect.record
     return {
         "type": _AGENT_TYPES[type(effect)],
@@ -106,88 +106,45 @@ def _screen_pop(effect: AgentLegEffect) -> Payload:
         "ring_seconds": getattr(effect, "ring_seconds", None),
         "talk_seconds": getattr(effect, "talk_seconds", None),
         "reason": getattr(effect, "reason", None),
-        "call": call_record_to_dict(r),
+        "call": call,
     }
+
+
+def _message(effect: CallEffect, call: object) -> tuple[str, dict[str, Any]]:
+    """The (channel, message) of `effect`, `call` standing for its record."""
+    if isinstance(effect, CallStarted):
+        return CALLS, {"type": "call.started", "change": None, "call": call}
+    if isinstance(effect, CallUpdated):
+        return CALLS, {"type": "call.updated", "change": effect.change, "call": call}
+    if isinstance(effect, CallEnded):
+        return CALLS, {"type": "call.ended", "change": None, "call": call}
+    return AGENTS, _screen_pop(effect, call)
 
 
 def effect_message(effect: CallEffect) -> tuple[str, Payload]:
     """The (channel, payload) an effect is published as."""
-    if isinstance(effect, CallStarted):
-        return CALLS, {
-            "type": "call.started",
-            "change": None,
-            "call": call_record_to_dict(effect.record),
-        }
-    if isinstance(effect, CallUpdated):
-        return CALLS, {
-            "type": "call.updated",
-            "change": effect.change,
-            "call": call_record_to_dict(effect.record),
-        }
-    if isinstance(effect, CallEnded):
-        return CALLS, {
-            "type": "call.ended",
-            "change": None,
-            "call": call_record_to_dict(effect.record),
-        }
-    return AGENTS, _screen_pop(effect)
-
-
-# -- JSON text straight from the records -------------------------------------------------------
-# Every call effect carries the whole call record, so encoding it is most of a publish: the
-# records go to the encoder as they are, without the intermediate dicts (`encode_records`).
-
-
-def _fast_json(effect: CallEffect) -> str | None:
-    r = effect.record
-    kind = type(effect)
-    if kind is CallUpdated:
-        change = effect.change  # type: ignore[union-attr]
-        message: dict[str, object] = {"type": "call.updated", "change": change, "call": r}
-    elif kind is CallStarted or kind is CallEnded:
-        message = {"type": _LIFECYCLE[kind], "change": None, "call": r}
-    else:
-        assert isinstance(effect, AgentLegEffect)
-        hold = getattr(effect, "hold_seconds", None)
-        ring = getattr(effect, "ring_seconds", None)
-        talk = getattr(effect, "talk_seconds", None)
-        message = {
-            "type": _AGENT_TYPES[kind],
-            "interface": effect.interface,
-            "member_name": effect.member_name,
-            "queue": effect.queue,
-            "agent_channel": effect.agent_channel,
-            "agent_uniqueid": effect.agent_uniqueid,
-            "uniqueid": r.uniqueid,
-            "linkedid": r.linkedid,
-            "caller_number": r.caller_number,
-            "caller_name": r.caller_name,
-            "dialed_number": r.dialed_number,
-            "ivr_path": r.ivr_path,
-            "ivr_choice": r.ivr_choice,
-            "hold_seconds": hold,
-            "ring_seconds": ring,
-            "talk_seconds": talk,
-            "reason": getattr(effect, "reason", None),
-            "call": r,
-        }
-        return encode_records(
-            message, hold, ring, talk, r.wait_seconds, r.talk_seconds, r.abandon_after_seconds
-        )
-    return encode_records(message, r.wait_seconds, r.talk_seconds, r.abandon_after_seconds)
-
-
-_LIFECYCLE: dict[type, str] = {CallStarted: "call.started", CallEnded: "call.ended"}
+    return _message(effect, call_record_to_dict(effect.record))
 
 
 def effect_json(effect: CallEffect) -> tuple[str, str]:
     """The (channel, JSON text) an effect is published as: the JSON document of
-    effect_message's payload (json.dumps's errors for what JSON cannot carry)."""
-    channel = AGENTS if isinstance(effect, AgentLegEffect) else CALLS
-    text = _fast_json(effect)
+    effect_message's payload (json.dumps's errors for what JSON cannot carry).
+
+    Every call effect carries the whole call record, so encoding it is most of a publish: the
+    record goes to the encoder as it is, without the intermediate dicts (`encode_records`)."""
+    r = effect.record
+    channel, message = _message(effect, r)
+    text = encode_records(
+        message,
+        r.wait_seconds,
+        r.talk_seconds,
+        r.abandon_after_seconds,
+        getattr(effect, "hold_seconds", None),
+        getattr(effect, "ring_seconds", None),
+        getattr(effect, "talk_seconds", None),
+    )
     if text is None:
-        _, payload = effect_message(effect)  # raises json's own error, if any
-        return channel, encode_payload(payload)
+        return channel, encode_payload(effect_message(effect)[1])  # json's own error, if any
     return channel, text
 
 
