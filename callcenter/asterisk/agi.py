@@ -32,7 +32,6 @@ import logging
 import re
 import socket
 import time
-from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -1249,7 +1248,7 @@ class AgiServer:
         self._loop = loop
         self._listeners = listeners
         # see _AgiSocket._read_until_eagain
-        self._level_triggered = isinstance(loop, BaseSelectorEventLoop)
+        self._level_triggered = isinstance(loop, asyncio.SelectorEventLoop)
         for sock in listeners:
             loop.add_reader(sock.fileno(), self._accept_ready, sock)
         log.info("FastAGI server listening on %s:%s", self._host, self.port)
