@@ -47,6 +47,15 @@ async def proxy(pg_url: str) -> AsyncIterator[SwitchProxy]:
         await p.close()
 
 
+def _through(proxy: SwitchProxy, pg_url: str) -> str:
+    """The PostgreSQL URL that goes through `proxy`."""
+    return (
+        make_url(pg_url)
+        .set(host="127.0.0.1", port=proxy.port)
+        .render_as_string(hide_password=False)
+    )
+
+
 async def _health(client: TestClient[Any, Any]) -> tuple[int, dict[str, Any]]:
     resp = await client.get("/healthz")
     body: dict[str, Any] = await resp.json()
@@ -56,11 +65,7 @@ async def _health(client: TestClient[Any, Any]) -> tuple[int, dict[str, Any]]:
 async def test_starts_routes_and_catches_up_when_postgres_was_down(
     pg_url: str, proxy: SwitchProxy, tmp_path: Path, aiohttp_client: Any
 ) -> None:
-    via_proxy = (
-        make_url(pg_url)
-        .set(host="127.0.0.1", port=proxy.port)
-        .render_as_string(hide_password=False)
-    )
+    via_proxy = _through(proxy, pg_url)
     emulators: list[Emulator] = []
     app = make_app(settings_for(via_proxy, tmp_path), emulators)
     client = await aiohttp_client(app)  # starts although PostgreSQL refuses
@@ -128,11 +133,7 @@ async def test_starts_routes_and_catches_up_when_postgres_was_down(
 async def test_a_database_lost_at_run_time_is_retried_and_nothing_is_lost(
     pg_url: str, proxy: SwitchProxy, tmp_path: Path, aiohttp_client: Any
 ) -> None:
-    via_proxy = (
-        make_url(pg_url)
-        .set(host="127.0.0.1", port=proxy.port)
-        .render_as_string(hide_password=False)
-    )
+    via_proxy = _through(proxy, pg_url)
     await proxy.open()
     emulators: list[Emulator] = []
     app = make_app(settings_for(via_proxy, tmp_path), emulators)
@@ -159,11 +160,7 @@ async def test_a_database_lost_at_run_time_is_retried_and_nothing_is_lost(
 async def test_records_held_when_the_server_stops_are_written_at_the_next_start(
     pg_url: str, proxy: SwitchProxy, tmp_path: Path, aiohttp_client: Any
 ) -> None:
-    via_proxy = (
-        make_url(pg_url)
-        .set(host="127.0.0.1", port=proxy.port)
-        .render_as_string(hide_password=False)
-    )
+    via_proxy = _through(proxy, pg_url)
     emulators: list[Emulator] = []
     app = make_app(settings_for(via_proxy, tmp_path), emulators)
     client = await aiohttp_client(app)  # PostgreSQL refused all along
