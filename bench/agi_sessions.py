@@ -1,9 +1,12 @@
 """FastAGI benchmark: 1,000 concurrent IVR sessions against (a) our AgiServer running
-ivr_flows/hotline.yaml and (b) panoramisk 1.4's fast_agi.Application running a hand-coded flow
-that sends the same command sequence; with --agi-only also (c) our AgiServer running that
-hand-coded flow (the AGI layer without the flow engine); with --floor also (d) the floor: the
-least any FastAGI server must do for that flow (raw non-blocking sockets on the loop's reader
-callbacks, canned command bytes, replies checked only for "200 result="), no framework at all.
+ivr_flows/hotline.yaml, (b) panoramisk 1.4's fast_agi.Application running the same
+hotline.yaml through the same flow engine (the goal's baseline: only the server differs) and
+(c) panoramisk running a hand-coded handler that sends the same command sequence without any
+flow engine (a stricter baseline: the flow engine's work is charged to ours only); with
+--agi-only also (d) our AgiServer running that hand-coded handler (the AGI layer without the
+flow engine); with --floor also (e) the floor: the least any FastAGI server must do for that
+flow (raw non-blocking sockets on the loop's reader callbacks, canned command bytes, replies
+checked only for "200 result="), no framework at all.
 
 Each server runs in its own process; the load comes from the emulator's FastAGI client
 (`callcenter.pbxsim.agi_client.run_agi_call`) in --client-procs other processes, with the
@@ -13,8 +16,12 @@ that background load on the machine hits all alike; medians are reported. Per se
 * completed calls/s (wall clock, all sessions started at once),
 * server CPU ms per call (process_time of the server process; kernel part from getrusage; time
   in the garbage collector from gc.callbacks), how busy the server was, the clients' CPU,
+* with --server-cpu, completed calls/s again with every server capped at that many CPUs: the
+  load generator shares this machine's CPUs, so uncapped calls/s is bound by both; capped, the
+  server alone is what limits it (as when Asterisk runs on its own host),
 * for our server, the p50/p99/max of the time between a reply having been parsed by our
-  server and our next command being written (the `timing` hook of AgiServer).
+  server and our next command being written (the `timing` hook of AgiServer, switched on only
+  for extra rounds after the measured ones: it costs a clock read and a call per command).
 
 With --loop both (the default) every server runs twice, once on asyncio's default event loop and
 once on uvloop, all in the same alternating rounds. The load generators run on --client-loop
@@ -22,13 +29,14 @@ once on uvloop, all in the same alternating rounds. The load generators run on -
 
 Usage:  python bench/agi_sessions.py [--calls 1000] [--rounds 5] [--client-procs 2] [--agi-only]
             [--floor] [--loop asyncio|uvloop|both] [--client-loop asyncio|uvloop]
-            [--malloc-mmap-threshold BYTES]
+            [--malloc-mmap-threshold BYTES] [--server-cpu CPUS]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -100,9 +108,13 @@ async def _serve_ours(pipe: Connection) -> None:
         default_queue="general",
         operator_queue="operator",
     )
-    server = AgiServer(router=runner, operator_queue="operator", port=0, timing=hook)
+    server = AgiServer(router=runner, operator_queue="operator", port=0)
     await server.start()
-    await _control_loop(pipe, server.port, gaps)
+
+    def timing(on: bool) -> None:
+        server.timing = hook if on else None
+
+    await _control_loop(pipe, server.port, gaps, timing)
     await server.close()
 
 
@@ -165,6 +177,97 @@ async def _serve_panoramisk(pipe: Connection) -> None:
         await request.send_command(f"SET VARIABLE IVR_CHOICE {key}")
         path = f"lookup,language,hours,main,{key},{queue}_queue"
         await request.send_command(f"SET VARIABLE CALLCENTER_IVR_PATH {path}")
+
+    app.add_route("hotline", hotline)
+    server = await asyncio.start_server(app.handler, "127.0.0.1", 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    await _control_loop(pipe, port, None)
+    server.close()
+
+
+async def _serve_panoramisk_flow(pipe: Connection) -> None:
+    """panoramisk's fast_agi running hotline.yaml itself: the same flow engine as ours, driven
+    over ``request.send_command``, with what our runner does around it (the lookup and the
+    steps' flush each bounded, the steps recorded as the engine yields them). The server is
+    the only difference from ours."""
+    from panoramisk.fast_agi import Application
+
+    from callcenter.asterisk.agi import format_command
+    from callcenter.ivr.engine import (
+        HUNG_UP,
+        Ack,
+        Digits,
+        HoursCheck,
+        Lookup,
+        LookupResult,
+        Play,
+        Reply,
+        SetVar,
+        Step,
+        run_flow,
+    )
+    from callcenter.ivr.service import FlowRegistry
+
+    flows = FlowRegistry(directory=ROOT / "ivr_flows")
+    assert not flows.refresh()
+    flow = flows.get("hotline")
+    assert flow is not None
+    customers, recorder = _Customers(), _NullRecorder()
+    app = Application(loop=asyncio.get_running_loop())
+    ack, no_digits = Ack(), Digits()
+
+    async def hotline(request: Any) -> None:
+        env = request.headers
+        engine = run_flow(
+            flow,
+            calendar=flows.calendar,
+            caller=env.get("agi_callerid"),
+            default_queue="general",
+            operator_queue="operator",
+            variables={
+                "UNIQUEID": env.get("agi_uniqueid", ""),
+                "CALLER_NAME": env.get("agi_calleridname", ""),
+                "DNID": env.get("agi_dnid", ""),
+            },
+        )
+        steps: list[tuple[Any, ...]] = []
+        reply: Reply = None
+        try:
+            while True:
+                cmd = engine.send(reply)
+                kind = type(cmd)
+                if kind is Step:
+                    step = (len(steps) + 1, OPEN_NOW, cmd.node, cmd.kind, cmd.input, cmd.result)
+                    steps.append(step)
+                    reply = ack
+                elif kind is Play:
+                    res = await request.send_command(
+                        format_command("STREAM FILE", cmd.file, cmd.escape_digits)[:-1]
+                    )
+                    if "error" in res:
+                        reply = HUNG_UP
+                    else:
+                        code = int(res["result"][0] or 0)
+                        reply = Digits(chr(code)) if code > 0 else no_digits
+                elif kind is SetVar:
+                    res = await request.send_command(
+                        format_command("SET VARIABLE", cmd.name, cmd.value)[:-1]
+                    )
+                    reply = HUNG_UP if "error" in res else ack
+                elif kind is HoursCheck:
+                    reply = OPEN_NOW
+                elif kind is Lookup:
+                    try:
+                        async with asyncio.timeout(0.5):
+                            reply = LookupResult(await customers.lookup(cmd.number))
+                    except Exception:
+                        reply = LookupResult(None, failed=True)
+                else:
+                    raise TypeError(f"the bench's flow does not use {cmd!r}")
+        except StopIteration:
+            pass
+        async with asyncio.timeout(2.0):
+            await recorder.record_steps(steps)
 
     app.add_route("hotline", hotline)
     server = await asyncio.start_server(app.handler, "127.0.0.1", 0, backlog=1024)
@@ -256,17 +359,26 @@ async def _serve_floor(pipe: Connection) -> None:
     listener.close()
 
 
-async def _control_loop(pipe: Connection, port: int, gaps: list[float] | None) -> None:
+async def _control_loop(
+    pipe: Connection,
+    port: int,
+    gaps: list[float] | None,
+    timing: Callable[[bool], None] | None = None,
+) -> None:
+    """Serves the bench's requests: "mark" (start counting), "report", "timing on"/"timing off"
+    (the reply-to-command timing hook, for the latency round only), "stop"."""
     import gc
 
     loop = asyncio.get_running_loop()
     gc_time = [0.0, 0.0]
 
     def gc_timer(phase: str, info: dict[str, int]) -> None:
+        # perf_counter, not process_time: this runs twice per collection, and the process CPU
+        # clock is a system call here (0.6 us against 0.04 us)
         if phase == "start":
-            gc_time[1] = time.process_time()
+            gc_time[1] = time.perf_counter()
         else:
-            gc_time[0] += time.process_time() - gc_time[1]
+            gc_time[0] += time.perf_counter() - gc_time[1]
 
     gc.callbacks.append(gc_timer)
     # Both servers: start-up objects (imports, flows) are moved out of the collector's way,
@@ -294,6 +406,10 @@ async def _control_loop(pipe: Connection, port: int, gaps: list[float] | None) -
                     "gaps": list(gaps or []),
                 }
             )
+        elif msg in ("timing on", "timing off"):
+            if timing is not None:
+                timing(msg == "timing on")
+            pipe.send("ok")
         elif msg == "stop":
             return
 
@@ -314,6 +430,7 @@ def _server_process(kind: str, loop: str, pipe: Connection) -> None:
     serve = {
         "ours": _serve_ours,
         "panoramisk": _serve_panoramisk,
+        "panoramisk-flow": _serve_panoramisk_flow,
         "agi-only": _serve_agi_only,
         "floor": _serve_floor,
     }
@@ -433,13 +550,54 @@ def percentile(values: list[float], p: float) -> float:
     return s[k]
 
 
+class _CpuCap:
+    """A CPU quota for one server process (its own cgroup: v2 ``cpu.max`` or v1 CFS quota), so
+    that the server, not the load generator sharing its machine, is what limits calls/s.
+    Needs a writable cgroup hierarchy (root); ``set(None)`` lifts the cap."""
+
+    PERIOD_US = 10_000  # short periods: a throttled server stalls for at most a few ms
+
+    def __init__(self, name: str, pid: int) -> None:
+        v2 = Path("/sys/fs/cgroup")
+        v1 = Path("/sys/fs/cgroup/cpu")
+        controllers = v2 / "cgroup.subtree_control"
+        if controllers.exists() and "cpu" in controllers.read_text().split():
+            self.dir, self.v2 = v2 / f"callcenter-bench-{os.getpid()}-{name}", True
+        elif (v1 / "cpu.cfs_quota_us").exists():
+            self.dir, self.v2 = v1 / f"callcenter-bench-{os.getpid()}-{name}", False
+        else:
+            raise SystemExit("--server-cpu needs a cgroup CPU controller (v2 cpu.max or v1 cpu)")
+        try:
+            self.dir.mkdir()
+            (self.dir / "cgroup.procs").write_text(str(pid))
+        except OSError as exc:
+            raise SystemExit(f"--server-cpu: cannot set up {self.dir}: {exc}") from exc
+        if not self.v2:
+            (self.dir / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+
+    def set(self, cpus: float | None) -> None:
+        quota = -1 if cpus is None else max(1000, round(cpus * self.PERIOD_US))
+        if self.v2:
+            limit = "max" if quota < 0 else str(quota)
+            (self.dir / "cpu.max").write_text(f"{limit} {self.PERIOD_US}")
+        else:
+            (self.dir / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def remove(self) -> None:
+        """After the process has exited (a cgroup with processes cannot be removed)."""
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+
 class _ServerProc:
-    def __init__(self, kind: str, loop: str) -> None:
+    def __init__(self, kind: str, loop: str, capped: bool = False) -> None:
         ctx = mp.get_context("spawn")
         self.kind = f"{kind}/{loop}"
         self.pipe, child = ctx.Pipe()
         self.proc = ctx.Process(target=_server_process, args=(kind, loop, child), daemon=True)
         self.proc.start()
+        assert self.proc.pid is not None
+        self.cap = _CpuCap(f"{kind}-{loop}", self.proc.pid) if capped else None
         self.port: int = self.pipe.recv()
 
     def measure(self, clients: _ClientProcs, calls: int) -> dict[str, Any]:
@@ -463,9 +621,15 @@ class _ServerProc:
             "routed": routed,
         }
 
+    def set_timing(self, on: bool) -> None:
+        self.pipe.send("timing on" if on else "timing off")
+        self.pipe.recv()
+
     def stop(self) -> None:
         self.pipe.send("stop")
         self.proc.join(5)
+        if self.cap is not None:
+            self.cap.remove()
 
 
 def bench(
@@ -475,14 +639,19 @@ def bench(
     kinds: tuple[str, ...] = ("ours", "panoramisk"),
     loops: tuple[str, ...] = ("asyncio",),
     client_loop: str = "uvloop",
+    server_cpu: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """All servers (kind x event loop, keyed "kind/loop") run side by side; rounds alternate
     between them so that background load on the machine affects all alike. Medians over the
-    rounds are reported."""
+    rounds are reported. With ``server_cpu``, as many rounds again with every server capped at
+    that many CPUs (``capped``)."""
     population = callers(calls, seed=7)
     clients = _ClientProcs(population, client_procs, client_loop)
-    servers = {f"{k}/{lp}": _ServerProc(k, lp) for lp in loops for k in kinds}
-    out: dict[str, dict[str, Any]] = {k: {"rounds": [], "gaps": [], "queues": {}} for k in servers}
+    capped = server_cpu is not None
+    servers = {f"{k}/{lp}": _ServerProc(k, lp, capped) for lp in loops for k in kinds}
+    out: dict[str, dict[str, Any]] = {
+        k: {"rounds": [], "capped": [], "gaps": [], "queues": {}} for k in servers
+    }
     try:
         for srv in servers.values():
             clients.run(srv.port, 50 // client_procs)  # warm-up
@@ -492,9 +661,27 @@ def bench(
                 m = servers[kind].measure(clients, calls)
                 res = out[kind]
                 res["rounds"].append(m)
-                res["gaps"].extend(m["gaps"])
                 routed = m["routed"]
                 res["queues"] = {q: routed.count(q) for q in sorted(set(routed))}
+        if server_cpu is not None:
+            for srv in servers.values():
+                assert srv.cap is not None
+                srv.cap.set(server_cpu)
+            for r in range(rounds):
+                order = list(servers) if r % 2 == 0 else list(reversed(servers))
+                for kind in order:
+                    out[kind]["capped"].append(servers[kind].measure(clients, calls))
+            for srv in servers.values():
+                assert srv.cap is not None
+                srv.cap.set(None)
+        # The reply -> next command gaps come from extra rounds with the timing hook on (it costs
+        # a clock read and a call per command, which the throughput rounds do not carry).
+        for kind, srv in servers.items():
+            if kind.startswith("ours/"):
+                srv.set_timing(True)
+                for _ in range(rounds):
+                    out[kind]["gaps"].extend(srv.measure(clients, calls)["gaps"])
+                srv.set_timing(False)
     finally:
         for srv in servers.values():
             srv.stop()
@@ -502,20 +689,31 @@ def bench(
     for res in out.values():
         for key in ("rate", "cpu", "busy", "client_cpu", "client_sys", "gc", "sys"):
             res[key] = statistics.median(m[key] for m in res["rounds"])
+        if res["capped"]:
+            res["capped_rate"] = statistics.median(m["rate"] for m in res["capped"])
+            res["capped_cpu"] = statistics.median(m["cpu"] for m in res["capped"])
+            res["capped_busy"] = statistics.median(m["busy"] for m in res["capped"])
     return out
 
 
 NAMES = {
     "ours": "ours (AgiServer + hotline.yaml)",
-    "panoramisk": "panoramisk 1.4 fast_agi",
+    "panoramisk": "panoramisk 1.4 fast_agi, hand-coded flow",
+    "panoramisk-flow": "panoramisk 1.4 fast_agi + hotline.yaml (our engine)",
     "agi-only": "AgiServer + hand-coded handler",
     "floor": "floor: raw sockets, canned commands",
 }
 
 
-def _ratios(results: dict[str, dict[str, Any]], ours: str, theirs: str, goal: bool = True) -> str:
+def _ratios(
+    results: dict[str, dict[str, Any]],
+    ours: str,
+    theirs: str,
+    goal: bool = True,
+    rounds: str = "rounds",
+) -> str:
     """calls/s ours/theirs (median of the per-round ratios) and CPU per call theirs/ours."""
-    a, b = results[ours]["rounds"], results[theirs]["rounds"]
+    a, b = results[ours][rounds], results[theirs][rounds]
     rate = statistics.median(x["rate"] / y["rate"] for x, y in zip(a, b, strict=True))
     cpu = statistics.median(y["cpu"] / x["cpu"] for x, y in zip(a, b, strict=True))
     return (
@@ -557,6 +755,15 @@ def main(argv: list[str] | None = None) -> None:
         "glibc's initial values)",
     )
     ap.add_argument(
+        "--server-cpu",
+        type=float,
+        metavar="CPUS",
+        help="also run as many rounds again with every server process capped at this many CPUs "
+        "(a cgroup CPU quota; needs root): with the load generator on the same machine, "
+        "uncapped calls/s is shared-CPU-bound; capped, the server is what limits calls/s, as "
+        "when Asterisk runs on its own host (0.5 on a 2-vCPU machine)",
+    )
+    ap.add_argument(
         "--floor",
         action="store_true",
         help="also run the floor: the least any FastAGI server must do for this flow",
@@ -566,6 +773,7 @@ def main(argv: list[str] | None = None) -> None:
     kinds = (
         "ours",
         "panoramisk",
+        "panoramisk-flow",
         *(("agi-only",) if args.agi_only else ()),
         *(("floor",) if args.floor else ()),
     )
@@ -573,7 +781,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.malloc_mmap_threshold is not None:
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)  # for the children
         os.environ["MALLOC_TRIM_THRESHOLD_"] = str(2 * args.malloc_mmap_threshold)
-    results = bench(args.calls, args.rounds, args.client_procs, kinds, loops, args.client_loop)
+    results = bench(
+        args.calls, args.rounds, args.client_procs, kinds, loops, args.client_loop, args.server_cpu
+    )
     report(
         f"FastAGI sessions: {args.calls} concurrent calls from {args.client_procs} client "
         f"processes on {args.client_loop} x {args.rounds} alternating rounds (median [per round])"
@@ -597,16 +807,37 @@ def main(argv: list[str] | None = None) -> None:
             f"    server busy {r['busy'] * 100:.0f}% of wall clock; "
             f"client CPU {r['client_cpu']:.3f} ms/call (kernel {r['client_sys']:.3f})"
         )
+        if r["capped"]:
+            rates = ", ".join(f"{m['rate']:.0f}" for m in r["capped"])
+            report(
+                f"    capped at {args.server_cpu} CPU: calls/s {r['capped_rate']:.0f} [{rates}], "
+                f"server CPU {r['capped_cpu']:.3f} ms/call, busy {r['capped_busy'] * 100:.0f}% "
+                "of wall clock"
+            )
         if kind == "ours":
             gaps_ms = [g * 1000 for g in r["gaps"]]
             report(
-                f"    reply parsed -> next command written ({len(gaps_ms)} gaps): "
+                f"    reply parsed -> next command written ({len(gaps_ms)} gaps, in "
+                f"{len(r['rounds'])} rounds of their own): "
                 f"p50 {percentile(gaps_ms, 50):.3f} ms, p99 {percentile(gaps_ms, 99):.3f} ms, "
                 f"max {max(gaps_ms):.3f} ms (goal p99 < 2 ms)"
             )
     report("  ratios (median of per-round ratios):")
     for loop in loops:
-        report(f"    same loop, {loop}: " + _ratios(results, f"ours/{loop}", f"panoramisk/{loop}"))
+        report(
+            f"    same flow (hotline.yaml on both), {loop}: "
+            + _ratios(results, f"ours/{loop}", f"panoramisk-flow/{loop}")
+        )
+        report(
+            f"    against panoramisk's hand-coded flow, {loop}: "
+            + _ratios(results, f"ours/{loop}", f"panoramisk/{loop}")
+        )
+        if args.server_cpu is not None:
+            for theirs, what in (("panoramisk-flow", "same flow"), ("panoramisk", "hand-coded")):
+                report(
+                    f"    servers capped at {args.server_cpu} CPU, {what}, {loop}: "
+                    + _ratios(results, f"ours/{loop}", f"{theirs}/{loop}", rounds="capped")
+                )
         if "agi-only" in kinds:
             report(
                 f"    AGI layer alone, {loop}: "

@@ -1197,7 +1197,8 @@ class AgiServer:
         self._host = host
         self._port = port
         self._header_timeout = header_timeout
-        self._timing = timing
+        #: the timing hook given to sessions started from now on (None: no timing taken)
+        self.timing = timing
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[socket.socket] = []
         self._accept_retry: asyncio.TimerHandle | None = None
@@ -1407,7 +1408,7 @@ class AgiServer:
             env=env,
             protocol=sock,
             stats=self.stats,
-            timing=self._timing,
+            timing=self.timing,
             commands=self._command_cache,
         )
         task = sock._loop.create_task(self._run_session(conn))

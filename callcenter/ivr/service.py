@@ -38,6 +38,7 @@ class FlowRegistry:
         self._dir = directory
         self._poll_interval = poll_interval
         self._flows_by_file: dict[Path, Flow] = {}
+        self._flows_by_name: dict[str, Flow] = {}  # the same flows, for get() on every call
         self._stamps: dict[Path, _Stamp] = {}
         self._errors: dict[Path, list[FlowError]] = {}
         self._calendar: BusinessCalendar = always_open(fallback_timezone)
@@ -46,10 +47,7 @@ class FlowRegistry:
         self.reloads = 0
 
     def get(self, name: str) -> Flow | None:
-        for flow in self._flows_by_file.values():
-            if flow.name == name:
-                return flow
-        return None
+        return self._flows_by_name.get(name)
 
     def names(self) -> list[str]:
         return sorted(f.name for f in self._flows_by_file.values())
@@ -88,7 +86,7 @@ class FlowRegistry:
             if path not in present:
                 self._stamps.pop(path)
                 self._errors.pop(path, None)
-                if self._flows_by_file.pop(path, None) is not None:
+                if self._forget(path):
                     log.warning("flow file %s was removed; its flow is no longer served", path)
         return new_errors
 
@@ -102,7 +100,9 @@ class FlowRegistry:
                 for other_path, other in self._flows_by_file.items():
                     if other_path != path and other.name == flow.name:
                         raise FlowLoadError([duplicate_flow_name(path, flow.name, other_path)])
+                self._forget(path)  # the file may now name its flow differently
                 self._flows_by_file[path] = flow
+                self._flows_by_name[flow.name] = flow
         except FlowLoadError as exc:
             self._errors[path] = exc.errors
             kept = "keeping the last good version" if self._has_good(path, is_calendar) else ""
@@ -113,6 +113,14 @@ class FlowRegistry:
         self.reloads += 1
         log.info("loaded %s %s", "calendar" if is_calendar else "flow", path)
         return []
+
+    def _forget(self, path: Path) -> bool:
+        """Drop the flow loaded from ``path``; False if there was none."""
+        flow = self._flows_by_file.pop(path, None)
+        if flow is None:
+            return False
+        del self._flows_by_name[flow.name]
+        return True
 
     def _has_good(self, path: Path, is_calendar: bool) -> bool:
         return self._calendar_loaded if is_calendar else path in self._flows_by_file

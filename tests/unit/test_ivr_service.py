@@ -76,6 +76,23 @@ def test_duplicate_flow_name_rejected(tmp_path: Path) -> None:
     assert queue_of(reg, "a") == "one"
 
 
+def test_a_file_that_renames_its_flow_serves_only_the_new_name(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(FLOW % "one")
+    reg = FlowRegistry(directory=tmp_path)
+    reg.refresh()
+    touch_later(tmp_path / "a.yaml", "name: renamed\n" + FLOW % "two")
+    assert reg.refresh() == []
+    assert reg.get("a") is None and queue_of(reg, "renamed") == "two"
+    assert reg.names() == ["renamed"]
+    # the old name is free again for another file
+    (tmp_path / "b.yaml").write_text("name: a\n" + FLOW % "three")
+    assert reg.refresh() == []
+    assert queue_of(reg, "a") == "three" and queue_of(reg, "renamed") == "two"
+    (tmp_path / "a.yaml").unlink()
+    reg.refresh()
+    assert reg.get("renamed") is None and reg.names() == ["a"]
+
+
 def test_calendar_reload_keeps_last_good(tmp_path: Path) -> None:
     cal = tmp_path / "calendar.yaml"
     cal.write_text("timezone: UTC\nweekly:\n  mon-sun: ['09:00-17:00']\n")
