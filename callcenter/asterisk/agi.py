@@ -19,7 +19,9 @@ Contract (see PROTOCOL.md §5 and §8 "Server, FastAGI"):
   the socket when the handler returns. Unknown scripts go to the operator queue. No asyncio
   server or transports: the listening and accepted sockets are non-blocking sockets on the
   loop's reader/writer callbacks (``_AgiSocket``), parsing what they read in place (sans I/O);
-  a session task starts once the environment is complete (see bench/README.md, FastAGI).
+  on Linux the accepted sockets wait for input in the server's own epoll set, which is the one
+  descriptor of theirs on the loop (``_EpollReaders``); a session task starts once the
+  environment is complete (see bench/README.md, FastAGI).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import errno
 import ipaddress
 import logging
 import re
+import select
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,6 +50,7 @@ READ_SIZE = 65536
 WRITE_HIGH_WATER = 65536  # unsent bytes above which drain() waits
 WRITE_LOW_WATER = 16384
 ACCEPT_RETRY_DELAY = 1.0  # seconds without accepting after running out of descriptors
+READY_BATCH = 512  # ready sockets served per callback of the server's epoll set
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # Commands Asterisk still runs on a dead channel (res_agi.c commands table, dead=1).
@@ -499,6 +503,69 @@ _COMMAND_NAMES = DEAD_ALLOWED | {
 }
 
 
+class _LoopReaders:
+    """Reader callbacks on the event loop itself, one per socket (where there is no epoll)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        # uvloop needs every read callback to read until EAGAIN: see _read_until_eagain
+        self.level_triggered = isinstance(loop, asyncio.SelectorEventLoop)
+
+    def add(self, fd: int, callback: Callable[[], None]) -> None:
+        self._loop.add_reader(fd, callback)
+
+    def remove(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+
+    def close(self) -> None:
+        pass
+
+
+class _EpollReaders:
+    """The server's own epoll set (Linux): accepted sockets wait for input here and only the
+    set's descriptor is on the event loop, so one loop callback serves every ready socket
+    instead of one loop handle per socket and event (an epoll descriptor is itself pollable,
+    on asyncio's loop and uvloop alike). Level-triggered like asyncio's selector: a callback
+    that leaves input unread is called again, with the next batch."""
+
+    level_triggered = True
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll = select.epoll()
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    def add(self, fd: int, callback: Callable[[], None]) -> None:
+        self._epoll.register(fd, select.EPOLLIN)  # EPOLLHUP and EPOLLERR come anyway
+        self._callbacks[fd] = callback
+
+    def remove(self, fd: int) -> None:
+        if self._callbacks.pop(fd, None) is not None and not self._epoll.closed:
+            self._epoll.unregister(fd)
+
+    def _ready(self) -> None:
+        callbacks = self._callbacks
+        for fd, _events in self._epoll.poll(0, READY_BATCH):
+            callback = callbacks.get(fd)  # None: removed by an earlier callback of the batch
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("agi: error in a read callback")
+
+    def close(self) -> None:
+        if not self._epoll.closed:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+        self._callbacks.clear()
+
+
+_Readers: TypeAlias = _LoopReaders | _EpollReaders
+#: the server's own epoll set where the platform has one (tests turn it off to cover the other)
+OWN_EPOLL = hasattr(select, "epoll")
+
+
 class _AgiSocket:
     """One accepted socket on the loop's reader/writer callbacks (no asyncio transport).
 
@@ -575,12 +642,15 @@ class _AgiSocket:
     # loop callbacks ---------------------------------------------------------------------------
 
     def start_reading(self) -> None:
-        ready = self._read_ready if self._server._level_triggered else self._read_until_eagain
-        self._loop.add_reader(self._fd, ready)
+        readers = self._server._readers
+        assert readers is not None  # the server is started
+        ready = self._read_ready if readers.level_triggered else self._read_until_eagain
+        readers.add(self._fd, ready)
         self._reading = True
 
     def _read_ready(self) -> None:
-        """One read per callback: a selector loop calls again while the socket is readable."""
+        """One read per callback: a level-triggered poller (the server's epoll set or asyncio's
+        selector) calls again while the socket is readable."""
         try:
             view = self._server._read_buffer
             try:
@@ -604,9 +674,10 @@ class _AgiSocket:
             self._lose(exc)
 
     def _read_until_eagain(self) -> None:
-        """uvloop: its poll handle runs the reader once more on an error event (a reset with
-        data queued) and then never again, so each callback reads until EAGAIN or the reset
-        would go unseen (at most 16 reads; ``_received`` still pauses on too much input)."""
+        """uvloop's own reader callbacks (no epoll set of the server's): its poll handle runs the
+        reader once more on an error event (a reset with data queued) and then never again, so
+        each callback reads until EAGAIN or the reset would go unseen (at most 16 reads;
+        ``_received`` still pauses on too much input)."""
         try:
             view = self._server._read_buffer
             for _ in range(16):
@@ -658,7 +729,9 @@ class _AgiSocket:
     def _stop_reading(self) -> None:
         if self._reading:
             self._reading = False
-            self._loop.remove_reader(self._fd)
+            readers = self._server._readers
+            if readers is not None:
+                readers.remove(self._fd)
 
     def _resume_reading(self) -> None:
         self._paused_reading = False
@@ -762,13 +835,10 @@ class _AgiSocket:
         self.lost = True
         self._eof = True
         self._closing = True
-        loop = self._loop
-        if self._reading:
-            self._reading = False
-            loop.remove_reader(self._fd)
+        self._stop_reading()
         if self._out is not None:
             self._out = None
-            loop.remove_writer(self._fd)
+            self._loop.remove_writer(self._fd)
         self._server._flushing.discard(self)
         with contextlib.suppress(OSError):
             self._sock.close()
@@ -1208,7 +1278,7 @@ class AgiServer:
         self._header_timer: asyncio.TimerHandle | None = None
         self._flushing: set[_AgiSocket] = set()  # closed by us, unsent output still going out
         self._read_buffer = memoryview(bytearray(READ_SIZE))
-        self._level_triggered = True
+        self._readers: _Readers | None = None
         self._reply_cache = ReplyCache()
         self._command_cache = CommandCache()
         self.stats = AgiStats()
@@ -1248,8 +1318,7 @@ class AgiServer:
             raise
         self._loop = loop
         self._listeners = listeners
-        # see _AgiSocket._read_until_eagain
-        self._level_triggered = isinstance(loop, asyncio.SelectorEventLoop)
+        self._readers = _EpollReaders(loop) if OWN_EPOLL else _LoopReaders(loop)
         for sock in listeners:
             loop.add_reader(sock.fileno(), self._accept_ready, sock)
         log.info("FastAGI server listening on %s:%s", self._host, self.port)
@@ -1305,6 +1374,9 @@ class AgiServer:
             unstarted.abort()
         for flushing in list(self._flushing):
             flushing.abort()
+        if self._readers is not None:
+            self._readers.close()
+            self._readers = None
 
     async def __aenter__(self) -> AgiServer:
         await self.start()

@@ -1,7 +1,8 @@
 """AgiServer's own socket layer (non-blocking sockets on the loop's reader/writer callbacks):
 partial sends and back-pressure, resets, EOF mid-header and mid-reply, bounded reads under a
 flood, exceptions in callbacks, shutdown with sessions in every state. Every scenario runs on
-asyncio's default loop and on uvloop."""
+asyncio's default loop and on uvloop, each with the server's own epoll set (Linux) and with
+one reader callback per socket on the loop (what other platforms get)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from callcenter.asterisk import agi
 from callcenter.asterisk.agi import (
     MAX_HEADER_BYTES,
     READ_SIZE,
@@ -40,18 +42,27 @@ ENV = (
     b"\n"
 )
 
-LOOPS = ["asyncio", "uvloop"]
+LOOPS = ["asyncio", "uvloop", "asyncio/loop-readers", "uvloop/loop-readers"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_on(loop_name: str, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    if loop_name == "uvloop":
+    """``<loop>`` with the server's epoll set, ``<loop>/loop-readers`` without it."""
+    name, _, readers = loop_name.partition("/")
+    if name == "uvloop":
         uvloop = pytest.importorskip("uvloop")
         factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     else:
         factory = asyncio.SelectorEventLoop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(asyncio.wait_for(scenario(), 30))
+    if not readers and not agi.OWN_EPOLL:
+        pytest.skip("no epoll on this platform")
+    own_epoll = agi.OWN_EPOLL
+    agi.OWN_EPOLL = own_epoll and not readers
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(asyncio.wait_for(scenario(), 30))
+    finally:
+        agi.OWN_EPOLL = own_epoll
 
 
 def new_server(handler: AgiHandler, **kw: Any) -> AgiServer:
@@ -705,3 +716,65 @@ async def test_out_of_descriptors_pauses_accepting_then_serves_the_rest() -> Non
         proc.kill()
         _, err = await proc.communicate()
     assert b"pausing accepts" in err, err[-2000:]
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_the_sockets_wait_in_the_server_epoll_set_or_on_the_loop(loop_name: str) -> None:
+    async def handler(conn: AgiConnection) -> None:
+        await conn.command("NOOP")
+
+    async def scenario() -> None:
+        async with new_server(handler) as server:
+            expected = agi._LoopReaders if "/" in loop_name else agi._EpollReaders
+            assert type(server._readers) is expected
+            peer = await Peer.connect(server.port)
+            await peer.send(ENV)
+            assert await peer.line() == b"NOOP\n"
+            await peer.send(b"200 result=1\n")
+            assert await peer.until_eof() == b""
+            peer.close()
+        assert server._readers is None
+
+    run_on(loop_name, scenario)
+
+
+@pytest.mark.skipif(not agi.OWN_EPOLL, reason="no epoll on this platform")
+def test_epoll_set_batch_skips_removed_sockets_and_survives_a_failing_callback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        readers = agi._EpollReaders(loop)
+        pairs = [socket.socketpair() for _ in range(3)]
+        a, b, c = (mine.fileno() for mine, _ in pairs)
+        calls: list[int] = []
+
+        def removing(me: int, other: int) -> Callable[[], None]:
+            def callback() -> None:
+                calls.append(me)
+                readers.remove(me)
+                readers.remove(other)  # ready in the same batch: must not be called any more
+
+            return callback
+
+        def failing() -> None:
+            calls.append(c)
+            readers.remove(c)
+            raise RuntimeError("boom")
+
+        readers.add(a, removing(a, b))
+        readers.add(b, removing(b, a))
+        readers.add(c, failing)
+        for _, theirs in pairs:  # all three ready before the loop polls
+            theirs.send(b"x")
+        await eventually(lambda: c in calls and len(calls) == 2, "two callbacks ran")
+        await asyncio.sleep(0.05)
+        assert sorted(calls) in ([a, c], [b, c]), calls
+        assert "error in a read callback" in caplog.text
+        readers.close()
+        readers.remove(a)  # after close: nothing left to do, no error
+        for mine, theirs in pairs:
+            mine.close()
+            theirs.close()
+
+    run_on("asyncio", scenario)
