@@ -567,7 +567,9 @@ OWN_EPOLL = hasattr(select, "epoll")
 
 
 class _AgiSocket:
-    """One accepted socket on the loop's reader/writer callbacks (no asyncio transport).
+    """One accepted socket on reader/writer callbacks (no asyncio transport): its reader in the
+    server's epoll set (``_EpollReaders``) or on the loop (``_LoopReaders``), its writer on the
+    loop.
 
     Reads go into one buffer shared by the server's connections (``recv_into`` and the parsing
     of what it read run in the same callback, before any other connection's) and are parsed in
@@ -1245,9 +1247,10 @@ class StaticRouter:
 class AgiServer:
     """FastAGI server: accept, read the environment, route, run the handler, always close.
 
-    Listening and accepted sockets are non-blocking sockets on the loop's reader callbacks
-    (``_AgiSocket``, no asyncio transports); a session task is started only once the
-    environment is complete (``header_timeout`` bounds the wait for it).
+    Listening and accepted sockets are non-blocking sockets on reader callbacks (``_AgiSocket``,
+    no asyncio transports): the listeners' on the loop, the accepted sockets' in the server's
+    own epoll set where there is one (Linux), else on the loop too. A session task is started
+    only once the environment is complete (``header_timeout`` bounds the wait for it).
     """
 
     def __init__(
