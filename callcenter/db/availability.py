@@ -14,8 +14,9 @@ at run time (`mark_down`, from the health check or a write) switches back to ret
 
 `DeferredCallLog` and `DeferredIvrRecorder` hold the call records and IVR steps of calls that
 end during an outage (bounded; the latest record of each call) and write them when the database
-is back (a `HeldWrites` each). With a `Spool` what they hold is on disk too, so a server stopped
-during an outage writes it at its next start.
+is back (a `HeldWrites` each); what comes in behind a write in progress is queued the same way
+and written in batches as soon as that write is done. With a `Spool` what they hold during an
+outage is on disk too, so a server stopped during an outage writes it at its next start.
 """
 
 from __future__ import annotations
@@ -336,12 +337,16 @@ class HeldWrites(Generic[K, T]):
     (which marks it down), is held: one item per `key` (a newer one replaces the older in its
     place in line), at most `limit` (beyond that an item is dropped with an error log).
     `flush()` (an `on_ready` hook) writes the held items oldest first, in batches, and any
-    write that comes in meanwhile queues behind them. Other errors (a bad item) propagate to
-    the writer as before; in a flush, the batch is retried item by item and only the bad
-    item is dropped. With a `spool`, held items are appended to its file as well, the items
-    found there at start are held (to be written by the first flush), and the file is removed
-    once a flush has written everything; the writes being idempotent, an item written but
-    still in the file is merely written again.
+    write that comes in meanwhile queues behind them. A write that comes in while the database
+    is up but another write or a flush is in progress (sessions ending together) is queued the
+    same way, without waiting, and a flush of its own writes the queue in batches once the
+    write in progress is done. Other errors (a bad item) propagate to the writer as before; in
+    a flush, the batch is retried item by item and only the bad item is dropped. With a
+    `spool`, items held while the database is down are appended to its file as well (what was
+    queued while it was up goes in too once it is down, or at shutdown), the items found there
+    at start are held (to be written by the first flush), and the file is removed once a flush
+    has written everything; the writes being idempotent, an item written but still in the file
+    is merely written again.
     """
 
     def __init__(
@@ -361,7 +366,10 @@ class HeldWrites(Generic[K, T]):
         if limit < 1 or batch < 1:
             raise ValueError("limit and batch must be at least 1")
         self._spool = spool
-        self._spool_failed = False  # a write to the spool failed: what is held may not be in it
+        # something held is not in the spool (a write to it failed, or it was queued while the
+        # database was up): the next spool write rewrites the whole file
+        self._spool_partial = False
+        self._flusher: asyncio.Task[None] | None = None
         self._write = write
         self._key = key
         self._database = database
@@ -392,7 +400,13 @@ class HeldWrites(Generic[K, T]):
     async def submit(self, items: Sequence[T]) -> None:
         # never wait behind a flush: the caller's own timeout would drop the items
         if self._held or not self._database.available or self._lock.locked():
-            await self._spool_held(self._hold(items))
+            held = self._hold(items)
+            if self._database.available:  # behind a write or a flush in progress
+                if held and self._spool is not None:
+                    self._spool_partial = True
+                self._flush_soon()
+            else:
+                await self._spool_held(held)
             return
         async with self._lock:
             try:
@@ -411,33 +425,48 @@ class HeldWrites(Generic[K, T]):
         """Write what is held, oldest first; on a connection failure keep the rest held and
         raise (the database is retried)."""
         async with self._lock:
-            total = len(self._held)
-            while self._held:
-                batch = list(self._held.values())[: self._batch]
-                try:
-                    await self._write(batch)
-                except Exception as exc:
-                    if is_database_down(exc):
-                        raise
-                    await self._write_one_by_one(batch)
-                for item in batch:
-                    key = self._key(item)
-                    # a newer item under the same key that came in meanwhile stays held
-                    if self._held.get(key) is item:
-                        del self._held[key]
-                self.flushed += len(batch)
+            total = await self._write_held(batch_timeout=None)
             if total:
                 log.info("%s: %d held during the outage written", self._what, total)
-            if self._spool is not None and self._spool.lines:
-                await self._spool_forget()
+
+    async def _write_held(self, *, batch_timeout: float | None) -> int:
+        """With the lock: `flush()`'s writes, each batch within `batch_timeout` (which counts as
+        the database being down). Returns how many items were held at the start."""
+        total = len(self._held)
+        while self._held:
+            batch = list(self._held.values())[: self._batch]
+            try:
+                async with asyncio.timeout(batch_timeout):
+                    await self._write(batch)
+            except Exception as exc:
+                if is_database_down(exc):
+                    raise
+                await self._write_one_by_one(batch)
+            for item in batch:
+                key = self._key(item)
+                # a newer item under the same key that came in meanwhile stays held
+                if self._held.get(key) is item:
+                    del self._held[key]
+            self.flushed += len(batch)
+        self._spool_partial = False  # nothing held: nothing missing from the spool
+        if self._spool is not None and self._spool.lines:
+            await self._spool_forget()
+        return total
 
     async def close(self) -> None:
-        """Last try to write what is held; what cannot be written is logged as lost."""
+        """Last try to write what is held; what cannot be written is kept in the spool or
+        logged as lost."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(flusher, self._write_timeout)
         if self._held and self._database.available:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._write_timeout):
                     await self.flush()
-        if self._held and self._spool is not None and not self._spool_failed:
+        if self._held and self._spool_partial:
+            await self._spool_held([])
+        if self._held and self._spool is not None and not self._spool_partial:
             log.warning(
                 "%s: %d not saved yet (database unavailable at shutdown); kept in %s for the "
                 "next start",
@@ -465,19 +494,42 @@ class HeldWrites(Generic[K, T]):
                 self.dropped += 1
                 log.error("%s: held %s could not be written: %r", self._what, self._key(item), exc)
 
+    def _flush_soon(self) -> None:
+        """Write what is queued from a task of its own, after the write in progress."""
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_queued(), name=f"{self._what} flush"
+            )
+
+    async def _flush_queued(self) -> None:
+        async with self._lock:
+            if not self._database.available:  # gone down meanwhile: held for the on_ready flush
+                await self._spool_held([])
+                return
+            try:
+                # bounded like a direct write: a hanging database is one that is down
+                await self._write_held(batch_timeout=self._write_timeout)
+            except Exception as exc:
+                if not is_database_down(exc):
+                    log.exception("%s: writing what was queued failed", self._what)
+                    return
+                self._database.mark_down(exc)
+                await self._spool_held([])  # an outage now: what was queued goes to the spool
+
     async def _spool_held(self, items: list[T]) -> None:
+        """Append `items` (just held) to the spool; the whole file is rewritten instead when
+        it lacks something held, or to compact it (the latest of each)."""
         spool = self._spool
-        if spool is None or not items:
+        if spool is None or not (items or (self._spool_partial and self._held)):
             return
         try:
-            # compact (the latest of each), or make the file whole again after a failed write
-            if self._spool_failed or spool.lines + len(items) > 2 * len(self._held) + 1000:
+            if self._spool_partial or spool.lines + len(items) > 2 * len(self._held) + 1000:
                 await spool.rewrite(list(self._held.values()))
-                self._spool_failed = False
+                self._spool_partial = False
             else:
                 await spool.append(items)
         except OSError as exc:
-            self._spool_failed = True
+            self._spool_partial = True
             log.error(
                 "%s: could not write %s (%s); held in memory only", self._what, spool.path, exc
             )
@@ -491,7 +543,7 @@ class HeldWrites(Generic[K, T]):
                 await spool.rewrite(list(self._held.values()))
             else:
                 await spool.remove()
-            self._spool_failed = False
+            self._spool_partial = False
         except OSError as exc:
             log.error("%s: could not update %s (%s)", self._what, spool.path, exc)
 

@@ -2,7 +2,8 @@
 background retries with backoff, migrations once, one log line per change of state, a session
 factory that refuses while down) and DeferredCallLog (held while down, in order, latest record
 per call, bounded, written when the database is back; with a spool file, kept across a
-restart)."""
+restart; queued without waiting behind a write in progress and written in a batch right
+after it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -31,6 +33,7 @@ from callcenter.db.availability import (
     DatabaseUnavailable,
     DeferredCallLog,
     DeferredIvrRecorder,
+    HeldWrites,
     is_database_down,
 )
 from callcenter.db.migrate import upgrade_database
@@ -251,6 +254,99 @@ async def test_a_record_arriving_during_the_flush_is_not_lost() -> None:
     await flushing
     # the older record went out first, the newer one after it (not dropped, not reordered)
     assert inner.batches == [[("a", None)], [("a", "sales")]] and log.held == 0
+
+
+async def queue_flushed(writes: HeldWrites[Any, Any]) -> None:
+    """Wait for the flush that writes what was queued behind a write in progress."""
+    flusher = writes._flusher
+    assert flusher is not None, "nothing was queued"
+    async with asyncio.timeout(30):
+        await flusher
+
+
+async def test_writes_behind_a_write_in_progress_are_queued_and_written_in_a_batch(
+    tmp_path: Path,
+) -> None:
+    """The database is up and several calls end together: the first write goes straight
+    through, the others queue behind it without waiting and a flush of their own writes them,
+    in one batch, as soon as it is done. Nothing is left held, nothing goes to the spool."""
+    gate, inner = Gate(True), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate, spool=_spool(tmp_path))
+    inner.gate = asyncio.Event()
+    first = asyncio.create_task(log.save_calls([rec("a")]))
+    await asyncio.sleep(0)  # its write is in progress
+    await asyncio.gather(*(log.save_calls([rec(uid)]) for uid in "bcd"))  # none of them waits
+    assert log.held == 3 and inner.batches == []
+    inner.gate.set()
+    await first
+    await queue_flushed(log)
+    assert log.held == 0
+    assert inner.batches == [[("a", None)], [("b", None), ("c", None), ("d", None)]]
+    assert gate.marked == [] and not (tmp_path / "spool").exists()
+    await log.save_calls([rec("e")])  # nothing queued any more: straight through
+    assert inner.batches[-1] == [("e", None)]
+    await log.close()
+
+
+async def test_what_was_queued_goes_to_the_spool_when_the_database_goes_down(
+    tmp_path: Path,
+) -> None:
+    gate, inner = Gate(True), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate, spool=_spool(tmp_path))
+    inner.gate = asyncio.Event()
+    first = asyncio.create_task(log.save_calls([rec("a")]))
+    await asyncio.sleep(0)
+    await log.save_calls([rec("b")])  # queued behind "a", not spooled: the database is up
+    inner.fail = ConnectionResetError(104, "reset")
+    inner.gate.set()
+    await first  # its write fails: held, the database marked down
+    await queue_flushed(log)  # finds the database down: spools the queue too
+    again = DeferredCallLog(call_log=FakeLog(), database=Gate(False), spool=_spool(tmp_path))
+    assert sorted(again._held) == ["a", "b"]
+    assert log.held == 2 and len(gate.marked) == 1
+    await log.close()
+
+
+async def test_shutdown_spools_what_was_queued_while_the_database_was_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate, inner = Gate(True), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate, spool=_spool(tmp_path), write_timeout=0.1)
+    inner.gate = asyncio.Event()  # never set: the database hangs
+    first = asyncio.create_task(log.save_calls([rec("a")]))
+    await asyncio.sleep(0)
+    await log.save_calls([rec("b")])
+    await first  # timed out: held, marked down
+    gate.available = False
+    with caplog.at_level(logging.WARNING):
+        await log.close()
+    again = DeferredCallLog(call_log=FakeLog(), database=Gate(False), spool=_spool(tmp_path))
+    assert sorted(again._held) == ["a", "b"]
+    assert any("kept in" in m for m in _records(caplog, logging.WARNING))
+
+
+async def test_ivr_steps_of_sessions_ending_together_are_all_written(db_url: str) -> None:
+    """The IVR runner's recorder with the database up and 200 sessions ending at once (real
+    repository, SQLite and PostgreSQL): every step is stored, without any outage."""
+    db = Database(db_url, retry=FAST)
+    calls = CallRepository(session_factory=db.sessions)
+    recorder = DeferredIvrRecorder(recorder=calls, database=db)
+    db.on_ready(recorder.flush)
+    try:
+        assert await db.start()
+        sessions = [
+            [IvrStep(f"3.{n}", seq, T0, node=f"n{seq}", kind="menu") for seq in (1, 2, 3)]
+            for n in range(200)
+        ]
+        await asyncio.gather(*(recorder.record_steps(steps) for steps in sessions))
+        await queue_flushed(recorder)
+        assert recorder.held == 0
+        for n in (0, 99, 199):
+            assert [s.node for s in await calls.get_steps(f"3.{n}")] == ["n1", "n2", "n3"]
+        assert recorder.flushed > 0 and recorder.dropped == 0 and db.outages == 0
+    finally:
+        await recorder.close()
+        await db.close()
 
 
 async def test_with_the_real_repository_records_wait_for_the_database(sqlite_url: str) -> None:
