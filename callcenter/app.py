@@ -274,8 +274,13 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
             async with asyncio.timeout(5):
                 await pipeline.drain()
         except TimeoutError:
-            log.warning("shutdown: %d events/records not processed", pipeline.pending)
+            log.warning("shutdown: %d events/records not processed in time", pipeline.pending)
         await cancel_and_wait(*tasks)
+        # what the writer had not saved goes to the call log, whose close() writes or spools it
+        unsaved = pipeline.take_unsaved()
+        if unsaved:
+            app[CALL_LOG].keep(unsaved)
+            log.warning("shutdown: %d call records handed to the call log unsaved", len(unsaved))
 
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:

@@ -128,6 +128,7 @@ class EventPipeline:
         self._space_waiters: deque[asyncio.Future[None]] = deque()
         self._saves: deque[CallRecord] = deque()
         self._saves_busy = 0  # queued or being written
+        self._writing: list[CallRecord] = []  # the batch being written
         self._saves_wakeup: asyncio.Future[None] | None = None
         self._flush_now = False
         self._retry_min = retry_min
@@ -287,7 +288,7 @@ class EventPipeline:
                 if self._save_delay > 0 and timer is None and not self._flush_now:
                     continue  # the first record of a batch: start lingering
             n = min(len(saves), self._save_batch)
-            batch = [saves.popleft() for _ in range(n)]
+            batch = self._writing = [saves.popleft() for _ in range(n)]
             if not saves:
                 self._flush_now = False
             try:
@@ -298,6 +299,7 @@ class EventPipeline:
                 kept = await self._save_failed(batch, exc)
                 if kept:
                     saves.extendleft(reversed(kept))  # first in line, in their order
+                    self._writing = []
                     n -= len(kept)
                     self._saves_busy -= n
                     await self._back_off()
@@ -307,6 +309,8 @@ class EventPipeline:
                 if self._retry_delay:
                     log.warning("call log: the database is back; saving the records kept")
                 self._retry_delay = 0.0
+            # (not in a `finally`: a batch whose write is cancelled stays for take_unsaved())
+            self._writing = []
             self._saves_busy -= n
 
     async def _save_failed(self, batch: list[CallRecord], exc: Exception) -> list[CallRecord]:
@@ -361,6 +365,15 @@ class EventPipeline:
     @property
     def pending(self) -> int:
         return len(self._inbox) + len(self._saves)
+
+    def take_unsaved(self) -> list[CallRecord]:
+        """Once `write()` has stopped: the call records it had not saved (the batch it was
+        writing, then those queued), oldest first, for the call log to keep. Empties the queue."""
+        records = [*self._writing, *self._saves]
+        self._writing = []
+        self._saves.clear()
+        self._saves_busy = 0
+        return records
 
     # -- internals --------------------------------------------------------------------------------
 

@@ -412,6 +412,12 @@ class HeldWrites(Generic[K, T]):
             try:
                 async with asyncio.timeout(self._write_timeout):
                     await self._write(items)
+            except asyncio.CancelledError:
+                # the writer is stopping (server shutdown) or gave up waiting: whether or not
+                # the write got through, the items are kept for close() or the next flush
+                self.keep(items)
+                self._flush_soon()
+                raise
             except Exception as exc:
                 if not is_database_down(exc):
                     raise
@@ -421,11 +427,18 @@ class HeldWrites(Generic[K, T]):
                 return
         await self._spool_held(held)
 
+    def keep(self, items: Sequence[T]) -> None:
+        """Hold `items` without writing them now (what a stopping writer could not hand over
+        in time): the next flush writes them, or `close()` does (or spools them)."""
+        if self._hold(items) and self._spool is not None:
+            self._spool_partial = True
+
     async def flush(self) -> None:
         """Write what is held, oldest first; on a connection failure keep the rest held and
         raise (the database is retried)."""
         async with self._lock:
-            total = await self._write_held(batch_timeout=None)
+            # each batch bounded: a database that hangs right after coming back is down again
+            total = await self._write_held(batch_timeout=self._write_timeout)
             if total:
                 log.info("%s: %d held during the outage written", self._what, total)
 
@@ -528,6 +541,9 @@ class HeldWrites(Generic[K, T]):
                 self._spool_partial = False
             else:
                 await spool.append(items)
+        except asyncio.CancelledError:  # the caller gave up waiting for the disk
+            self._spool_partial = True
+            raise
         except OSError as exc:
             self._spool_partial = True
             log.error(

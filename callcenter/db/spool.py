@@ -6,8 +6,10 @@ instead of losing them. The file is an append-only log: the latest line of a key
 is read back, the file is rewritten with only the held items once it has grown to several times
 their number, and it is removed when everything held has been written. Writes go through a
 thread so that the event loop (and the callers it routes) never waits on the disk; each append
-is flushed and fsync'ed. A torn last line (a crash mid-write) or any unreadable line is logged
-and skipped; the other lines are kept.
+is flushed and fsync'ed. The thread is one per spool and takes the operations in the order they
+are asked: one whose caller stopped waiting still finishes before the next one starts. A torn
+last line (a crash mid-write) or any unreadable line is logged and skipped; the other lines are
+kept.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -37,7 +40,8 @@ class Spool(Generic[T]):
     def __init__(self, path: Path, *, decode: Callable[[Mapping[str, Any]], T]) -> None:
         self.path = path
         self._decode = decode
-        self._lock = asyncio.Lock()  # appends, rewrites and removal in the order asked
+        # one worker: appends, rewrites and removal run one at a time, in the order asked
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self.lines = 0  # lines in the file (to know when to compact it)
 
     def load(self) -> list[T]:
@@ -66,30 +70,31 @@ class Spool(Generic[T]):
         if not items:
             return
         data = b"".join(orjson.dumps(item) + b"\n" for item in items)
-        async with self._lock:
-            await asyncio.to_thread(self._write, data, "ab")
-            self.lines += len(items)
+        await self._run(self._write, data, len(items))
 
     async def rewrite(self, items: Sequence[T]) -> None:
         """Replace the file by exactly `items` (atomically: a crash leaves the old or the new)."""
         data = b"".join(orjson.dumps(item) + b"\n" for item in items)
-        async with self._lock:
-            await asyncio.to_thread(self._replace, data)
-            self.lines = len(items)
+        await self._run(self._replace, data, len(items))
 
     async def remove(self) -> None:
-        async with self._lock:
-            await asyncio.to_thread(self.path.unlink, missing_ok=True)
-            self.lines = 0
+        await self._run(self._unlink)
 
-    def _write(self, data: bytes, mode: str) -> None:
+    async def _run(self, operation: Callable[..., None], *args: object) -> None:
+        # queued on the worker now, in call order; a cancelled caller does not stop it
+        await asyncio.get_running_loop().run_in_executor(self._disk, operation, *args)
+
+    # on the worker thread (`lines` changes only there, once the disk has done it)
+
+    def _write(self, data: bytes, count: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, mode) as f:
+        with open(self.path, "ab") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        self.lines += count
 
-    def _replace(self, data: bytes) -> None:
+    def _replace(self, data: bytes, count: int) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -97,3 +102,8 @@ class Spool(Generic[T]):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self.lines = count
+
+    def _unlink(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.lines = 0

@@ -349,6 +349,91 @@ async def test_ivr_steps_of_sessions_ending_together_are_all_written(db_url: str
         await db.close()
 
 
+async def test_a_write_cancelled_midway_is_kept_and_written_at_close() -> None:
+    """Shutdown cancels a writer whose write is in progress: the records are kept, not lost,
+    and close() writes them while the database is up."""
+    gate, inner = Gate(True), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate)
+    inner.gate = asyncio.Event()  # the database is slow
+    writer = asyncio.create_task(log.save_calls([rec("a"), rec("b")]))
+    await asyncio.sleep(0)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    assert log.held == 2
+    inner.gate.set()
+    await log.close()
+    assert inner.batches == [[("a", None), ("b", None)]] and log.held == 0
+
+
+async def test_a_write_cancelled_while_the_database_hangs_is_spooled_at_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate, inner = Gate(True), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate, spool=_spool(tmp_path), write_timeout=0.05)
+    inner.gate = asyncio.Event()  # never set: the database hangs
+    writer = asyncio.create_task(log.save_calls([rec("a")]))
+    await asyncio.sleep(0)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    with caplog.at_level(logging.WARNING):
+        await log.close()  # its last try times out too
+    again = DeferredCallLog(call_log=FakeLog(), database=Gate(False), spool=_spool(tmp_path))
+    assert list(again._held) == ["a"]
+    assert any("kept in" in m for m in _records(caplog, logging.WARNING))
+
+
+class SlowDiskSpool(Spool[CallRecord]):
+    """A spool whose appends wait until `disk` is set (a slow disk)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, decode=call_record_from_json)
+        self.disk = asyncio.Event()
+
+    async def append(self, items: Sequence[CallRecord]) -> None:
+        await self.disk.wait()
+        await super().append(items)
+
+
+async def test_a_spool_append_cancelled_midway_is_written_whole_at_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """During an outage the caller stops waiting for the disk: what it held is still spooled
+    by close(), and close() says so truthfully."""
+    spool = SlowDiskSpool(tmp_path / "spool" / "call_log.jsonl")
+    log = DeferredCallLog(call_log=FakeLog(), database=Gate(False), spool=spool)
+    spool.disk.set()
+    await log.save_calls([rec("a")])  # appended
+    spool.disk.clear()  # the disk is slow from now on
+    writer = asyncio.create_task(log.save_calls([rec("b")]))
+    await asyncio.sleep(0)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    spool.disk.set()
+    with caplog.at_level(logging.WARNING):
+        await log.close()
+    again = DeferredCallLog(call_log=FakeLog(), database=Gate(False), spool=_spool(tmp_path))
+    assert sorted(again._held) == ["a", "b"]
+    assert any("kept in" in m for m in _records(caplog, logging.WARNING))
+
+
+async def test_the_flush_after_an_outage_gives_up_on_a_hanging_database() -> None:
+    """The database answers again but the first write hangs (a lock, a half-open connection
+    after a failover): the flush gives up after the write timeout, as for the database being
+    down, and keeps everything held for the next try."""
+    gate, inner = Gate(False), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate, write_timeout=0.05)
+    await log.save_calls([rec("a"), rec("b")])
+    gate.available = True
+    inner.gate = asyncio.Event()  # never set
+    with pytest.raises(TimeoutError) as caught:
+        await log.flush()
+    assert is_database_down(caught.value)
+    assert log.held == 2 and inner.batches == []
+
+
 async def test_with_the_real_repository_records_wait_for_the_database(sqlite_url: str) -> None:
     db = Database(sqlite_url, retry=FAST, migrate=FlakyMigrations(failures=2))
     calls = CallRepository(session_factory=db.sessions)

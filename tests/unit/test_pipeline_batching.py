@@ -306,3 +306,31 @@ async def test_feed_many_is_feed_for_each_message() -> None:
         results.append(([type(e).__name__ for e in pub.calls], pipeline.stats.events))
     assert results[0] == results[1]
     assert results[1][1] == 8
+
+
+class HangingLog(Log):
+    """A database that takes the batches and never answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+
+    async def save_calls(self, records: Sequence[CallRecord]) -> None:
+        self.started.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_stopped_writer_hands_over_the_batch_in_flight_and_the_queue() -> None:
+    log, pub = HangingLog(), Publisher()
+    pipeline = _pipeline(log, pub, save_delay=0, save_batch=2)
+    tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
+    for msg in _call():
+        await pipeline.feed(msg)
+    await log.started.wait()  # the first batch of 2 is being written, 2 more queue behind
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await pipeline.drain()
+    await cancel_and_wait(*tasks)
+    unsaved = pipeline.take_unsaved()
+    assert [r.end_reason for r in unsaved] == [None, None, None, "completed"]  # oldest first
+    assert pipeline.pending == 0 and pipeline.take_unsaved() == []
