@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from callcenter.agents.service import AgentEffect, AgentStateTracker
+from callcenter.asterisk.ami import ResyncSnapshot
 from callcenter.asterisk.events import ResyncSource, decode_event
 from callcenter.asterisk.message import AmiMessage
 from callcenter.calls.model import CallRecord
@@ -159,7 +160,9 @@ class EventPipeline:
         _resolve(self._inbox_wakeup)
 
     async def resync(self, snapshot: ResyncSource) -> None:
-        """Queue a resync snapshot (the AMI client's on_resync, after each login)."""
+        """Queue a resync snapshot (the AMI client's on_resync, after each login). The AMI
+        client's snapshots come in two stages, each applied where it sits in the stream: the
+        channel list, then the queue status (see ResyncSnapshot); any other is applied whole."""
         if len(self._inbox) >= self._max_pending:
             await self._wait_for_space()
         self._push(_Resync(snapshot))
@@ -405,10 +408,24 @@ class EventPipeline:
                 self._failed("agent tracker", item)
         elif isinstance(item, _Resync):
             snap = item.snapshot
-            call_fx = self._guard("call tracker", item, lambda: self._calls.reconcile(snap, now))
-            self._agent_fx += self._guard(
-                "agent tracker", item, lambda: self._agents.reconcile(snap, now)
-            )
+            stage = snap.stage if isinstance(snap, ResyncSnapshot) else None
+            calls = self._calls
+            if stage == "channels":  # only the channel list: the queue status comes later
+                call_fx = self._guard(
+                    "call tracker", item, lambda: calls.reconcile_channels(snap.channels, now)
+                )
+            else:
+                if stage == "queues":  # its channel list was applied at its own stage
+                    call_fx = self._guard(
+                        "call tracker",
+                        item,
+                        lambda: calls.reconcile_queue_entries(snap.queue_status, now),
+                    )
+                else:
+                    call_fx = self._guard("call tracker", item, lambda: calls.reconcile(snap, now))
+                self._agent_fx += self._guard(
+                    "agent tracker", item, lambda: self._agents.reconcile(snap, now)
+                )
         else:
             assert isinstance(item, _Tick)
             expire = item.expire

@@ -30,9 +30,14 @@ What we replace, and why (PROTOCOL.md §6.4):
 * Ping watchdog with a reply timeout: a silent link is closed and reconnected (§6.4.6).
 * Every action has a timeout (`AmiTimeout`); an action while disconnected raises
   `AmiNotConnected` at once instead of being written to a dead transport (§6.4.5).
-* After every login: CoreShowChannels + QueueStatus are fetched and handed to `on_resync`
-  through the same sequential consumer, positioned in the stream right after the last list
-  item, so the tracker sees one consistent sequence (§6.4.7).
+* After every login: CoreShowChannels, then QueueStatus, are fetched and handed to `on_resync`
+  through the same sequential consumer, each part positioned in the stream right after its
+  own last list item (Asterisk writes queued events between two replies), so the trackers see
+  one consistent sequence: a call that starts between the lists is not in the channel list,
+  and its first event comes after that list (§6.4.7).
+* Back-pressure: a consumer more than `max_queued` messages behind pauses reading on the
+  current connection until it is back at half that; a lost session is only replaced once the
+  consumer is back there (a link that cannot be read only fills up and gets dropped again).
 * Originate always sends `Async: true` (§3; no session blocking, no panoramisk KeyError).
 """
 
@@ -85,12 +90,23 @@ READ_BUFFER: Final = 32 * 1024  # bytes parsed per read callback at most
 _CONSUMER_SLICE: Final = 0.002  # seconds of consumer work before yielding to the event loop
 
 
+ResyncStage = Literal["channels", "queues"]
+
+
 @dataclass(frozen=True, slots=True)
 class ResyncSnapshot:
-    """State fetched after a (re)login. Items only: no Response, no *Complete event."""
+    """State fetched after a (re)login. Items only: no Response, no *Complete event.
+
+    `on_resync` gets two per login, each at its place in the event stream. Stage "channels",
+    right after CoreShowChannelsComplete: the channel list (`queue_status` empty); apply it
+    there. Stage "queues", right after QueueStatusComplete: the whole resync, the channel list
+    taken earlier included; apply only its queue part there when the channel part was applied
+    at its own stage (events in between are newer than the channel list).
+    """
 
     channels: tuple[AmiMessage, ...]  # CoreShowChannel events
     queue_status: tuple[AmiMessage, ...]  # QueueParams / QueueMember / QueueEntry events
+    stage: ResyncStage
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +250,7 @@ class _AmiProtocol(asyncio.BufferedProtocol):
         self._rbuf = bytearray(READ_BUFFER)
         self._rview = memoryview(self._rbuf)
         self._held = False  # the consumer is too far behind (AmiClient high water)
+        self.holds = 0  # times reading was held (a reply may have waited unread meanwhile)
         self._tick_pending = False  # a full read happened in this loop iteration
         self._bursty = False  # the transport reads several buffers per loop iteration
         self._yielding = False  # paused until the loop's next iteration
@@ -288,9 +305,15 @@ class _AmiProtocol(asyncio.BufferedProtocol):
 
     # -- flow control ----------------------------------------------------------------------------
 
+    @property
+    def held(self) -> bool:
+        """Reading is stopped until `release_reading()`."""
+        return self._held
+
     def hold_reading(self) -> None:
         """Stop reading until `release_reading()` (the consumer is behind)."""
         self._held = True
+        self.holds += 1
         self._sync_reading()
 
     def release_reading(self) -> None:
@@ -427,7 +450,8 @@ class AmiClient:
     Callbacks all run in ONE task, sequentially, in stream order: `on_connected()` after each
     login, `on_message(event)` for each event - or, when given, `on_messages(events)` for the
     events of each read - (exceptions are logged and counted),
-    `on_resync(snapshot)` after each login's resync, `on_disconnected(reason)` after each lost
+    `on_resync(snapshot)` twice after each login (its channel list, then its queue status, each
+    where it was taken in the stream: see ResyncSnapshot), `on_disconnected(reason)` after each lost
     session (reason: AmiConnectionLost, AmiLoginError when stopping, AmiClosed on close()).
     """
 
@@ -492,7 +516,8 @@ class AmiClient:
         self._inbox: deque[_Item] = deque()
         self._queued = 0  # messages in the inbox or being handed over
         self._wakeup: asyncio.Future[None] | None = None
-        self._paused: _AmiProtocol | None = None
+        self._paused: _AmiProtocol | None = None  # the connection held for the consumer
+        self._caught_up: asyncio.Future[None] | None = None  # the supervisor waits on it
         self._proto: _AmiProtocol | None = None
         self._manager: _PanoramiskManager | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -840,19 +865,36 @@ class AmiClient:
         return await self._roundtrip(proto, act, as_list=as_list, limit=limit)
 
     async def _roundtrip(
-        self, proto: _AmiProtocol, act: Action, *, as_list: bool | None, limit: float | None
+        self,
+        proto: _AmiProtocol,
+        act: Action,
+        *,
+        as_list: bool | None,
+        limit: float | None,
+        patient: bool = False,
     ) -> AmiMessage | list[AmiMessage]:
+        """Send `act` and wait for its reply. `patient`: the time limit starts again whenever
+        reading was held meanwhile (the reply may be waiting unread; our own Ping/resync must
+        not drop a link only because the consumer is behind)."""
         limit = self.action_timeout if limit is None else limit
         fut = proto.send_action(act, as_list=as_list)
         try:
-            result = await asyncio.wait_for(fut, limit)
-        except TimeoutError:
-            proto.forget(act)
-            self._action_timeouts += 1
-            raise AmiTimeout(
-                f"no reply to AMI action {act['action']} within {limit:.1f}s"
-            ) from None
+            while True:
+                holds = proto.holds
+                try:
+                    result = await asyncio.wait_for(asyncio.shield(fut) if patient else fut, limit)
+                    break
+                except TimeoutError:
+                    if patient and (proto.held or proto.holds != holds) and not proto.closed:
+                        continue
+                    fut.cancel()
+                    proto.forget(act)
+                    self._action_timeouts += 1
+                    raise AmiTimeout(
+                        f"no reply to AMI action {act['action']} within {limit:.1f}s"
+                    ) from None
         except asyncio.CancelledError:
+            fut.cancel()
             proto.forget(act)
             raise
         return _unwrap(result)
@@ -868,6 +910,7 @@ class AmiClient:
         established = False
         try:
             while True:
+                await self._consumer_caught_up()
                 try:
                     proto = await self._open_session()
                 except AmiLoginError as exc:
@@ -905,6 +948,22 @@ class AmiClient:
                 self._defer(self._on_disconnected, AmiClosed("AMI client closed"))
             self._resolve_ready()
             raise
+
+    async def _consumer_caught_up(self) -> None:
+        """Wait until the consumer is back at the low-water mark: a new link would only be
+        held unread (its login reply included) until then."""
+        if self._queued <= self._low_water:
+            return
+        log.warning(
+            "AMI consumer is %d messages behind; reconnecting once it has caught up", self._queued
+        )
+        loop = asyncio.get_running_loop()
+        while self._queued > self._low_water:
+            self._caught_up = loop.create_future()
+            try:
+                await self._caught_up
+            finally:
+                self._caught_up = None
 
     def _backoff(self, attempt: int) -> float:
         return backoff_delay(
@@ -986,6 +1045,8 @@ class AmiClient:
             exc = await asyncio.shield(proto.lost)
         finally:
             self._connected = False
+            if self._paused is proto:
+                self._paused = None  # dead: nothing to resume; the next link starts reading
             for task in (watchdog, resync):
                 task.cancel()
             await asyncio.gather(watchdog, resync, return_exceptions=True)
@@ -997,11 +1058,15 @@ class AmiClient:
     async def _watchdog(self, proto: _AmiProtocol) -> None:
         while not proto.closed:
             await asyncio.sleep(self._ping_interval)
-            if self._paused is not None:
+            if proto.held:
                 continue  # not reading: the reply could not be seen anyway
             try:
                 await self._roundtrip(
-                    proto, build_action("Ping"), as_list=False, limit=self._ping_timeout
+                    proto,
+                    build_action("Ping"),
+                    as_list=False,
+                    limit=self._ping_timeout,
+                    patient=True,
                 )
             except AmiTimeout:
                 self._ping_timeouts += 1
@@ -1014,33 +1079,46 @@ class AmiClient:
                 return
 
     async def _resync(self, proto: _AmiProtocol) -> None:
-        """Fetch channels and queues; the snapshot joins the event stream after the last item."""
+        """Fetch the channels, then the queues; each part joins the event stream right after
+        its own last item (see ResyncSnapshot). The channel list must not be applied after
+        events newer than it: a call starting in between would be ended as a ghost."""
         channels = build_action("CoreShowChannels")
         queues = build_action("QueueStatus")
 
-        def complete() -> None:  # runs in data_received right after QueueStatusComplete
-            snap = _snapshot(channels, queues)
-            if snap is not None:
-                self._resyncs += 1
-                self._defer(self._on_resync, snap)
+        def channels_listed() -> None:  # runs in data_received right after the last item
+            items = _list_items(channels)
+            if items is not None:
+                self._defer(self._on_resync, ResyncSnapshot(items, (), "channels"))
 
-        proto.on_complete[queues.action_id] = complete
+        def queues_listed() -> None:  # likewise, after QueueStatusComplete
+            listed, items = _list_items(channels), _list_items(queues)
+            if listed is not None and items is not None:
+                self._resyncs += 1
+                self._defer(self._on_resync, ResyncSnapshot(listed, items, "queues"))
+
+        # One after the other: the queue part is asked for once the channel part is in place.
+        proto.on_complete[channels.action_id] = channels_listed
+        proto.on_complete[queues.action_id] = queues_listed
         try:
-            await asyncio.gather(
-                self._roundtrip(proto, channels, as_list=None, limit=self.action_timeout),
-                self._roundtrip(proto, queues, as_list=None, limit=self.action_timeout),
-            )
+            for act in (channels, queues):
+                await self._roundtrip(
+                    proto, act, as_list=None, limit=self.action_timeout, patient=True
+                )
+                if _list_items(act) is None:
+                    self._resync_failures += 1
+                    log.error(
+                        "AMI resync: %s refused by Asterisk (read permission?); state may be stale",
+                        act["action"],
+                    )
+                    return
         except AmiTimeout as exc:
             self._resync_failures += 1
             log.warning("AMI resync timed out (%s); reconnecting", exc)
             proto.close()
         except AmiError:
             pass  # the link went down: the next session resyncs
-        else:
-            if _snapshot(channels, queues) is None:
-                self._resync_failures += 1
-                log.error("AMI resync refused by Asterisk (read permission?); state may be stale")
         finally:
+            proto.forget(queues)
             self._resolve_ready()
 
     def _stop_with(self, exc: AmiError, *, notify: bool) -> None:
@@ -1078,16 +1156,21 @@ class AmiClient:
         self._inbox.append(msgs)
         self._queued += len(msgs)
         self._wake_consumer()
-        if self._queued > self._high_water and self._paused is None:
+        if self._queued > self._high_water and self._paused is not proto:
             proto.hold_reading()
             self._paused = proto
             log.warning("AMI consumer is %d messages behind; reading paused", self._queued)
 
     def _maybe_resume(self) -> None:
+        if self._queued > self._low_water:
+            return
         p = self._paused
-        if p is not None and self._queued <= self._low_water:
+        if p is not None:
             self._paused = None
             p.release_reading()
+        w = self._caught_up
+        if w is not None and not w.done():
+            w.set_result(None)
 
     async def _consume(self) -> None:
         """The one task that runs every callback, in stream order, one at a time."""
@@ -1157,14 +1240,12 @@ def _check_success(action: str, msg: AmiMessage) -> None:
         raise AmiActionError(action, msg.get("Message"), response or msg.name)
 
 
-def _snapshot(channels: Action, queues: Action) -> ResyncSnapshot | None:
-    parts: list[tuple[AmiMessage, ...]] = []
-    for act in (channels, queues):
-        fut = act.future
-        if not fut.done() or fut.cancelled() or fut.exception() is not None:
-            return None
-        result = _unwrap(fut.result())
-        if isinstance(result, AmiMessage) or result[0].get("Response") != "Success":
-            return None
-        parts.append(tuple(result[1:-1]))
-    return ResyncSnapshot(channels=parts[0], queue_status=parts[1])
+def _list_items(act: Action) -> tuple[AmiMessage, ...] | None:
+    """The items of a finished, successful list action (no Response, no *Complete)."""
+    fut = act.future
+    if not fut.done() or fut.cancelled() or fut.exception() is not None:
+        return None
+    result = _unwrap(fut.result())
+    if isinstance(result, AmiMessage) or result[0].get("Response") != "Success":
+        return None
+    return tuple(result[1:-1])

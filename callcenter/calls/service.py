@@ -1,8 +1,10 @@
 """CallTracker: a pure transition function from AMI events to call records.
 
 Contract: feed every decoded event, in arrival order, to `apply(event, now)`; after each AMI
-(re)connect feed the resync snapshot to `reconcile(snapshot, now)`; call `expire(now)` now and
-then. Each returns the effects to publish/persist. No I/O, no clock: time is injected.
+(re)connect feed the resync snapshot to `reconcile(snapshot, now)` (or its two lists apart, each
+where it was taken in the stream: `reconcile_channels`, then `reconcile_queue_entries`); call
+`expire(now)` now and then. Each returns the effects to publish/persist. No I/O, no clock: time
+is injected.
 
 One record per call. A call is keyed by the Uniqueid of its first channel, which is the Linkedid
 every later channel of the call (agent legs, Local halves, transfer legs) inherits; events are
@@ -26,7 +28,7 @@ else answer -> hangup on the injected clock.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -62,6 +64,7 @@ from callcenter.asterisk.events import (
     decode_all,
     variable_name,
 )
+from callcenter.asterisk.message import AmiMessage
 from callcenter.calls.model import AbandonStage, CallRecord, EndReason, Transfer
 
 # Channel variables our dialplan / IVR set (names without the inheritance underscores).
@@ -354,14 +357,24 @@ class CallTracker:
         return self._handlers.get(type(event), _ignored)(event, now)
 
     def reconcile(self, snapshot: ResyncSource, now: datetime) -> list[CallEffect]:
-        """Align with the live channels after a (re)connect.
+        """Align with a whole resync snapshot: `reconcile_channels`, then
+        `reconcile_queue_entries`, both at this point of the event stream."""
+        effects = self.reconcile_channels(snapshot.channels, now)
+        effects += self.reconcile_queue_entries(snapshot.queue_status, now)
+        return effects
 
+    def reconcile_channels(self, channels: Iterable[AmiMessage], now: datetime) -> list[CallEffect]:
+        """Align with the live channels (CoreShowChannel items) after a (re)connect.
+
+        Apply it right where the list was taken in the event stream (after
+        CoreShowChannelsComplete), before any later event: a call whose first event comes
+        after the list is not in it and would be taken for one that ended meanwhile.
         Known calls whose first channel is gone are ended with end_reason
         "ended_while_disconnected" (hangup cause unknown). Live first channels we did not know
         are adopted (`adopted=True`, started_at = now - Duration). Calls still up continue.
         """
         live: dict[str, ChannelListed] = {}
-        for ev in decode_all(snapshot.channels):
+        for ev in decode_all(channels):
             if isinstance(ev, ChannelListed) and ev.uniqueid:
                 live[ev.uniqueid] = ev
         effects: list[CallEffect] = []
@@ -382,7 +395,15 @@ class CallTracker:
                 owner = self._calls.get(ev.linkedid)
                 if owner is not None:
                     self._add_leg(owner, ev.uniqueid)
-        for item in decode_all(snapshot.queue_status):
+        return effects
+
+    def reconcile_queue_entries(
+        self, queue_status: Iterable[AmiMessage], now: datetime
+    ) -> list[CallEffect]:
+        """Take the queue wait of known calls from QueueStatus items (QueueEntry), where the
+        list was taken in the stream (after QueueStatusComplete) and after the channels."""
+        effects: list[CallEffect] = []
+        for item in decode_all(queue_status):
             if isinstance(item, QueueEntryListed):
                 waiting = self._calls.get(item.uniqueid)
                 if waiting is None or waiting.answered_at is not None or waiting.join_at:

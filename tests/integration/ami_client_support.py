@@ -27,7 +27,9 @@ class Recorder:
             raise RuntimeError("consumer bug")
 
     async def on_resync(self, snap: ResyncSnapshot) -> None:
-        self.log.append(("resync", snap))
+        # "channels": the channel part, at its own place in the stream; "resync": the whole
+        # snapshot, after the queue part (one per login)
+        self.log.append(("channels" if snap.stage == "channels" else "resync", snap))
         self.changed.set()
 
     async def on_connected(self) -> None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
 from ami_client_support import Recorder
 
-from callcenter.asterisk.ami import AmiClient, ResyncSnapshot, backoff_delay, build_action
+from callcenter.asterisk.ami import (
+    READ_BUFFER,
+    AmiClient,
+    ResyncSnapshot,
+    backoff_delay,
+    build_action,
+)
 from callcenter.asterisk.errors import (
     AmiActionError,
     AmiClosed,
@@ -285,11 +292,13 @@ async def test_login_resync_and_ordered_callbacks(fake: FakeAsterisk) -> None:
         assert client.connected and client.state == "connected"
         assert client.ami_version == "9.0.0"
         await rec.wait_for(lambda: "resync" in rec.kinds())
-        assert rec.kinds()[:3] == ["connected", "event", "resync"]
+        assert rec.kinds()[:4] == ["connected", "event", "channels", "resync"]
         assert rec.events()[0].name == "FullyBooted"
-        snap = rec.log[2][1]
-        assert isinstance(snap, ResyncSnapshot)
-        assert [m.get("Channel") for m in snap.channels] == ["PJSIP/trunk-00000001"]
+        part, snap = rec.log[2][1], rec.log[3][1]
+        assert isinstance(part, ResyncSnapshot) and isinstance(snap, ResyncSnapshot)
+        assert (part.stage, part.queue_status, snap.stage) == ("channels", (), "queues")
+        assert [m.get("Channel") for m in part.channels] == ["PJSIP/trunk-00000001"]
+        assert snap.channels == part.channels  # the whole snapshot, as taken
         assert [m.name for m in snap.queue_status] == ["QueueParams", "QueueMember"]
         login = fake.actions[0][1]
         assert dict(login)["Events"] == "on" and dict(login)["Username"] == "callcenter"
@@ -302,6 +311,9 @@ async def test_login_resync_and_ordered_callbacks(fake: FakeAsterisk) -> None:
 
 
 async def test_events_between_lists_keep_stream_order(fake: FakeAsterisk) -> None:
+    """Each part of the resync comes right after its own list: the channel list is older than
+    an event written between the two lists (a call starting then is not in it)."""
+
     async def queue_status(f: FakeAsterisk, conn: Conn, fields: dict[str, str], h: Headers) -> None:
         # an event queued in Asterisk lands between the two lists
         conn.writer.write(event("Newchannel", Seq="between"))
@@ -320,9 +332,26 @@ async def test_events_between_lists_keep_stream_order(fake: FakeAsterisk) -> Non
     seqs = [
         m.get("Seq") if isinstance(m, AmiMessage) else k
         for k, m in rec.log
-        if k in ("event", "resync")
+        if k in ("event", "channels", "resync")
     ]
-    assert seqs == ["", "between", "resync", "after"]  # "" = FullyBooted
+    assert seqs == ["", "channels", "between", "resync", "after"]  # "" = FullyBooted
+
+
+async def test_refused_queue_status_counts_a_failed_resync(
+    fake: FakeAsterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def refused(f: FakeAsterisk, conn: Conn, fields: dict[str, str], h: Headers) -> None:
+        await f.error(conn, fields, "Permission denied")
+
+    fake.handlers["QueueStatus"] = refused
+    rec = Recorder()
+    async with running(make_client(fake, rec)) as client:
+        stats = client.stats()
+        await rec.wait_for(lambda: "channels" in rec.kinds())
+        await client.send_action("Ping")
+    assert (stats.resyncs, stats.resync_failures) == (0, 1)
+    assert "resync" not in rec.kinds()  # the channel part was applied; no queue part
+    assert "QueueStatus refused" in caplog.text
 
 
 async def test_batches_and_filtered_events_keep_stream_order(fake: FakeAsterisk) -> None:
@@ -349,7 +378,7 @@ async def test_batches_and_filtered_events_keep_stream_order(fake: FakeAsterisk)
     assert stats.events_skipped == 101  # 100 Cdr + FullyBooted
     assert stats.resyncs == 1 and stats.resync_failures == 0
     assert sum(map(len, batches)) == stats.events_delivered == 51
-    assert rec.kinds()[:2] == ["connected", "resync"]
+    assert rec.kinds()[:3] == ["connected", "channels", "resync"]
 
 
 async def test_varset_of_untracked_variables_is_dropped(fake: FakeAsterisk) -> None:
@@ -472,7 +501,7 @@ async def test_drop_mid_frame_reconnects_resyncs_and_keeps_order(fake: FakeAster
     seqs = [m.get("Seq") for m in rec.events("Newstate")]
     assert seqs == [str(i) for i in range(201)]  # arrival order, partial frame dropped
     assert {m.get("CallerIDName") for m in rec.events("Newstate")} == {"张三", "李四"}
-    kinds = [k for k in rec.kinds() if k != "event"]
+    kinds = [k for k in rec.kinds() if k not in ("event", "channels")]
     assert kinds == ["connected", "resync", "disconnected", "connected", "resync", "disconnected"]
     second = [x for k, x in rec.log if k == "resync"][1]
     assert isinstance(second, ResyncSnapshot)
@@ -568,6 +597,117 @@ async def test_slow_consumer_pauses_reading_instead_of_buffering(fake: FakeAster
         await wait_until(lambda: len(seen) == 3000)
         await writer
     assert seen == [str(i) for i in range(3000)]
+
+
+async def test_back_pressure_survives_a_link_lost_while_reading_was_paused(
+    fake: FakeAsterisk,
+) -> None:
+    """The consumer is stuck, reading is paused, and Asterisk drops the link meanwhile (its
+    writetimeout drops a client that stopped reading). The client reconnects only once the
+    consumer has caught up (a new link would only be held unread), and back-pressure then
+    holds the new link too when the consumer falls behind again."""
+    gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+    seen: list[str] = []
+    queued_at_login: list[int] = []
+    client: AmiClient | None = None
+
+    async def stuck(msg: AmiMessage) -> None:
+        if msg.name == "Newstate":
+            await gates[msg.get("Seq")[0]].wait()
+            seen.append(msg.get("Seq"))
+        else:
+            await rec.on_message(msg)
+
+    async def login(f: FakeAsterisk, conn: Conn, fields: dict[str, str], h: Headers) -> None:
+        assert client is not None
+        queued_at_login.append(client.stats().queued)
+        handler = f.handlers.pop("Login")
+        try:
+            await f._answer(conn, fields, h)
+        finally:
+            f.handlers["Login"] = handler
+
+    def flood(session: str) -> bytes:
+        return b"".join(event("Newstate", Seq=f"{session}{i}", Pad="x" * 60) for i in range(3000))
+
+    fake.handlers["Login"] = login
+    rec = Recorder()
+    client = make_client(fake, rec, on_message=stuck, max_queued=10)
+    async with running(client):
+        await rec.wait_for(lambda: "resync" in rec.kinds())
+        first = client._proto
+        assert first is not None
+        writer = asyncio.ensure_future(fake.push(flood("a")))
+        await wait_until(lambda: first.held)
+        dropped = fake.current.writer
+        linger = struct.pack("ii", 1, 0)  # close with a reset, dropping what the client left
+        dropped.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        fake.drop()
+        await dropped.wait_closed()
+        with pytest.raises(AmiConnectionLost):
+            await client.send_action("Ping")  # the write finds the link reset
+        with contextlib.suppress(ConnectionError):
+            await writer
+        # keep the consumer stuck until the client either reconnects or waits for it
+        await wait_until(lambda: fake.connections == 2 or client._caught_up is not None)
+        gates["a"].set()
+        await rec.wait_for(lambda: rec.kinds().count("resync") == 2)
+        assert queued_at_login[1] <= 5  # caught up (low water) before the new login
+        second = client._proto
+        assert second is not None and second is not first
+        writer = asyncio.ensure_future(fake.push(flood("b")))
+        await wait_until(lambda: second.held)  # behind again: this link is held as well
+        assert client.stats().queued <= 10 + READ_BUFFER // 60  # one read past high water
+        gates["b"].set()
+        await wait_until(lambda: len(seen) == len(set(seen)) and seen[-1:] == ["b2999"])
+        await writer
+    assert seen[-3000:] == [f"b{i}" for i in range(3000)]
+    assert seen[0] == "a0" and not second.held
+
+
+async def test_resync_and_ping_wait_while_reading_is_held_for_the_consumer(
+    fake: FakeAsterisk,
+) -> None:
+    """Events written between the two lists put the consumer behind: reading is held and the
+    QueueStatus reply waits unread in the socket. That is no dead link: neither the resync
+    nor the Ping watchdog may time out and reconnect (it would happen again on every login)."""
+    gate = asyncio.Event()
+
+    async def queue_status(f: FakeAsterisk, conn: Conn, fields: dict[str, str], h: Headers) -> None:
+        conn.writer.write(
+            b"".join(event("Newstate", Seq=str(i), Pad="x" * 60) for i in range(3000))
+        )
+        handler = f.handlers.pop("QueueStatus")
+        try:
+            await f._answer(conn, fields, h)
+        finally:
+            f.handlers["QueueStatus"] = handler
+
+    async def stuck(msg: AmiMessage) -> None:
+        if msg.name == "Newstate":
+            await gate.wait()
+        await rec.on_message(msg)
+
+    fake.handlers["QueueStatus"] = queue_status
+    rec = Recorder()
+    client = make_client(
+        fake,
+        rec,
+        on_message=stuck,
+        max_queued=10,
+        action_timeout=0.2,
+        ping_interval=0.05,
+        ping_timeout=0.1,
+    )
+    async with running(client, wait=False):
+        await wait_until(lambda: client._proto is not None and client._proto.held)
+        await asyncio.sleep(0.6)  # the timers under test: several action and ping timeouts
+        gate.set()
+        await rec.wait_for(lambda: "resync" in rec.kinds())
+        await rec.wait_for(lambda: len(rec.events("Newstate")) == 3000)
+        stats = client.stats()
+    assert (stats.resyncs, stats.resync_failures, stats.ping_timeouts) == (1, 0, 0)
+    assert fake.connections == 1 and stats.reconnects == 0
 
 
 # -- actions ---------------------------------------------------------------------------------------
