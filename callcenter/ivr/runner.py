@@ -6,7 +6,10 @@ order while the caller is in the IVR and persisted when the session ends, after 
 been closed, so a slow recorder never delays a caller or holds an Asterisk channel (the flush
 gives up after ``FLUSH_TIMEOUTS`` lookup timeouts). Callback requests are recorded at once,
 because the caller is told whether it worked. A caller hanging up at any node ends the session
-with a final step whose result is ``"hangup"``.
+with a final step whose result is ``"hangup"``. A session cancelled by a server shutdown ends
+with a ``"shutdown"`` step and first tries, within ``shutdown_grace``, to leave the caller the
+default queue (Asterisk returns to the dialplan with AGISTATUS=SUCCESS when the socket closes).
+Caller-supplied text in a step is cut to its ``ivr_steps`` column.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from typing import cast
 from callcenter.asterisk.agi import (
     AgiCommandError,
     AgiConnection,
+    AgiError,
     AgiHandler,
     AgiHangup,
     AgiReply,
 )
 from callcenter.calls.model import CallbackRequest, IvrStep
+from callcenter.db.models import IvrStepRow
 from callcenter.ivr.calendar import BusinessCalendar
 from callcenter.ivr.engine import (
     HUNG_UP,
@@ -57,6 +62,19 @@ _ACK = Ack()  # replies are immutable: share the common ones
 _NO_DIGITS = Digits()
 
 
+def _column_length(name: str) -> int:
+    length = getattr(IvrStepRow.__table__.c[name].type, "length", None)
+    if not isinstance(length, int):
+        raise TypeError(f"ivr_steps.{name} has no length")
+    return length
+
+
+# Steps carry caller-supplied text (caller ID, digits, values built from them): cut to the
+# columns, or the repository refuses the whole session's path.
+_INPUT_LEN = _column_length("input")
+_RESULT_LEN = _column_length("result")
+
+
 class IvrRunner:
     """Runs flows over AGI connections. Use ``resolve`` as the AGI server's router."""
 
@@ -72,7 +90,11 @@ class IvrRunner:
         default_queue: str,
         operator_queue: str,
         default_flow: str = "hotline",
+        shutdown_grace: float | None = None,
     ) -> None:
+        """``shutdown_grace`` bounds what a session cancelled by a shutdown still does on its
+        channel (waiting for the command in flight, setting the default queue); the default
+        is ``lookup_timeout``."""
         self._flows = flows
         self._customers = customers
         self._recorder = recorder
@@ -82,6 +104,7 @@ class IvrRunner:
         self._default_queue = default_queue
         self._operator_queue = operator_queue
         self._default_flow = default_flow
+        self._shutdown_grace = lookup_timeout if shutdown_grace is None else shutdown_grace
         self.calls_completed = 0
         self.calls_failed = 0
         self._handlers: dict[str, tuple[Flow, AgiHandler]] = {}
@@ -143,6 +166,16 @@ class IvrRunner:
                 raise session.error
             outcome = session.outcome
             self.calls_completed += 1
+        except asyncio.CancelledError:
+            # The server is stopping (AgiServer.close() cancels the sessions and waits for them).
+            session.stop()
+            if not session.finished or session.error is not None:
+                session.seq += 1
+                session.steps.append(
+                    (session.seq, self._clock(), session.last_node, "shutdown", None, "shutdown")
+                )
+                await self._shutdown_fail_open(conn, session)
+            raise
         except Exception:
             self.calls_failed += 1
             log.exception("ivr %s: flow %s failed; failing open", uniqueid, flow.name)
@@ -179,16 +212,30 @@ class IvrRunner:
         except Exception as exc:
             log.warning("ivr %s: %d IVR steps not recorded: %r", uniqueid, len(steps), exc)
 
-    def _playback(self, conn: AgiConnection, reply: AgiReply) -> Reply:
-        n = reply.result_int
-        if n == -1:
-            if conn.dead:
-                return HUNG_UP
-            # -1 also means "file not found" (PLAYBACKSTATUS=FAILED); the call goes on.
-            log.warning("ivr %s: playback failed: %s", conn.env.uniqueid, reply.text)
-            return _NO_DIGITS
-        digit = reply.digit
-        return Digits(digit) if digit else _NO_DIGITS
+    async def _shutdown_fail_open(self, conn: AgiConnection, session: _FlowSession) -> None:
+        """Leave a live caller the default queue before the socket closes: the dialplan sees
+        AGISTATUS=SUCCESS. Bounded by ``shutdown_grace``, never raises."""
+        uniqueid = conn.env.uniqueid
+        try:
+            async with asyncio.timeout(self._shutdown_grace):
+                if session.in_flight and not conn.dead and not conn.closed:
+                    # res_agi reads the next command only once the running one has replied.
+                    await session.wait()
+                if conn.dead or conn.closed:
+                    return
+                await conn.set_variable("IVR_QUEUE", self._default_queue)
+        except TimeoutError:
+            log.warning(
+                "ivr %s: server stopping; no time left to send the caller to %s",
+                uniqueid,
+                self._default_queue,
+            )
+        except AgiError as exc:
+            log.info("ivr %s: server stopping; channel gone: %s", uniqueid, exc)
+        else:
+            log.info(
+                "ivr %s: server stopping; caller sent to queue %s", uniqueid, self._default_queue
+            )
 
     async def _lookup(self, conn: AgiConnection, number: str) -> LookupResult:
         try:
@@ -227,11 +274,14 @@ class _FlowSession:
     socket's read callback (no future and no task step per command; commands still go out one
     at a time, each after the previous reply). Steps are recorded as the engine yields them.
     A lookup or callback request is left in ``effect`` for ``IvrRunner.run`` to perform; the
-    end of the flow (``finished``, with ``outcome`` or ``error``) wakes it too."""
+    end of the flow (``finished``, with ``outcome`` or ``error``) wakes it too. ``in_flight``
+    is true while a command waits for its reply; once stopped, that reply only wakes ``wait()``.
+    """
 
     __slots__ = (
         "_conn",
         "_engine",
+        "_failed_playback",
         "_runner",
         "_stopped",
         "_uniqueid",
@@ -239,6 +289,7 @@ class _FlowSession:
         "effect",
         "error",
         "finished",
+        "in_flight",
         "last_node",
         "outcome",
         "seq",
@@ -258,6 +309,7 @@ class _FlowSession:
         self._uniqueid = conn.env.uniqueid
         self._wake: asyncio.Future[None] | None = None
         self._stopped = False
+        self._failed_playback: AgiReply | None = None  # the -1 a CHANNEL STATUS is checking
         # IvrStep fields after call_uniqueid: plain tuples while the call lasts (the collector
         # skips tuples of strings and datetimes), IvrStep objects for the recorder at the end
         self.steps: list[tuple[int, datetime, str, str, str | None, str | None]] = []
@@ -265,11 +317,13 @@ class _FlowSession:
         self.last_node = start
         self.effect: Lookup | RecordCallback | None = None
         self.finished = False
+        self.in_flight = False
         self.outcome: Outcome | None = None
         self.error: Exception | None = None
 
     def wait(self) -> asyncio.Future[None]:
-        """Resolved when an effect is due or the flow has ended."""
+        """Resolved when an effect is due or the flow has ended (once stopped: when the reply
+        to the command in flight has come)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wake = fut
         return fut
@@ -307,8 +361,13 @@ class _FlowSession:
                     assert isinstance(cmd, Step)
                     self.seq += 1
                     self.last_node = cmd.node
+                    text, result = cmd.input, cmd.result
+                    if text is not None and len(text) > _INPUT_LEN:
+                        text = text[:_INPUT_LEN]
+                    if result is not None and len(result) > _RESULT_LEN:
+                        result = result[:_RESULT_LEN]
                     self.steps.append(
-                        (self.seq, self._runner._clock(), cmd.node, cmd.kind, cmd.input, cmd.result)
+                        (self.seq, self._runner._clock(), cmd.node, cmd.kind, text, result)
                     )
                     reply = _ACK
                     continue
@@ -319,14 +378,17 @@ class _FlowSession:
                         conn.submit(
                             self._playback_reply, "STREAM FILE", cmd.file, cmd.escape_digits
                         )
+                        self.in_flight = True
                         return
                     if kind is SetVar:
                         assert isinstance(cmd, SetVar)
                         conn.submit(self._set_reply, "SET VARIABLE", cmd.name, cmd.value)
+                        self.in_flight = True
                         return
                     if kind is SayDigits:
                         assert isinstance(cmd, SayDigits)
                         conn.submit(self._playback_reply, "SAY DIGITS", cmd.digits, "")
+                        self.in_flight = True
                         return
                     if kind is GetData:
                         assert isinstance(cmd, GetData)
@@ -337,10 +399,12 @@ class _FlowSession:
                             str(cmd.timeout_ms),
                             str(cmd.max_digits),
                         )
+                        self.in_flight = True
                         return
                     if kind is WaitDigit:
                         assert isinstance(cmd, WaitDigit)
                         conn.submit(self._wait_digit_reply, "WAIT FOR DIGIT", str(cmd.timeout_ms))
+                        self.in_flight = True
                         return
                     if kind is Hangup:
                         # Either way the call is over: a dead channel needs no HANGUP.
@@ -348,6 +412,7 @@ class _FlowSession:
                             reply = _ACK
                             continue
                         conn.submit(self._hangup_reply, "HANGUP")
+                        self.in_flight = True
                         return
                 except AgiHangup:
                     reply = HUNG_UP
@@ -366,6 +431,15 @@ class _FlowSession:
         except Exception as exc:
             self._end(None, exc)
 
+    def _replied(self) -> bool:
+        """Book-keeping for the reply (or error) to the command in flight. False once the
+        session is stopped: the reply is then only what a shutdown waits for."""
+        self.in_flight = False
+        if self._stopped:
+            self._wakeup()
+            return False
+        return True
+
     def _error_reply(self, exc: Exception, failed: Reply) -> Reply | None:
         """The engine's reply to a failed command (None: the session fails with ``exc``)."""
         if isinstance(exc, AgiHangup):
@@ -377,18 +451,63 @@ class _FlowSession:
         return None
 
     def _playback_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if not self._replied():
+            return
         if reply is not None:
-            self.drive(self._runner._playback(self._conn, reply))
+            n = reply.result_int
+            if n != -1:
+                digit = reply.digit
+                self.drive(Digits(digit) if digit else _NO_DIGITS)
+            elif self._conn.dead:
+                self.drive(HUNG_UP)
+            else:
+                self._check_channel(reply)
         elif exc is not None and (r := self._error_reply(exc, Digits())) is not None:
             self.drive(r)
 
+    def _check_channel(self, failed: AgiReply) -> None:
+        """A prompt answered -1: the caller hung up, or the file could not be played. res_agi
+        writes that reply before the HANGUP line, so ask once with a command it refuses (511)
+        on a dead channel."""
+        self._failed_playback = failed
+        try:
+            self._conn.submit(self._status_reply, "CHANNEL STATUS")
+        except AgiHangup:
+            self.drive(HUNG_UP)
+        except Exception as exc:
+            self._end(None, exc)
+        else:
+            self.in_flight = True
+
+    def _status_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if not self._replied():
+            return
+        failed = self._failed_playback
+        self._failed_playback = None
+        if isinstance(exc, AgiHangup) or self._conn.dead:
+            self.drive(HUNG_UP)
+        elif reply is not None or isinstance(exc, AgiCommandError):
+            # -1 on a live channel: PLAYBACKSTATUS=FAILED (no such file); the call goes on.
+            log.warning(
+                "ivr %s: playback failed: %s",
+                self._uniqueid,
+                failed.text if failed is not None else "result=-1",
+            )
+            self.drive(_NO_DIGITS)
+        elif exc is not None:
+            self._end(None, exc)
+
     def _set_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if not self._replied():
+            return
         if reply is not None:
             self.drive(_ACK)
         elif exc is not None and (r := self._error_reply(exc, Ack(False))) is not None:
             self.drive(r)
 
     def _get_data_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if not self._replied():
+            return
         if reply is not None:
             if reply.result_int == -1:
                 self.drive(HUNG_UP)
@@ -398,6 +517,8 @@ class _FlowSession:
             self.drive(r)
 
     def _wait_digit_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if not self._replied():
+            return
         if reply is not None:
             n = reply.result_int
             self.drive(HUNG_UP if n == -1 else Digits(reply.digit or "", n == 0))
@@ -405,6 +526,8 @@ class _FlowSession:
             self.drive(r)
 
     def _hangup_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
+        if not self._replied():
+            return
         # A 511 here just means the caller was faster.
         if reply is not None or isinstance(exc, AgiHangup):
             self.drive(_ACK)

@@ -12,7 +12,7 @@ The inbound dialplan is the one of ami_transcripts/README.txt:
      same => n,AGI(agi://<host>:<port>/<script>)
      same => n,Queue(${IVR_QUEUE},t,,,300)
      same => n,Hangup()
-    exten => agi-failed,1,Set(IVR_QUEUE=<default queue>)   ; reached when AGISTATUS=FAILURE
+    exten => agi-failed,1,Set(IVR_QUEUE=<default queue>)   ; AGISTATUS=FAILURE, or no IVR_QUEUE
      same => n,Queue(${IVR_QUEUE},t,,,300)
      same => n,Hangup()
 
@@ -502,7 +502,10 @@ class Emulator:
             c, e, p = result.goto
             return c, e, p if p != ch.priority else p + 1
         if ch.context == "from-trunk" and not ch.variables.get("IVR_QUEUE"):
-            # the IVR hung up the call or took a callback request: nothing to queue
+            # A live caller the IVR gave no queue (its server stopped or died mid-call; a flow
+            # that ends the call hangs it up itself): the shipped dialplan's fallback queue.
+            if self.dialplan.exists(ch.context, "agi-failed", 1):
+                return ch.context, "agi-failed", 1
             self._mark(ch, "no_queue")
         return here
 

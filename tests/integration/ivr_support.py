@@ -11,7 +11,7 @@ from pathlib import Path
 
 from callcenter.asterisk.agi import AgiServer
 from callcenter.calls.model import CallbackRequest, IvrStep
-from callcenter.ivr.model import CustomerInfo, CustomerLookup
+from callcenter.ivr.model import CustomerInfo, CustomerLookup, IvrRecorder
 from callcenter.ivr.runner import IvrRunner
 from callcenter.ivr.service import FlowRegistry
 
@@ -55,9 +55,10 @@ class Recorder:
 async def hotline(
     *,
     customers: CustomerLookup | None = None,
-    recorder: Recorder | None = None,
+    recorder: IvrRecorder | None = None,
     now: datetime = OPEN_NOW,
     lookup_timeout: float = 0.05,
+    shutdown_grace: float | None = None,
 ) -> AsyncIterator[tuple[AgiServer, IvrRunner]]:
     flows = FlowRegistry(directory=ROOT / "ivr_flows")
     assert flows.refresh() == []
@@ -70,6 +71,7 @@ async def hotline(
         lookup_timeout=lookup_timeout,
         default_queue="general",
         operator_queue="operator",
+        shutdown_grace=shutdown_grace,
     )
     server = AgiServer(router=runner, operator_queue="operator", port=0)
     await server.start()

@@ -111,3 +111,90 @@ def test_filtered_stream_gives_the_same_call_log(transcript: str) -> None:
     full, filtered = ended(events), ended(kept)
     assert full, "the transcript should end a call"
     assert filtered == full
+
+
+# --- deploy/asterisk/extensions.conf: what [from-trunk] does after AGI() ----------------------
+
+EXTENSIONS_CONF = ROOT / "deploy" / "asterisk" / "extensions.conf"
+_PRIORITY = re.compile(
+    r"^(?:exten\s*=>\s*[^,]+,\s*1|same\s*=>\s*n(?:\((\w+)\))?)\s*,\s*(\w+)\((.*)\)$"
+)
+_VAR = re.compile(r"\$\{([^}]*)\}")
+_EQUALS = re.compile(r'^\$\["(.*)"\s*(=|!=)\s*"(.*)"\]\?(\w+)(?::(\w+))?$')
+
+
+def _from_trunk() -> list[tuple[str | None, str, str]]:
+    """The hotline extension's priorities as (label, application, data)."""
+    priorities: list[tuple[str | None, str, str]] = []
+    section = ""
+    for raw in EXTENSIONS_CONF.read_text(encoding="utf-8").splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "from-trunk" and line:
+            match = _PRIORITY.match(line)
+            assert match is not None, f"cannot read {line!r}"
+            priorities.append((match[1], match[2], match[3]))
+    return priorities
+
+
+def _run_from_trunk(agi: dict[str, str]) -> tuple[str, str]:
+    """Run [from-trunk] for a caller; AGI() sets the channel variables in ``agi``. Returns
+    ("queue", queue name) or ("hangup", "")."""
+    plan = _from_trunk()
+    labels = {label: i for i, (label, _, _) in enumerate(plan) if label is not None}
+    variables: dict[str, str] = {"EXTEN": "4008001234", "CALLERID(num)": "13800138000"}
+    i = 0
+    for _ in range(100):
+        _, app, data = plan[i]
+        data = _VAR.sub(lambda m: variables.get(m[1], ""), data)
+        i += 1
+        match app:
+            case "AGI":
+                variables.update(agi)
+            case "Set":
+                name, _, value = data.partition("=")
+                variables[name.lstrip("_")] = value
+            case "GotoIf":
+                cond = _EQUALS.match(data)
+                assert cond is not None, f"unsupported condition {data!r}"
+                left, op, right, then, otherwise = cond.groups()
+                target = then if (left == right) == (op == "=") else otherwise
+                if target is not None:
+                    i = labels[target]
+            case "Goto":
+                i = labels[data]
+            case "Queue":
+                return "queue", data.split(",")[0]
+            case "Hangup":
+                return "hangup", ""
+            case "NoOp" | "Answer" | "Gosub" | "Playback":
+                pass
+            case _:
+                raise AssertionError(f"application {app} not modelled")
+    raise AssertionError("the dialplan loops")
+
+
+@pytest.mark.parametrize(
+    ("agi", "end"),
+    [
+        pytest.param(
+            {"AGISTATUS": "SUCCESS", "IVR_QUEUE": "bookings"}, ("queue", "bookings"), id="routed"
+        ),
+        # the caller hung up, or the IVR hung up itself (AGI HANGUP command)
+        pytest.param({"AGISTATUS": "HANGUP"}, ("hangup", ""), id="hangup"),
+        pytest.param(
+            {"AGISTATUS": "HANGUP", "IVR_QUEUE": "bookings"}, ("hangup", ""), id="hangup-routed"
+        ),
+        # the service is unreachable
+        pytest.param({"AGISTATUS": "FAILURE"}, ("queue", "general"), id="unreachable"),
+        pytest.param({"AGISTATUS": "NOTFOUND"}, ("queue", "general"), id="notfound"),
+        # a live channel back without a decision: the service stopped or died mid-call
+        pytest.param({"AGISTATUS": "SUCCESS"}, ("queue", "general"), id="no-decision"),
+        pytest.param(
+            {"AGISTATUS": "SUCCESS", "IVR_QUEUE": ""}, ("queue", "general"), id="empty-queue"
+        ),
+    ],
+)
+def test_from_trunk_after_the_ivr(agi: dict[str, str], end: tuple[str, str]) -> None:
+    assert _run_from_trunk(agi) == end

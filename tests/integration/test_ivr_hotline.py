@@ -4,6 +4,7 @@ and customer lookups / recorders that fail (the IVR fails open)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 from collections.abc import Sequence
 from contextlib import suppress
@@ -12,9 +13,13 @@ from datetime import UTC, datetime
 
 import pytest
 from ivr_support import Customers, Recorder, hotline
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.asterisk.agi import DEAD_ALLOWED, AgiServer, command_words
 from callcenter.calls.model import IvrStep
+from callcenter.calls.repository import CallRepository
+from callcenter.db.models import IvrStepRow
 from callcenter.ivr.model import CustomerInfo
 
 CLOSED_NOW = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
@@ -31,6 +36,8 @@ class Caller:
 
     keys: list[str]
     hangup_after: int | None = None  # hang up during the Nth command (1-based)
+    hangup_on: str | None = None  # hang up during the first command that is exactly this
+    missing: tuple[str, ...] = ()  # prompt files that do not exist (STREAM FILE fails)
     number: str = "13800138000"
     commands: list[str] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
@@ -57,14 +64,20 @@ class Caller:
         if self.dead:
             if name not in DEAD_ALLOWED:
                 return "511 Command Not Permitted on a dead channel or intercept routine\n"
-        elif self.hangup_after is not None and len(self.commands) >= self.hangup_after:
+        elif (
+            self.hangup_after is not None and len(self.commands) >= self.hangup_after
+        ) or line == self.hangup_on:
             self.dead = True
             if name in DEAD_ALLOWED:
                 return "HANGUP\n" + self.reply(line)
             return "200 result=-1 endpos=4000\nHANGUP\n"
         match name:
+            case "STREAM FILE" if args[0] in self.missing:
+                return "200 result=-1 endpos=0\n"  # PLAYBACKSTATUS=FAILED, the channel is up
             case "STREAM FILE" | "SAY DIGITS":
                 return "200 result=0 endpos=8000\n"
+            case "CHANNEL STATUS":
+                return "200 result=6\n"  # AST_STATE_UP
             case "WAIT FOR":
                 key = self.keys.pop(0) if self.keys else ""
                 return f"200 result={ord(key) if key else 0}\n"
@@ -270,8 +283,8 @@ async def test_caller_gone_before_our_hangup_still_counts_as_callback() -> None:
 
         def reply(line: str) -> str:
             if line.startswith("STREAM FILE zh/hotline/callback-done"):
-                caller.dead = True
-                return "200 result=-1 endpos=100\nHANGUP\n"
+                caller.dead = True  # just as the prompt ended
+                return "200 result=0 endpos=8000\nHANGUP\n"
             return original(line)
 
         caller.reply = reply  # type: ignore[method-assign]
@@ -298,3 +311,78 @@ async def test_garbage_from_asterisk_ends_the_session_without_more_commands() ->
         await settle(server)
     assert caller.commands[-1] == 'STREAM FILE zh/hotline/welcome ""'
     assert caller.closed_by_server and runner.calls_failed == 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "prompt", "node"),
+    [
+        (["1", "3"], 'STREAM FILE zh/hotline/please-hold ""', "general_queue"),
+        (["1"], 'STREAM FILE zh/hotline/welcome ""', "welcome"),
+        (["1", "9"], 'SAY DIGITS 13800138000 ""', "callback"),
+        (["1", "9", "1"], 'STREAM FILE zh/hotline/callback-done ""', "callback"),
+    ],
+)
+async def test_hangup_during_a_prompt_ends_the_path_at_that_node(
+    keys: list[str], prompt: str, node: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """res_agi answers the prompt with result=-1 before it writes the HANGUP line: one
+    CHANNEL STATUS (refused with 511 on a dead channel) tells a hang-up from a missing file."""
+    recorder = Recorder()
+    caller = Caller(keys=keys, hangup_on=prompt)
+    caplog.set_level(logging.WARNING, logger="callcenter.ivr.runner")
+    async with hotline(recorder=recorder) as (server, runner):
+        await caller.call(server.port)
+        await settle(server)
+    after = caller.commands[caller.commands.index(prompt) + 1 :]
+    assert after == ["CHANNEL STATUS"]
+    assert "IVR_QUEUE" not in caller.variables
+    assert (recorder.steps[-1].node, recorder.steps[-1].result) == (node, "hangup")
+    assert not [r for r in caplog.records if "playback failed" in r.getMessage()]
+    assert runner.calls_completed == 1 and caller.closed_by_server
+
+
+async def test_missing_prompt_is_logged_and_the_call_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = Recorder()
+    prompt = 'STREAM FILE zh/hotline/welcome ""'
+    caller = Caller(keys=["1", "3"], missing=("zh/hotline/welcome",))
+    caplog.set_level(logging.WARNING, logger="callcenter.ivr.runner")
+    async with hotline(recorder=recorder) as (server, _):
+        await caller.call(server.port)
+        await settle(server)
+    i = caller.commands.index(prompt)
+    assert caller.commands[i + 1] == "CHANNEL STATUS"
+    assert caller.commands.count("CHANNEL STATUS") == 1  # only a -1 costs the extra command
+    assert caller.variables["IVR_QUEUE"] == "general"
+    assert ("welcome", "played") in [(s.node, s.result) for s in recorder.steps]
+    failed = [r for r in caplog.records if "playback failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].levelno == logging.WARNING
+
+
+async def test_long_caller_id_keeps_the_path(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """ivr_steps.input holds 128 characters: a longer caller ID is cut, the path is kept."""
+    number = "1380000" + "9" * 130
+    caller = Caller(keys=["1", "3"], number=number)
+    repository = CallRepository(session_factory=session_factory)
+    async with hotline(recorder=repository, lookup_timeout=TIMEOUT) as (server, _):
+        await caller.call(server.port)
+        await settle(server)
+    assert caller.variables["IVR_QUEUE"] == "general"
+    async with session_factory() as session:
+        rows = (
+            (
+                await session.execute(
+                    select(IvrStepRow)
+                    .where(IvrStepRow.call_uniqueid == "1764300000.7")
+                    .order_by(IvrStepRow.seq)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    assert (rows[0].node, rows[0].input, rows[0].result) == ("lookup", number[:128], "unknown")
+    assert rows[-1].node == "general_queue"

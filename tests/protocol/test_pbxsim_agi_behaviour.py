@@ -147,18 +147,19 @@ async def test_unreachable_agi_goes_to_default_queue() -> None:
     assert "AGIExecStart" not in events.names()
 
 
-async def test_empty_ivr_queue_ends_the_call() -> None:
+async def test_a_live_caller_left_without_a_queue_goes_to_the_default_queue() -> None:
+    """The AGI server closed the socket without setting IVR_QUEUE (it stopped or died): like the
+    shipped dialplan, the caller is queued in the default queue, not hung up."""
     srv = IvrServer([b"ANSWER\n", b"SET VARIABLE IVR_RESULT callback\n"])
     server = await asyncio.start_server(srv.handle, "127.0.0.1", 0)
     events = Events()
     emu = emulator(server.sockets[0].getsockname()[1], events)
-    summary = await emu.inbound_call(CallerModel(number="15550003333"))
+    summary = await emu.inbound_call(CallerModel(number="15550003333", talk_limit=30.0))
     await emu.stop()
     server.close()
     assert summary.agi_status == "SUCCESS"
-    assert summary.outcome == "no_queue"
-    assert "QueueCallerJoin" not in events.names()
-    assert events.names()[-2:] == ["Hangup", "Cdr"]
+    assert summary.outcome == "answered"
+    assert events.values("QueueCallerJoin", "Queue") == ["general"]
 
 
 async def test_idle_hangup_via_ami_while_server_thinks() -> None:
