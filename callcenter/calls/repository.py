@@ -2,18 +2,37 @@
 
 `CallRepository` also satisfies the IVR's `IvrRecorder` protocol (record_steps, record_callback),
 so the ivr package stays free of database code. Every write is idempotent: saving a call again
-(after a reconcile, say) overwrites its row; a step or callback request recorded twice is kept once.
+(after a reconcile, say) overwrites its row, except that an adopted record (first seen mid-call,
+e.g. after a restart) is merged into a row saved from the call's start; a step or callback
+request recorded twice is kept once. An integer beyond its column's range is not stored (NULL).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal, TypedDict, cast, get_args
 
-from sqlalchemy import JSON, ColumnElement, Dialect, Select, and_, case, func, or_, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Dialect,
+    Integer,
+    Select,
+    String,
+    Text,
+    and_,
+    case,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.calls.model import (
@@ -46,6 +65,8 @@ __all__ = [
     "QueueSummary",
 ]
 
+log = logging.getLogger(__name__)
+
 CallbackStatus = Literal["pending", "done", "cancelled"]
 _DIRECTIONS = ("inbound", "outbound")
 _ABANDON_STAGES: tuple[str, ...] = get_args(AbandonStage)
@@ -64,6 +85,20 @@ def _text_limits() -> tuple[tuple[str, int], ...]:
 
 
 _CALL_TEXT_LIMITS = _text_limits()
+
+
+def _integer_columns() -> tuple[tuple[str, int, int], ...]:
+    """(column, lowest, highest) of the calls table's integer columns: PostgreSQL's integer is
+    32 bits, BIGINT 64 (SQLite would store anything; both dialects get the same range)."""
+    columns = []
+    for column in CallRow.__table__.columns:
+        if isinstance(column.type, Integer):
+            bits = 63 if isinstance(column.type, BigInteger) else 31
+            columns.append((column.name, -(2**bits), 2**bits - 1))
+    return tuple(columns)
+
+
+_CALL_INTEGERS = _integer_columns()
 
 
 @lru_cache(maxsize=4096)
@@ -190,7 +225,8 @@ class CallRepository:
     # --- writes -------------------------------------------------------------------------------
 
     async def save_call(self, record: CallRecord) -> None:
-        """Insert or overwrite the call `record.uniqueid` (idempotent UPSERT)."""
+        """Insert or overwrite the call `record.uniqueid` (idempotent UPSERT; an adopted record
+        is merged into a row that is not, see `_upsert_set`)."""
         await self.save_calls((record,))
 
     async def save_calls(self, records: Sequence[CallRecord]) -> None:
@@ -215,11 +251,7 @@ class CallRepository:
         upsert = self._upserts.get(dialect.name)
         if upsert is None:
             insert = dialect_insert(session, CallRow.__table__)
-            update = {
-                column.name: insert.excluded[column.name]
-                for column in CallRow.__table__.columns
-                if column.name not in ("uniqueid", "created_at")
-            }
+            update = _upsert_set(insert.excluded)
             stmt = insert.on_conflict_do_update(index_elements=["uniqueid"], set_=update)
             upsert = self._upserts[dialect.name] = _CompiledUpsert(stmt, dialect)
         return upsert
@@ -318,13 +350,16 @@ class CallRepository:
         agent: str | None = None,
         abandoned: bool | None = None,
         caller: str | None = None,
+        caller_normalised: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[CallRecord]:
         """Calls started in [since, until), newest first. `agent` matches the member name or the
-        interface; `caller` matches the caller number in any format."""
+        interface; `caller` matches the caller number in any format; `caller_normalised` is a
+        canonical number (`normalise_number`'s result, e.g. a customer's stored number), matched
+        as it is: normalising "13125550100" (+1 312...) again would read it as a Chinese mobile."""
         _check_page(limit, offset)
-        where = self._filters(since, until, queue, agent, abandoned, caller)
+        where = self._filters(since, until, queue, agent, abandoned, caller, caller_normalised)
         stmt = (
             select(CallRow)
             .where(*where)
@@ -344,10 +379,12 @@ class CallRepository:
         agent: str | None = None,
         abandoned: bool | None = None,
         caller: str | None = None,
+        caller_normalised: str | None = None,
     ) -> int:
         """How many calls `list_calls` with the same filters would page through."""
         stmt = select(func.count()).select_from(CallRow)
-        stmt = stmt.where(*self._filters(since, until, queue, agent, abandoned, caller))
+        where = self._filters(since, until, queue, agent, abandoned, caller, caller_normalised)
+        stmt = stmt.where(*where)
         async with self._sessions() as session:
             return int(await session.scalar(stmt) or 0)
 
@@ -503,6 +540,12 @@ class CallRepository:
             "adopted": bool(r.adopted),
         }
         _check_required(values, ("uniqueid",))
+        for name, lowest, highest in _CALL_INTEGERS:
+            number = values[name]
+            if number is not None and not lowest <= number <= highest:
+                # from the wire (a dialplan's CALLCENTER_QUEUE_PRIO, a hangup cause): keep the call
+                log.warning("call %s: %s %d out of range, not stored", r.uniqueid, name, number)
+                values[name] = None
         for name, length in _CALL_TEXT_LIMITS:  # check_lengths(CallRow), on the hot path
             value = values.get(name)
             if isinstance(value, str) and len(value) > length:
@@ -517,6 +560,7 @@ class CallRepository:
         agent: str | None,
         abandoned: bool | None,
         caller: str | None,
+        caller_normalised: str | None,
     ) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = []
         if since is not None:
@@ -535,7 +579,49 @@ class CallRepository:
                 where.append(CallRow.caller_number_normalised == normalised)
             else:  # "anonymous" and friends: match what was stored
                 where.append(CallRow.caller_number == caller)
+        if caller_normalised is not None:
+            where.append(CallRow.caller_number_normalised == caller_normalised)
         return where
+
+
+# Kept from the stored row when an adopted record meets one followed from the call's start:
+# the adopted start time is approximate and an adopted call always looks inbound.
+_KEPT_FROM_START = frozenset({"started_at", "direction", "adopted"})
+
+
+def _upsert_set(excluded: Any) -> dict[str, ColumnElement[Any]]:
+    """The ON CONFLICT DO UPDATE assignments of the call upsert.
+
+    A record overwrites the stored row, except when the record is adopted (the call was first
+    seen mid-call, e.g. after a restart) and the stored row is not: then the two are merged.
+    The stored start time, direction and adopted=false stay; every other fact the adopted
+    record has (answer, agent, end...) is taken, and the stored one fills what it lacks (NULL,
+    "" or an empty list/document). A stored non-empty list or document (IVR path, queues,
+    variables, agents, transfers) is kept: the old process saw the call from its start."""
+    calls = CallRow.__table__.c
+    merge = and_(excluded.adopted, not_(calls.adopted))
+    update: dict[str, ColumnElement[Any]] = {}
+    for column in CallRow.__table__.columns:
+        name = column.name
+        new, old = excluded[name], calls[name]
+        if name in ("uniqueid", "created_at"):
+            continue
+        if name in _KEPT_FROM_START:
+            merged: ColumnElement[Any] = old
+        elif name == "caller_number_normalised":  # follows the caller number kept
+            merged = case((excluded.caller_number == literal_column("''"), old), else_=new)
+        elif isinstance(column.type, JSON):
+            empty: ColumnElement[str] = literal_column("'{}'" if name == "variables" else "'[]'")
+            merged = case((old.cast(Text) == empty, new), else_=old)
+        elif column.nullable:
+            merged = func.coalesce(new, old)
+        elif isinstance(column.type, String):
+            merged = func.coalesce(func.nullif(new, literal_column("''")), old)
+        else:  # abandoned, updated_at: the newer record's
+            update[name] = new
+            continue
+        update[name] = case((merge, merged), else_=new)
+    return update
 
 
 def _steps_of(uniqueid: str) -> Select[IvrStepRow]:

@@ -60,8 +60,9 @@ class NumberInUseError(ValueError):
 
 
 class CustomerRepository:
-    """Customers and their numbers. Numbers are stored raw and normalised; every lookup goes
-    through `normalise_number`, so "+86 138-0013-8000" finds a customer saved as "13800138000"."""
+    """Customers and their numbers. Numbers are stored raw and normalised; a lookup of a number
+    as written goes through `normalise_number`, so "+86 138-0013-8000" finds a customer saved as
+    "13800138000"; a stored (canonical) number is looked up as it is (`find_by_normalised`)."""
 
     def __init__(
         self, *, session_factory: async_sessionmaker[AsyncSession], default_country: str = "86"
@@ -122,7 +123,7 @@ class CustomerRepository:
         caller doing the same: the loser finds the winner's record. Raises InvalidNumberError
         for a withheld or non-number."""
         normalised = parse_number(number, self._country)
-        found = await self.find_by_number(normalised)
+        found = await self.find_by_normalised(normalised)
         if found is not None:
             return found, False
         label = name.strip() if name and name.strip() else f"New caller {number.strip()}"
@@ -131,7 +132,7 @@ class CustomerRepository:
                 name=label[:255], numbers=[number.strip()], provisional=True
             )
         except NumberInUseError:
-            winner = await self.find_by_number(normalised)
+            winner = await self.find_by_normalised(normalised)
             if winner is None:
                 raise
             return winner, False
@@ -156,6 +157,11 @@ class CustomerRepository:
             normalised = parse_number(number, self._country)
         except ValueError:
             return None
+        return await self.find_by_normalised(normalised)
+
+    async def find_by_normalised(self, normalised: str) -> Customer | None:
+        """The customer owning the canonical number `normalised` (a `normalise_number` result,
+        used as it is: a canonical number is not a way of writing one), or None."""
         async with self._sessions() as session:
             stmt = (
                 select(CustomerRow)
@@ -368,7 +374,8 @@ class CustomerHistory:
         entries: list[HistoryEntry] = []
         if include_calls:
             for number in numbers:
-                for call in await self._calls.list_calls(caller=number, limit=limit):
+                calls = await self._calls.list_calls(caller_normalised=number, limit=limit)
+                for call in calls:
                     entries.append(_call_entry(call, number))
         bookings, complaints = await self._tickets.customer_cases(customer_id, limit=limit)
         for b in bookings:

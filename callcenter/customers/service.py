@@ -58,7 +58,11 @@ def normalise_number(raw: str, default_country: str = "86") -> str:
       code) -> their digits unchanged
     - withheld / anonymous / empty / text with letters / longer than E.164 allows -> ""
 
-    The result is stable: normalising it again gives the same string.
+    The result is a key, not a way of writing a number: store it and match it as it is, never
+    normalise it again. A result from a national form is stable, but bare digits read as a
+    national number, so a foreign number whose digits look national changes when normalised
+    again ("+1 312 555 0100" -> "13125550100", and "13125550100", a Chinese mobile, ->
+    "8613125550100"); written with "+" again, every international result is stable.
     """
     if not default_country.isascii() or not default_country.isdigit():
         raise ValueError(f"default_country must be digits, got {default_country!r}")

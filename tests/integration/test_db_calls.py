@@ -353,3 +353,26 @@ async def test_timestamps_are_stored_in_utc(
             query = f"SELECT to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US') FROM calls"
         stored = (await session.execute(text(query))).scalar_one()
     assert str(stored) == "2026-11-28 01:00:00.123456"
+
+
+@pytest.mark.parametrize("bad", [2**31, -(2**31) - 1, 10**30])
+async def test_an_integer_beyond_its_column_is_dropped_not_the_call(
+    repo: CallRepository, bad: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # CALLCENTER_QUEUE_PRIO comes from the dialplan: int() accepts any size, the column is int32
+    record = dataclasses.replace(full_record(), queue_priority=bad, hangup_cause=bad)
+    with caplog.at_level("WARNING", logger="callcenter.calls.repository"):
+        await repo.save_call(record)
+    stored = await repo.get_call(record.uniqueid)
+    assert stored == dataclasses.replace(record, queue_priority=None, hangup_cause=None)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("queue_priority" in m and str(bad) in m for m in warned)
+    assert any("hangup_cause" in m for m in warned)
+
+
+async def test_integers_at_the_column_limits_are_stored(repo: CallRepository) -> None:
+    low = dataclasses.replace(full_record("1.1"), queue_priority=-(2**31), hangup_cause=0)
+    high = dataclasses.replace(full_record("1.2"), queue_priority=2**31 - 1, hangup_cause=127)
+    await repo.save_calls([low, high])
+    assert await repo.get_call("1.1") == low
+    assert await repo.get_call("1.2") == high

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callcenter.agents.repository import AgentInfo, AgentRepository, QueueInfo
+from callcenter.calls.model import CallbackRequest, CallRecord
+from callcenter.calls.repository import CallRepository
 from callcenter.customers.repository import (
+    CustomerHistory,
     CustomerLookupAdapter,
     CustomerNotFoundError,
     CustomerRepository,
@@ -17,7 +20,9 @@ from callcenter.customers.repository import (
 )
 from callcenter.customers.service import InvalidNumberError, normalise_number
 from callcenter.db.seed import DEMO_AGENTS, DEMO_CUSTOMERS, DEMO_QUEUES, seed_demo_data
+from callcenter.ivr.calendar import always_open
 from callcenter.ivr.model import CustomerInfo, CustomerLookup
+from callcenter.tickets.repository import TicketRepository
 
 
 @pytest.fixture
@@ -228,3 +233,55 @@ def test_demo_numbers_are_valid_and_distinct() -> None:
     normalised = [normalise_number(n) for c in DEMO_CUSTOMERS for n in c.numbers]
     assert all(normalised)
     assert len(set(normalised)) == len(normalised)
+
+
+# A foreign number whose canonical digits read as a Chinese mobile when parsed again:
+# "+1 312 555 0100" -> "13125550100", but the national "13125550100" -> "8613125550100".
+CHICAGO = "+1 312 555 0100"
+
+
+async def test_a_known_foreign_caller_is_found_not_created_again(
+    customers: CustomerRepository,
+) -> None:
+    office = await customers.create(name="Chicago office", numbers=[CHICAGO])
+    found, created = await customers.find_or_create_provisional("+13125550100")
+    assert (found, created) == (office, False)
+    assert await customers.find_by_normalised("13125550100") == office
+    assert await customers.find_by_normalised("8613125550100") is None
+    # the Chinese mobile with the same digits is another caller
+    mobile, created = await customers.find_or_create_provisional("131 2555 0100")
+    assert created and mobile.provisional and mobile.id != office.id
+    assert [n.normalised for n in mobile.numbers] == ["8613125550100"]
+
+
+async def test_history_finds_the_calls_of_every_number(
+    session_factory: async_sessionmaker[AsyncSession], customers: CustomerRepository
+) -> None:
+    calls = CallRepository(session_factory=session_factory)
+    history = CustomerHistory(
+        customers=customers,
+        calls=calls,
+        session_factory=session_factory,
+        tickets=TicketRepository(
+            session_factory=session_factory,
+            calendar=always_open("Asia/Shanghai"),
+            clock=lambda: datetime.now(UTC),
+        ),
+    )
+    office = await customers.create(name="Chicago office", numbers=[CHICAGO, "13800138000"])
+    at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    callers = {"1.1": "+13125550100", "1.2": "+86 138 0013 8000", "1.3": "13125550100"}
+    await calls.save_calls(
+        [
+            CallRecord(uniqueid=u, linkedid=u, channel="PJSIP/t-1", started_at=at, caller_number=n)
+            for u, n in callers.items()
+        ]
+    )
+    await calls.record_callback(CallbackRequest("1.1", "+1 312 555 0100", at, "support"))
+    entries = await history.timeline(office.id)
+    assert sorted(e.ref for e in entries if e.kind == "call") == ["1.1", "1.2"]
+    assert [e.ref for e in entries if e.kind == "callback"] == ["1.1"]
+    assert await calls.count_calls(caller_normalised="13125550100") == 1
+    assert await calls.count_calls(caller_normalised="8613125550100") == 1
+    listed = await calls.list_calls(caller_normalised="13125550100")
+    assert [c.uniqueid for c in listed] == ["1.1"]
