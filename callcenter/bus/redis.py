@@ -1,9 +1,16 @@
 """Redis bus: pub/sub with JSON payloads, for several server processes sharing live events.
 
-Failure policy (telephony fails open): a publish while Redis is unreachable logs once, counts the
-message in `publish_failures` and drops it; after `retry_interval` the next publish tries again
-(redis-py reconnects its pool). A subscriber whose connection breaks keeps its iterator alive,
-resubscribes with capped exponential backoff, and goes on yielding what is published after that.
+Failure policy (telephony fails open): a publish never waits for Redis longer than
+`publish_timeout` (a hung Redis - stopped, swapping, a half-open link - accepts connections and
+never answers; callers such as the event pipeline await publish inline). A failed publish logs once,
+counts the message in `publish_failures` and drops it, and so does every publish during the pause
+that follows: the pause starts at `retry_interval` and doubles after each failed probe up to
+`max_publish_backoff` (jittered into [pause/2, pause] so several servers do not probe in step);
+only one publish probes at a time, and the first success resumes publishing and resets the pause
+(redis-py reconnects its pool). A publish that timed out is counted as dropped, yet a Redis that
+wakes up may still run it from the socket buffer. A subscriber whose connection breaks keeps its
+iterator alive, resubscribes with capped exponential backoff, and goes on yielding what is
+published after that.
 Pub/sub has no history: messages published while a subscriber is disconnected are lost to it.
 A subscriber that reads too slowly is cut off by Redis (client-output-buffer-limit pubsub) and
 resubscribes the same way, losing what overflowed - like MemoryBus dropping the oldest.
@@ -14,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -195,14 +203,25 @@ class RedisBus:
         max_retry_interval: float = 5.0,
         poll_interval: float = 1.0,
         publish_connections: int = 16,
+        publish_timeout: float = 0.5,
+        max_publish_backoff: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
+        """`publish_timeout` bounds one publish: waiting for a pooled connection, connecting
+        and the command with its retry (keep it above the link's connect + round trip time).
+        `clock` (monotonic seconds) and `rand` (uniform in [0, 1)) time the publish pauses."""
         if retry_interval < 0 or max_retry_interval < retry_interval:
             raise ValueError("need 0 <= retry_interval <= max_retry_interval")
+        if max_publish_backoff < retry_interval:
+            raise ValueError("need retry_interval <= max_publish_backoff")
+        if publish_timeout <= 0:
+            raise ValueError("publish_timeout must be positive")
         if publish_connections < 1:
             raise ValueError("publish_connections must be at least 1")
         # Publishing retries once at once: after a Redis restart the pooled connection is stale
         # and the first command on it fails although the server is back. The pool is bounded:
-        # a burst of publishes waits for a connection (up to socket_timeout), then drops.
+        # a burst of publishes waits for a connection (within publish_timeout), then drops.
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=publish_connections,
@@ -227,11 +246,18 @@ class RedisBus:
         # a half-open connection never confirms SUBSCRIBE: give up and retry after this long
         self._confirm_timeout = connect_timeout + socket_timeout
         self._subscriptions: set[RedisSubscription] = set()
-        self._down_until = 0.0
+        self._publish_timeout = publish_timeout
+        self._max_publish_backoff = max_publish_backoff
+        self._clock = clock
+        self._rand = rand
+        self._paused_until = 0.0
         self._failing = False
+        self._probing = False
         self._closed = False
         self.published = 0
         self.publish_failures = 0
+        # the current pause between probes while publishing fails (0.0 while Redis answers)
+        self.publish_backoff = 0.0
 
     @property
     def client(self) -> Redis:
@@ -243,26 +269,44 @@ class RedisBus:
         if self._closed:
             log.debug("redis bus closed: dropping message on %s", channel)
             return
-        if self._failing and time.monotonic() < self._down_until:
+        if self._failing and (self._probing or self._clock() < self._paused_until):
             self.publish_failures += 1
             return
+        probe = self._failing
+        self._probing = probe
         try:
-            await self._client.publish(self._prefix + channel, text)
+            async with asyncio.timeout(self._publish_timeout):
+                await self._client.publish(self._prefix + channel, text)
         except _DOWN as exc:
-            self.publish_failures += 1
-            self._down_until = time.monotonic() + self._retry_interval
-            if not self._failing:
-                log.warning(
-                    "redis bus: publish failed, dropping messages until Redis is back: %s", exc
-                )
-            self._failing = True
+            self._publish_failed(exc, probe=probe)
             return
+        finally:
+            if probe:
+                self._probing = False
         self.published += 1
         if self._failing:
             self._failing = False
+            self.publish_backoff = 0.0
             log.info(
                 "redis bus: publishing again (%d messages dropped so far)", self.publish_failures
             )
+
+    def _publish_failed(self, exc: BaseException, *, probe: bool) -> None:
+        self.publish_failures += 1
+        if probe:
+            self.publish_backoff = min(self.publish_backoff * 2, self._max_publish_backoff)
+        else:  # publishes that were already under way when Redis failed pause once, not n times
+            self.publish_backoff = max(self.publish_backoff, self._retry_interval)
+        pause = self.publish_backoff / 2 + self._rand() * self.publish_backoff / 2
+        self._paused_until = self._clock() + pause
+        if not self._failing:
+            log.warning(
+                "redis bus: publish failed, dropping messages until Redis is back: %s",
+                str(exc) or type(exc).__name__,
+            )
+        else:
+            log.debug("redis bus: publish probe failed (%s); next in %.1fs", exc, pause)
+        self._failing = True
 
     @asynccontextmanager
     async def subscribe(self, *channels: str) -> AsyncIterator[AsyncIterator[tuple[str, Payload]]]:
