@@ -34,6 +34,7 @@ import logging
 import re
 import select
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,12 @@ WRITE_HIGH_WATER = 65536  # unsent bytes above which drain() waits
 WRITE_LOW_WATER = 16384
 ACCEPT_RETRY_DELAY = 1.0  # seconds without accepting after running out of descriptors
 READY_BATCH = 512  # ready sockets served per callback of the server's epoll set
+# A session waits on Asterisk's reply for as long as a prompt plays, so a peer host that
+# vanishes without a FIN or RST (power loss, a cut network) is found by TCP keepalive: probes
+# after 60 s idle, 3 unanswered 10 s apart, then the socket errors and the session ends.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 60, 10, 3
+# Linux gives an accepted socket the listener's TCP_NODELAY and keepalive settings.
+_OPTIONS_INHERITED = sys.platform.startswith("linux")
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # Commands Asterisk still runs on a dead channel (res_agi.c commands table, dead=1).
@@ -501,6 +508,25 @@ _COMMAND_NAMES = DEAD_ALLOWED | {
     "SAY DIGITS",
     "HANGUP",
 }
+
+
+def _set_connection_options(sock: socket.socket) -> None:
+    """TCP_NODELAY (as asyncio does: commands go out at once) and keepalive; where the platform
+    lacks an option it is skipped."""
+    options = [
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    ]
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, option, value in options:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, value)
 
 
 class _LoopReaders:
@@ -1315,6 +1341,7 @@ class AgiServer:
                     ) from exc
                 sock.listen(self._backlog)
                 sock.setblocking(False)
+                _set_connection_options(sock)
         except BaseException:
             for sock in listeners:
                 sock.close()
@@ -1436,8 +1463,8 @@ class AgiServer:
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float
     ) -> None:
         sock.setblocking(False)
-        with contextlib.suppress(OSError):  # as asyncio does: commands go out at once
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not _OPTIONS_INHERITED:
+            _set_connection_options(sock)
         conn = _AgiSocket(self, sock, loop)
         conn.deadline = deadline
         conn.start_reading()

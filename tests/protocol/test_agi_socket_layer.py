@@ -778,3 +778,38 @@ def test_epoll_set_batch_skips_removed_sockets_and_survives_a_failing_callback(
             theirs.close()
 
     run_on("asyncio", scenario)
+
+
+@pytest.mark.parametrize("inherited", [True, False], ids=["from-the-listener", "per-socket"])
+def test_accepted_sockets_have_nodelay_and_keepalive(
+    inherited: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer host that vanishes without a FIN is found by keepalive probes; commands are not
+    delayed by Nagle. On Linux the accepted socket inherits the listener's options."""
+    if inherited and not sys.platform.startswith("linux"):
+        pytest.skip("only Linux hands the listener's TCP options to accepted sockets")
+    monkeypatch.setattr(agi, "_OPTIONS_INHERITED", inherited)
+    seen: list[tuple[int, ...]] = []
+
+    async def handler(conn: AgiConnection) -> None:
+        sock = sock_of(conn)._sock
+        options = [
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        ]
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            options.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
+        seen.append(tuple(options))
+
+    async def scenario() -> None:
+        async with new_server(handler) as server:
+            peer = await Peer.connect(server.port)
+            await peer.send(ENV)
+            assert await peer.until_eof() == b""
+            peer.close()
+
+    run_on("asyncio", scenario)
+    assert len(seen) == 1
+    nodelay, keepalive, *idle = seen[0]
+    assert nodelay and keepalive
+    assert idle == ([agi.KEEPALIVE_IDLE] if hasattr(socket, "TCP_KEEPIDLE") else [])
