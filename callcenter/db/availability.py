@@ -515,19 +515,23 @@ class HeldWrites(Generic[K, T]):
             )
 
     async def _flush_queued(self) -> None:
-        async with self._lock:
-            if not self._database.available:  # gone down meanwhile: held for the on_ready flush
-                await self._spool_held([])
-                return
-            try:
-                # bounded like a direct write: a hanging database is one that is down
-                await self._write_held(batch_timeout=self._write_timeout)
-            except Exception as exc:
-                if not is_database_down(exc):
-                    log.exception("%s: writing what was queued failed", self._what)
+        # again while something came in during the last await of a pass (it found this task
+        # still running, so no other flush was started for it)
+        while self._held:
+            async with self._lock:
+                if not self._database.available:  # gone down: held for the on_ready flush
+                    await self._spool_held([])
                     return
-                self._database.mark_down(exc)
-                await self._spool_held([])  # an outage now: what was queued goes to the spool
+                try:
+                    # bounded like a direct write: a hanging database is one that is down
+                    await self._write_held(batch_timeout=self._write_timeout)
+                except Exception as exc:
+                    if not is_database_down(exc):
+                        log.exception("%s: writing what was queued failed", self._what)
+                        return
+                    self._database.mark_down(exc)
+                    await self._spool_held([])  # an outage now: the queue goes to the spool
+                    return
 
     async def _spool_held(self, items: list[T]) -> None:
         """Append `items` (just held) to the spool; the whole file is rewritten instead when
@@ -537,8 +541,9 @@ class HeldWrites(Generic[K, T]):
             return
         try:
             if self._spool_partial or spool.lines + len(items) > 2 * len(self._held) + 1000:
-                await spool.rewrite(list(self._held.values()))
+                # cleared before the wait: an item held meanwhile sets it again
                 self._spool_partial = False
+                await spool.rewrite(list(self._held.values()))
             else:
                 await spool.append(items)
         except asyncio.CancelledError:  # the caller gave up waiting for the disk
@@ -555,12 +560,13 @@ class HeldWrites(Generic[K, T]):
         spool = self._spool
         assert spool is not None
         try:
+            self._spool_partial = False  # cleared before the wait: an item held meanwhile sets it
             if self._held:
                 await spool.rewrite(list(self._held.values()))
             else:
                 await spool.remove()
-            self._spool_partial = False
         except OSError as exc:
+            self._spool_partial = bool(self._held)  # the rewrite of what is held failed
             log.error("%s: could not update %s (%s)", self._what, spool.path, exc)
 
     def _hold(self, items: Sequence[T]) -> list[T]:

@@ -434,6 +434,40 @@ async def test_the_flush_after_an_outage_gives_up_on_a_hanging_database() -> Non
     assert log.held == 2 and inner.batches == []
 
 
+class SlowRemoveSpool(Spool[CallRecord]):
+    """A spool whose removal (after a flush has written everything) waits for `disk`."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, decode=call_record_from_json)
+        self.disk = asyncio.Event()
+        self.removing = asyncio.Event()
+
+    async def remove(self) -> None:
+        self.removing.set()
+        await self.disk.wait()
+        await super().remove()
+
+
+async def test_a_write_queued_while_the_flush_tidies_the_spool_is_written_too(
+    tmp_path: Path,
+) -> None:
+    """A record that comes in while the flush of the queue is removing the spool file (its last
+    step) is written by that flush too, not left in memory until some later write."""
+    spool = SlowRemoveSpool(tmp_path / "spool" / "call_log.jsonl")
+    gate, inner = Gate(False), FakeLog()
+    log = DeferredCallLog(call_log=inner, database=gate, spool=spool)
+    await log.save_calls([rec("a")])  # held and spooled during an outage
+    gate.available = True
+    await log.save_calls([rec("b")])  # queued behind "a": the flush of the queue starts
+    await spool.removing.wait()  # "a" and "b" are written; the file is being removed
+    await log.save_calls([rec("c")])
+    spool.disk.set()
+    await queue_flushed(log)
+    assert log.held == 0
+    assert [uid for batch in inner.batches for uid, _ in batch] == ["a", "b", "c"]
+    await log.close()
+
+
 async def test_with_the_real_repository_records_wait_for_the_database(sqlite_url: str) -> None:
     db = Database(sqlite_url, retry=FAST, migrate=FlakyMigrations(failures=2))
     calls = CallRepository(session_factory=db.sessions)
