@@ -69,13 +69,24 @@ class Spool(Generic[T]):
     async def append(self, items: Sequence[T]) -> None:
         if not items:
             return
-        data = b"".join(orjson.dumps(item) + b"\n" for item in items)
-        await self._run(self._write, data, len(items))
+        lines = self._encode(items)
+        await self._run(self._write, b"".join(lines), len(lines))
 
     async def rewrite(self, items: Sequence[T]) -> None:
         """Replace the file by exactly `items` (atomically: a crash leaves the old or the new)."""
-        data = b"".join(orjson.dumps(item) + b"\n" for item in items)
-        await self._run(self._replace, data, len(items))
+        lines = self._encode(items)
+        await self._run(self._replace, b"".join(lines), len(lines))
+
+    def _encode(self, items: Sequence[T]) -> list[bytes]:
+        """One JSON line per item; an item that cannot be written as JSON (an integer beyond
+        64 bits from the wire, say) is left out with an error, not the whole write."""
+        lines: list[bytes] = []
+        for item in items:
+            try:
+                lines.append(orjson.dumps(item) + b"\n")
+            except TypeError as exc:
+                log.error("spool %s: an item cannot be written, left out: %s", self.path, exc)
+        return lines
 
     async def remove(self) -> None:
         await self._run(self._unlink)

@@ -468,6 +468,25 @@ async def test_a_write_queued_while_the_flush_tidies_the_spool_is_written_too(
     await log.close()
 
 
+async def test_a_record_the_spool_cannot_encode_does_not_stop_spooling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value from the wire beyond what JSON carries (an integer over 64 bits) leaves that
+    record out of the file with an error; the others are spooled, now and later."""
+    gate = Gate(False)
+    log = DeferredCallLog(call_log=FakeLog(), database=gate, spool=_spool(tmp_path))
+    bad = CallRecord(
+        uniqueid="bad", linkedid="bad", channel="PJSIP/t-bad", started_at=T0, queue_priority=2**70
+    )
+    with caplog.at_level(logging.ERROR):
+        await log.save_calls([rec("a"), bad])
+        await log.save_calls([rec("b")])
+    assert log.held == 3
+    assert any("cannot be written" in m for m in caplog.messages)
+    again = DeferredCallLog(call_log=FakeLog(), database=Gate(False), spool=_spool(tmp_path))
+    assert sorted(again._held) == ["a", "b"]
+
+
 async def test_with_the_real_repository_records_wait_for_the_database(sqlite_url: str) -> None:
     db = Database(sqlite_url, retry=FAST, migrate=FlakyMigrations(failures=2))
     calls = CallRepository(session_factory=db.sessions)
