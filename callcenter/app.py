@@ -29,6 +29,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -54,7 +55,13 @@ from callcenter.customers.repository import (
     CustomerLookupAdapter,
     CustomerRepository,
 )
-from callcenter.db.availability import Backoff, Database, DeferredCallLog, DeferredIvrRecorder
+from callcenter.db.availability import (
+    Backoff,
+    Database,
+    DatabaseUnavailable,
+    DeferredCallLog,
+    DeferredIvrRecorder,
+)
 from callcenter.db.spool import Spool
 from callcenter.ivr.runner import FLUSH_TIMEOUTS, IvrRunner
 from callcenter.ivr.service import FlowRegistry
@@ -255,6 +262,9 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         agent_publisher=AgentNotifier(bus=app[BUS]),
         call_log=app[CALL_LOG],
         clock=app[CLOCK],
+        sweeper=_OpenCallSweeper(
+            calls=app[CALL_REPOSITORY], held=app[CALL_LOG], database=app[DATABASE]
+        ),
     )
     app[CALL_TRACKER] = calls
     app[AGENT_TRACKER] = agents
@@ -265,6 +275,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(pipeline.run(), name="event-pipeline"),
         asyncio.create_task(pipeline.write(), name="call-log-writer"),
         asyncio.create_task(pipeline.ticker(), name="event-ticker"),
+        asyncio.create_task(pipeline.sweep(), name="call-log-sweep"),
     ]
     try:
         yield
@@ -281,6 +292,28 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         if unsaved:
             app[CALL_LOG].keep(unsaved)
             log.warning("shutdown: %d call records handed to the call log unsaved", len(unsaved))
+
+
+class _OpenCallSweeper:
+    """The pipeline's sweeper (calls left open in the call log, gone from the channel list):
+    refused at once while the database is down; what the call log holds from an outage or an
+    earlier run's spool is written first, so a record held open cannot reopen a row closed."""
+
+    def __init__(self, *, calls: CallRepository, held: DeferredCallLog, database: Database) -> None:
+        self._calls = calls
+        self._held = held
+        self._database = database
+
+    async def close_open_calls(
+        self, *, started_before: datetime, ended_at: datetime, keep: Callable[[str], bool]
+    ) -> int:
+        if not self._database.available:
+            raise DatabaseUnavailable(f"database unavailable: {self._database.reason}")
+        if self._held.held:
+            await self._held.flush()
+        return await self._calls.close_open_calls(
+            started_before=started_before, ended_at=ended_at, keep=keep
+        )
 
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:

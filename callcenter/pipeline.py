@@ -11,7 +11,8 @@ to the call log happen on a second task, so a slow database never delays event h
 writer gathers the records of up to `save_delay` seconds into one transaction. Both queues are
 bounded: a full inbox makes the AMI client stop reading (back-pressure), a full writer queue
 drops the record with an error log. Everything fails open: an error is logged and the next item
-goes on.
+goes on. After each channel list of a resync, a third task (`sweep`) closes the calls the call
+log still has open that are neither live nor followed (left by an earlier run or an outage).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from callcenter.agents.service import AgentEffect, AgentStateTracker
@@ -52,6 +53,14 @@ class CallLog(Protocol):
     async def save_calls(self, records: Sequence[CallRecord]) -> None: ...
 
 
+class OpenCallSweeper(Protocol):
+    async def close_open_calls(
+        self, *, started_before: datetime, ended_at: datetime, keep: Callable[[str], bool]
+    ) -> int:
+        """Close the open calls started before `started_before` whose uniqueid `keep` refuses
+        (ended_at, end_reason "ended_while_disconnected"); returns how many."""
+
+
 class CallPublisher(Protocol):
     async def publish(self, effects: Iterable[CallEffect]) -> None: ...
 
@@ -63,6 +72,12 @@ class AgentPublisher(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Resync:
     snapshot: ResyncSource
+
+
+@dataclass(frozen=True, slots=True)
+class _Sweep:
+    channels: Sequence[AmiMessage]  # the channel list
+    at: datetime  # when it was applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +96,9 @@ class PipelineStats:
     saved: int = 0
     save_failures: int = 0
     saves_dropped: int = 0
+    sweeps: int = 0  # channel lists swept (or tried)
+    swept: int = 0  # open calls in the call log closed after a channel list
+    sweep_failures: int = 0
 
 
 # The consumer yields to the event loop after this much work, so reads and pings go on.
@@ -103,12 +121,18 @@ class EventPipeline:
         save_delay: float = 0.1,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
+        sweeper: OpenCallSweeper | None = None,
+        sweep_margin: float = 5.0,
+        sweep_timeout: float = 30.0,
     ) -> None:
         """`save_batch`/`save_delay`: the writer waits up to `save_delay` seconds for up to
         `save_batch` records and writes them in one transaction (a call saved several times in
         that window is written once); `drain()` cuts the wait short. A batch that fails because
         the database is down is kept and retried, `retry_min` doubling up to `retry_max` seconds
-        apart, so records finished while the database is down reach it later."""
+        apart, so records finished while the database is down reach it later.
+        `sweeper`: after each channel list, `sweep()` closes the open calls of the call log
+        started over `sweep_margin` seconds before the list was applied that are neither live
+        in it nor followed, within `sweep_timeout` seconds."""
         if max_pending < 1 or save_batch < 1:
             raise ValueError("max_pending and save_batch must be at least 1")
         self._calls = calls
@@ -139,6 +163,13 @@ class EventPipeline:
         self._now = clock()  # one reading per 32 items: the trackers' `now`
         self._call_fx: list[CallEffect] = []  # this batch's call effects, in order
         self._agent_fx: list[AgentEffect] = []  # this batch's resync/tick agent effects
+        self._sweeper = sweeper
+        self._sweep_margin = timedelta(seconds=sweep_margin)
+        self._sweep_timeout = sweep_timeout
+        self._sweep_next: _Sweep | None = None  # the latest channel list not swept yet
+        self._sweeping = False
+        self._sweep_wakeup: asyncio.Future[None] | None = None
+        self._sweep_waiters: list[asyncio.Future[None]] = []
         self.stats = PipelineStats()
 
     # -- producers -------------------------------------------------------------------------------
@@ -346,6 +377,96 @@ class EventPipeline:
         self._retry_delay = min(max(self._retry_delay * 2, self._retry_min), self._retry_max)
         await asyncio.sleep(self._retry_delay)
 
+    async def sweep(self) -> None:
+        """Until cancelled: after each channel list, close the calls the call log has open
+        that the list shows are gone (see `OpenCallSweeper`). Its own task, so a slow or
+        unreachable database never holds the event consumer; a list that comes while one is
+        being swept replaces any other still waiting (the latest list says it all)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            job = self._sweep_next
+            if job is None:
+                self._wake_swept()
+                self._sweep_wakeup = loop.create_future()
+                try:
+                    await self._sweep_wakeup
+                finally:
+                    self._sweep_wakeup = None
+                continue
+            self._sweep_next = None
+            self._sweeping = True
+            try:
+                await self._sweep_once(job)
+            finally:
+                self._sweeping = False
+                self.stats.sweeps += 1
+                self._wake_swept()
+
+    async def sweep_idle(self) -> None:
+        """Wait until the channel lists applied so far are swept (`sweep()` must be running)."""
+        loop = asyncio.get_running_loop()
+        while self._sweep_next is not None or self._sweeping:
+            waiter = loop.create_future()
+            self._sweep_waiters.append(waiter)
+            await waiter
+
+    async def wait_sweeps(self, count: int) -> None:
+        """Wait until `count` channel lists in all have been swept (or tried)."""
+        loop = asyncio.get_running_loop()
+        while self.stats.sweeps < count:
+            waiter = loop.create_future()
+            self._sweep_waiters.append(waiter)
+            await waiter
+
+    async def _sweep_once(self, job: _Sweep) -> None:
+        sweeper = self._sweeper
+        if sweeper is None:
+            return
+        live: set[str] = set()
+        for channel in job.channels:
+            live.add(channel.get("Uniqueid"))
+            live.add(channel.get("Linkedid"))
+        live.discard("")
+        calls = self._calls
+
+        def keep(uniqueid: str) -> bool:  # asked when the open rows are in: the tracker now
+            return uniqueid in live or calls.get(uniqueid) is not None
+
+        try:
+            async with asyncio.timeout(self._sweep_timeout):
+                closed = await sweeper.close_open_calls(
+                    started_before=job.at - self._sweep_margin, ended_at=job.at, keep=keep
+                )
+        except Exception as exc:
+            self.stats.sweep_failures += 1
+            if is_database_down(exc):
+                log.warning(
+                    "call log: open calls not checked against the channel list, database "
+                    "unavailable or not answering (%r); the next channel list does it",
+                    exc,
+                )
+            else:
+                log.exception("call log: closing the calls gone from the channel list failed")
+            return
+        self.stats.swept += closed
+        if closed:
+            log.info(
+                "call log: %d call(s) left open (ended while we were stopped or disconnected) "
+                "closed: not in Asterisk's channel list",
+                closed,
+            )
+
+    def _wake_swept(self) -> None:
+        if self._sweep_waiters:
+            waiters, self._sweep_waiters = self._sweep_waiters, []
+            for waiter in waiters:
+                _resolve(waiter)
+
+    def _queue_sweep(self, channels: Sequence[AmiMessage], now: datetime) -> None:
+        if self._sweeper is not None:
+            self._sweep_next = _Sweep(channels, now)
+            _resolve(self._sweep_wakeup)
+
     async def ticker(self, interval: float = 1.0, expire_every: int = 60) -> None:
         """Queue a tick every `interval` seconds (and an expiry pass every `expire_every`)."""
         n = 0
@@ -414,6 +535,7 @@ class EventPipeline:
                 call_fx = self._guard(
                     "call tracker", item, lambda: calls.reconcile_channels(snap.channels, now)
                 )
+                self._queue_sweep(snap.channels, now)
             else:
                 if stage == "queues":  # its channel list was applied at its own stage
                     call_fx = self._guard(
@@ -423,6 +545,7 @@ class EventPipeline:
                     )
                 else:
                     call_fx = self._guard("call tracker", item, lambda: calls.reconcile(snap, now))
+                    self._queue_sweep(snap.channels, now)
                 self._agent_fx += self._guard(
                     "agent tracker", item, lambda: self._agents.reconcile(snap, now)
                 )

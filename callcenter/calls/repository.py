@@ -10,7 +10,7 @@ request recorded twice is kept once. An integer beyond its column's range is not
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -32,6 +32,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -72,6 +73,8 @@ _DIRECTIONS = ("inbound", "outbound")
 _ABANDON_STAGES: tuple[str, ...] = get_args(AbandonStage)
 _END_REASONS: tuple[str, ...] = get_args(EndReason)
 _MAX_PAGE = 1000
+# uniqueids per UPDATE when closing open calls: well below SQLite's 999 bound parameters
+_CLOSE_BATCH = 500
 
 
 def _text_limits() -> tuple[tuple[str, int], ...]:
@@ -255,6 +258,41 @@ class CallRepository:
             stmt = insert.on_conflict_do_update(index_elements=["uniqueid"], set_=update)
             upsert = self._upserts[dialect.name] = _CompiledUpsert(stmt, dialect)
         return upsert
+
+    async def close_open_calls(
+        self,
+        *,
+        started_before: datetime,
+        ended_at: datetime,
+        keep: Callable[[str], bool],
+        reason: EndReason = "ended_while_disconnected",
+    ) -> int:
+        """Close the calls still open in the log (ended_at NULL) that started before
+        `started_before` and for whose uniqueid `keep` is false (not live, not followed): set
+        ended_at and end_reason, nothing else (no hangup cause is known). Returns how many were
+        closed. The open rows are listed first and updated in batches, so neither the live
+        list nor the open rows meet a database's limit on bound parameters; a row saved ended
+        (or reopened) meanwhile is left as it is. Idempotent."""
+        started_before = require_aware("started_before", started_before)
+        ended_at = require_aware("ended_at", ended_at)
+        if reason not in _END_REASONS:
+            raise ValueError(f"unknown end_reason {reason!r}")
+        calls = CallRow.__table__.c
+        still_open = and_(calls.ended_at.is_(None), calls.started_at < started_before)
+        async with self._sessions() as session:
+            listed = await session.scalars(select(calls.uniqueid).where(still_open))
+            gone = [uniqueid for uniqueid in listed if not keep(uniqueid)]
+        closed = 0
+        for start in range(0, len(gone), _CLOSE_BATCH):
+            stmt = (
+                update(CallRow)
+                .where(calls.uniqueid.in_(gone[start : start + _CLOSE_BATCH]), still_open)
+                .values(ended_at=ended_at, end_reason=reason, updated_at=utcnow())
+            )
+            async with self._sessions() as session, session.begin():
+                conn = await session.connection()
+                closed += (await conn.execute(stmt)).rowcount
+        return closed
 
     async def record_step(self, step: IvrStep) -> None:
         """Store one IVR step; a step already stored under (call_uniqueid, seq) is kept as is."""
