@@ -189,6 +189,13 @@ class CallRow(Base):
         Index("ix_calls_queue_started_at", "queue", "started_at"),
         Index("ix_calls_agent_started_at", "agent", "started_at"),
         Index("ix_calls_agent_interface_started_at", "agent_interface", "started_at"),
+        # the calls still open (few): what a resync's sweep of calls gone while we were away reads
+        Index(
+            "ix_calls_open_started_at",
+            "started_at",
+            postgresql_where=text("ended_at IS NULL"),
+            sqlite_where=text("ended_at IS NULL"),
+        ),
     )
 
 
