@@ -268,9 +268,13 @@ class CustomerRepository:
             return _to_customer(row)
 
     async def detach_number(self, customer_id: int, number: str) -> Customer:
-        normalised = parse_number(number, self._country)
+        """`number` in any format, or one of the customer's stored (canonical) numbers as it is:
+        normalising "13125550100" (+1 312...) again would read it as a Chinese mobile."""
         async with self._sessions() as session, session.begin():
             row = await _get_row(session, customer_id)
+            normalised = number.strip()
+            if not any(n.normalised == normalised for n in row.numbers):
+                normalised = parse_number(number, self._country)
             row.numbers = [n for n in row.numbers if n.normalised != normalised]
             row.updated_at = utcnow()
             await session.flush()

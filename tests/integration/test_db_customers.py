@@ -254,6 +254,20 @@ async def test_a_known_foreign_caller_is_found_not_created_again(
     assert [n.normalised for n in mobile.numbers] == ["8613125550100"]
 
 
+async def test_a_stored_number_sent_back_as_it_is_is_detached(
+    customers: CustomerRepository,
+) -> None:
+    """A client sends back a number as the API showed it (its canonical key): "13125550100",
+    the +1 number, not the Chinese mobile those digits would be read as."""
+    office = await customers.create(name="Chicago office", numbers=[CHICAGO, "13800138000"])
+    keys = sorted(n.normalised for n in office.numbers)
+    assert "13125550100" in keys
+    office = await customers.detach_number(office.id, "13125550100")
+    assert [n.normalised for n in office.numbers] == [k for k in keys if k != "13125550100"]
+    office = await customers.detach_number(office.id, "138 0013 8000")  # any format still works
+    assert not office.numbers
+
+
 async def test_history_finds_the_calls_of_every_number(
     session_factory: async_sessionmaker[AsyncSession], customers: CustomerRepository
 ) -> None:
