@@ -9,21 +9,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
+from ami_manager_support import Manager, client_for, frame
 
 from callcenter.agents.service import AgentEffect, AgentStateTracker
 from callcenter.asterisk.ami import AmiClient
-from callcenter.asterisk.events import SUBSCRIBED_EVENTS, is_tracked_variable
-from callcenter.asterisk.message import AmiMessage
 from callcenter.calls.model import CallRecord
 from callcenter.calls.service import CallEffect, CallTracker
 from callcenter.pipeline import EventPipeline
 
-BANNER = b"Asterisk Call Manager/9.0.0\r\n"
 CALL = "1700000000.1"
-
-
-def frame(*headers: tuple[str, str]) -> bytes:
-    return AmiMessage(headers).to_bytes()
 
 
 def channel_event(name: str, uniqueid: str, state: str, *extra: tuple[str, str]) -> bytes:
@@ -46,92 +40,6 @@ def channel_event(name: str, uniqueid: str, state: str, *extra: tuple[str, str])
         ("Linkedid", CALL),
         *extra,
     )
-
-
-def listed_channel(aid: str, uniqueid: str) -> bytes:
-    return frame(
-        ("Event", "CoreShowChannel"),
-        ("ActionID", aid),
-        ("Channel", f"PJSIP/trunk-{uniqueid[-1]:0>8}"),
-        ("ChannelState", "6"),
-        ("ChannelStateDesc", "Up"),
-        ("CallerIDNum", "13800138000"),
-        ("CallerIDName", ""),
-        ("Context", "from-trunk"),
-        ("Exten", "100"),
-        ("Priority", "1"),
-        ("Uniqueid", uniqueid),
-        ("Linkedid", CALL),
-        ("Application", "AGI"),
-        ("ApplicationData", "agi://127.0.0.1/hotline"),
-        ("Duration", "00:00:05"),
-        ("BridgeId", ""),
-    )
-
-
-def list_reply(aid: str, complete: str, items: Sequence[bytes] = ()) -> bytes:
-    return (
-        frame(("Response", "Success"), ("ActionID", aid), ("EventList", "start"))
-        + b"".join(items)
-        + frame(
-            ("Event", complete),
-            ("ActionID", aid),
-            ("EventList", "Complete"),
-            ("ListItems", str(len(items))),
-        )
-    )
-
-
-@dataclass
-class Manager:
-    """Asterisk's manager session as far as the resync goes: it answers the actions of a
-    session one at a time and writes the events queued meanwhile between two replies.
-    `after_channels` is written right after the channel list (a call that starts while
-    CoreShowChannels runs); `listed` are the channels up when the list is taken."""
-
-    after_channels: bytes = b""
-    listed: list[str] = field(default_factory=list)
-    writers: list[asyncio.StreamWriter] = field(default_factory=list)
-    server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._session, "127.0.0.1", 0)
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
-
-    async def stop(self) -> None:
-        for w in self.writers:
-            w.close()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-    async def push(self, data: bytes) -> None:
-        self.writers[-1].write(data)
-        await self.writers[-1].drain()
-
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        writer.write(BANNER)
-        try:
-            while True:
-                raw = await reader.readuntil(b"\r\n\r\n")
-                fields = dict(line.split(": ", 1) for line in raw.decode().split("\r\n") if line)
-                aid = fields.get("ActionID", "")
-                action = fields["Action"]
-                if action == "CoreShowChannels":
-                    items = [listed_channel(aid, u) for u in self.listed]
-                    writer.write(list_reply(aid, "CoreShowChannelsComplete", items))
-                    writer.write(self.after_channels)
-                elif action == "QueueStatus":
-                    writer.write(list_reply(aid, "QueueStatusComplete"))
-                else:
-                    writer.write(frame(("Response", "Success"), ("ActionID", aid)))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
 
 
 @dataclass
@@ -181,25 +89,7 @@ async def stack() -> AsyncIterator[Stack]:
         save_delay=0,
     )
     tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
-    resynced = asyncio.Event()
-
-    async def on_resync(snapshot: object) -> None:
-        await pipeline.resync(snapshot)  # type: ignore[arg-type]
-        if getattr(snapshot, "stage", "queues") == "queues":
-            resynced.set()
-
-    client = AmiClient(
-        host="127.0.0.1",
-        port=port,
-        username="u",
-        secret="s",
-        on_message=pipeline.feed,
-        on_messages=pipeline.feed_many,
-        on_resync=on_resync,
-        only_events=SUBSCRIBED_EVENTS,
-        only_variables=is_tracked_variable,
-        ping_interval=60.0,
-    )
+    client, resynced = client_for(pipeline, port)
     yield Stack(manager, client, calls, pipeline, call_log, resynced)
     await client.close()
     for task in tasks:

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import signal
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
-from test_bus_redis import RedisProcess
+from test_bus_redis import RedisProcess, redis_process  # noqa: F401 (the fixture used below)
 
 from callcenter.bus import keys
 from callcenter.bus.redis import RedisBus
@@ -78,20 +75,15 @@ async def hung() -> AsyncIterator[HungServer]:
 
 
 @pytest.fixture
-def stoppable_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A private redis-server the test may SIGSTOP; continued and stopped afterwards."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("redis-server is not installed but CI=true")
-        pytest.skip("redis-server is not installed")
-    server = RedisProcess(tmp_path)
-    server.start()
+def stoppable_redis(request: pytest.FixtureRequest) -> Iterator[RedisProcess]:
+    """A private redis-server (test_bus_redis's fixture) the test may SIGSTOP; continued
+    before it is stopped."""
+    server: RedisProcess = request.getfixturevalue("redis_process")
     try:
         yield server
     finally:
         if server.proc is not None:
             server.proc.send_signal(signal.SIGCONT)
-        server.stop()
 
 
 def freeze(server: RedisProcess) -> None:
