@@ -185,8 +185,10 @@ class QueueSummary(TypedDict):
 
 
 class CallSummary(TypedDict):
-    """Operating statistics for [since, until). "Within target" means answered after a queue
-    wait of at most `answer_target_seconds` (calls answered without queueing count as within)."""
+    """Operating statistics for [since, until). "Within target" means a call that reached a
+    queue was answered after a wait of at most `answer_target_seconds` (a queued call whose wait
+    is unknown, first seen mid-call, counts as within); calls that never queued (outbound,
+    direct) are in neither side of `service_level`, which stays within 0..1."""
 
     since: datetime
     until: datetime
@@ -457,7 +459,12 @@ class CallRepository:
             raise ValueError("until must be later than since")
         period = and_(CallRow.started_at >= since, CallRow.started_at < until)
         answered = CallRow.answered_at.is_not(None)
-        within = and_(answered, func.coalesce(CallRow.wait_seconds, 0.0) <= self._target)
+        # the same calls as the service level's denominator (queued): never above 100%
+        within = and_(
+            answered,
+            CallRow.queue.is_not(None),
+            func.coalesce(CallRow.wait_seconds, 0.0) <= self._target,
+        )
         totals = select(
             func.count(),
             _count_if(answered),

@@ -328,6 +328,38 @@ async def test_summary(repo: CallRepository) -> None:
         await repo.summary(since, since)
 
 
+async def test_service_level_counts_only_calls_that_queued(repo: CallRepository) -> None:
+    """Calls answered without reaching a queue (an outbound callback, a direct dial) are in
+    neither side of the service level: one queued call answered after 90 s and two answered
+    callbacks give 0 of 1, not 2 of 1."""
+    since = datetime(2026, 11, 27, tzinfo=UTC)
+    at = since + timedelta(hours=10)
+    queued = CallRecord(
+        uniqueid="q.1",
+        linkedid="q.1",
+        channel="PJSIP/trunk-1",
+        started_at=at,
+        queue="general",
+        answered_at=at + timedelta(seconds=90),
+        wait_seconds=90.0,
+    )
+    callbacks = [
+        CallRecord(
+            uniqueid=f"cb.{n}",
+            linkedid=f"cb.{n}",
+            channel=f"PJSIP/1001-{n}",
+            started_at=at,
+            direction="outbound",
+            answered_at=at + timedelta(seconds=5),
+        )
+        for n in (1, 2)
+    ]
+    await repo.save_calls([queued, *callbacks])
+    s = await repo.summary(since, since + timedelta(days=1))
+    assert (s["answered"], s["queued"], s["answered_within_target"]) == (3, 1, 0)
+    assert s["service_level"] == 0.0
+
+
 async def test_concurrent_writers_all_land(repo: CallRepository) -> None:
     # the tracker, the IVR runner and a reconcile may all write at once (SQLite: WAL + timeout)
     records = [full_record(f"1764291700.{i}") for i in range(20)]
