@@ -16,12 +16,16 @@ IVR_CHOICE (last choice; appended to the path when no CALLCENTER_IVR_PATH is set
 MIXMONITOR_FILENAME (recording, any channel of the call). CALLCENTER_*, IVR_* and QUEUE_* values
 are kept in `variables` (bounded).
 
-end_reason: outbound -> "completed" if the first channel was answered, else "failed";
+end_reason: outbound -> "completed" if the far end was reached, else "failed" (an originated
+call's first channel is our side: it is answered once another channel of the call goes Up, enters
+a bridge, or a queue member connects);
 inbound answered by an agent (or bridged) -> "completed"; caller hung up in a queue ->
 "abandoned" (stage queue); left a queue unanswered otherwise -> "failed"; never reached a queue ->
 "abandoned" (stage ivr) unless the IVR/dialplan hung up itself (-> "completed");
 "ended_while_disconnected" (reconcile) and "expired" (expire / size cap) when the end is unknown.
-wait_seconds prefers AgentConnect HoldTime; talk_seconds is the sum of AgentComplete TalkTime,
+wait_seconds prefers AgentConnect HoldTime (plus the time spent in earlier queues when the
+caller was sent on to another one; the call stays filed under the first queue, where its wait
+began); talk_seconds is the sum of AgentComplete TalkTime,
 else answer -> hangup on the injected clock.
 """
 
@@ -292,6 +296,15 @@ def _seconds(later: datetime, earlier: datetime | None) -> float | None:
     return max(0.0, (later - earlier).total_seconds())
 
 
+def _queued(call: _Call, held: float | None) -> float | None:
+    """Total queue wait: `held` in the current queue stint plus the earlier stints (a caller
+    sent on to an overflow queue after a queue timeout waits from the first join)."""
+    first, current = call.queue_joined_at, call.join_at
+    if held is None or first is None or current is None or current <= first:
+        return held
+    return held + (current - first).total_seconds()
+
+
 def _parse_path(value: str) -> list[str]:
     for sep in IVR_PATH_SEPARATORS:
         if sep in value:
@@ -379,10 +392,13 @@ class CallTracker:
                 live[ev.uniqueid] = ev
         effects: list[CallEffect] = []
         for call in list(self._calls.values()):
-            if call.uniqueid not in live:
+            listed = live.get(call.uniqueid)
+            if listed is None:
                 effects.extend(self._end(call, now, override="ended_while_disconnected"))
             else:
                 call.last_seen = now  # still up: not idle ghost state
+                if listed.bridge_id:
+                    call.bridged = True  # answered (or connected) while the link was down
         for ev in live.values():
             if (ev.linkedid in ("", ev.uniqueid)) and ev.uniqueid not in self._calls:
                 effects.extend(self._adopt_listed(ev, now))
@@ -401,10 +417,14 @@ class CallTracker:
         self, queue_status: Iterable[AmiMessage], now: datetime
     ) -> list[CallEffect]:
         """Take the queue wait of known calls from QueueStatus items (QueueEntry), where the
-        list was taken in the stream (after QueueStatusComplete) and after the channels."""
+        list was taken in the stream (after QueueStatusComplete) and after the channels.
+        Known calls waiting in a queue with no QueueEntry left it meanwhile (`queue_left_at` =
+        now; a later AgentComplete tells the answer time)."""
         effects: list[CallEffect] = []
+        queued: set[str] = set()
         for item in decode_all(queue_status):
             if isinstance(item, QueueEntryListed):
+                queued.add(item.uniqueid)
                 waiting = self._calls.get(item.uniqueid)
                 if waiting is None or waiting.answered_at is not None or waiting.join_at:
                     continue
@@ -416,6 +436,12 @@ class CallTracker:
                     if waiting.queue_joined_at is None and waiting.queue == waiting.in_queue:
                         waiting.queue_joined_at = joined
                 effects.append(CallUpdated(waiting.record(), "queued"))
+        for call in self._calls.values():
+            if call.in_queue is not None and call.uniqueid not in queued:
+                # left the queue while the link was down (answered, timed out): when is unknown
+                call.in_queue = None
+                call.queue_left_at = now
+                effects.append(CallUpdated(call.record(), "left_queue"))
         return effects
 
     def expire(self, now: datetime) -> list[CallEffect]:
@@ -513,13 +539,19 @@ class CallTracker:
     def _on_state(self, ev: ChannelStateChanged, now: datetime) -> list[CallEffect]:
         out: list[CallEffect] = []
         call = self._resolve(ev, now, out)
-        if call is None or not self._is_primary(call, ev) or ev.state != STATE_UP or call.up:
+        if call is None or ev.state != STATE_UP:
             return out
-        call.up = True
-        if call.direction == "outbound" and call.answered_at is None:
-            call.answered_at = now
-            out.append(CallUpdated(call.record(), "answered"))
+        if self._is_primary(call, ev):
+            # an originated call's first channel is our side (the agent's phone for a
+            # callback): its answer is not the far end's
+            call.up = True
+        elif call.direction == "outbound" and call.answered_at is None:
+            self._far_end_reached(call, now, out)
         return out
+
+    def _far_end_reached(self, call: _Call, now: datetime, out: list[CallEffect]) -> None:
+        call.answered_at = now
+        out.append(CallUpdated(call.record(), "answered"))
 
     def _on_callerid(self, ev: CallerIdChanged, now: datetime) -> list[CallEffect]:
         out: list[CallEffect] = []
@@ -605,8 +637,12 @@ class CallTracker:
     def _on_bridge(self, ev: BridgeEntered, now: datetime) -> list[CallEffect]:
         out: list[CallEffect] = []
         call = self._resolve(ev, now, out)
-        if call is not None and self._is_primary(call, ev):
+        if call is None:
+            return out
+        if self._is_primary(call, ev):
             call.bridged = True
+        if call.direction == "outbound" and call.answered_at is None:
+            self._far_end_reached(call, now, out)  # a bridge forms once the dialled party answers
         return out
 
     def _on_hangup(self, ev: ChannelHungUp, now: datetime) -> list[CallEffect]:
@@ -664,6 +700,7 @@ class CallTracker:
         if call is None or call.abandoned or call.answered_at is not None:
             return out
         held = float(ev.hold_time) if ev.hold_time is not None else _seconds(now, call.join_at)
+        held = _queued(call, held)
         call.abandoned = True
         call.abandon_stage = "queue"
         call.abandon_after = held
@@ -706,9 +743,10 @@ class CallTracker:
         held = float(ev.hold_time) if ev.hold_time is not None else _seconds(now, call.join_at)
         if call.answered_at is None:
             call.answered_at = now
+        if call.agent is None:  # an outbound call may be answered (member leg up) before this
             call.agent = _member(ev)
             call.agent_interface = ev.interface or None
-            call.wait_seconds = held
+            call.wait_seconds = _queued(call, held)
         call.agents.append(_member(ev))
         call.in_agent_stint = True
         call.transfer_pending = False
@@ -727,6 +765,9 @@ class CallTracker:
             return out
         if ev.dest_uniqueid and len(call.talk_counted) < self._max_legs:
             call.talk_counted.add(ev.dest_uniqueid)
+        if call.answered_at is None and not call.abandoned:
+            self._answered_unseen(call, ev, now)
+            out.append(CallUpdated(call.record(), "answered"))
         if ev.talk_time is not None:
             call.talk_total = (call.talk_total or 0.0) + ev.talk_time
         if ev.reason != "transfer":
@@ -734,6 +775,27 @@ class CallTracker:
         talk = float(ev.talk_time) if ev.talk_time is not None else None
         out.append(AgentFinished(call.record(), *_leg(ev), talk_seconds=talk, reason=ev.reason))
         return out
+
+    def _answered_unseen(self, call: _Call, ev: AgentCompleted, now: datetime) -> None:
+        """An AgentComplete for a call whose answer was not seen (AMI link down meanwhile):
+        the answer was TalkTime ago, after HoldTime in the queue."""
+        answered = now - timedelta(seconds=ev.talk_time or 0)
+        held = float(ev.hold_time) if ev.hold_time is not None else None
+        call.answered_at = answered
+        call.agent = _member(ev)
+        call.agent_interface = ev.interface or None
+        if call.agents[-1:] != [call.agent]:
+            call.agents.append(call.agent)
+        if call.queue is None and ev.queue:  # the whole queue stint fell in the gap
+            call.queue = ev.queue
+            call.queues.append(ev.queue)
+            call.queue_joined_at = answered - timedelta(seconds=held or 0)
+        if call.queue_left_at is None or call.queue_left_at > answered:
+            call.queue_left_at = answered  # a resync only knew it had left by then
+        call.in_queue = None
+        call.wait_seconds = (
+            _queued(call, held) if held is not None else _seconds(answered, call.queue_joined_at)
+        )
 
     # -- transfers --------------------------------------------------------------------------------
 
@@ -793,7 +855,8 @@ class CallTracker:
             if talk is None and call.answered_at is not None:
                 talk = _seconds(now, call.answered_at)
             if call.direction == "outbound":
-                reason = "completed" if call.up else "failed"
+                reached = call.answered_at is not None or call.bridged
+                reason = "completed" if reached else "failed"
             elif call.answered_at is not None or call.bridged:
                 reason = "completed"
             elif call.abandoned:
@@ -802,7 +865,7 @@ class CallTracker:
                 # hung up while waiting but the QueueCallerAbandon was not seen
                 call.abandoned = True
                 call.abandon_stage = "queue"
-                call.abandon_after = _seconds(now, call.join_at)
+                call.abandon_after = _queued(call, _seconds(now, call.join_at))
                 call.wait_seconds = call.abandon_after
                 reason = "abandoned"
             elif call.queues:

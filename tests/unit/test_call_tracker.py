@@ -405,11 +405,14 @@ def test_transcript_06_originate_is_an_outbound_call() -> None:
     assert live is not None
     assert (live.caller_number, live.caller_name) == ("5551000", "Click2Call")
     assert live.dialed_number == "15557654321"
-    assert live.answered_at == at(9)
+    assert live.answered_at is None  # only the agent's own phone (the first channel) is up
     leg = Chan("PJSIP/1001-00000007", "c2c-1715683000-1001", state=6)
-    end = ended(run(tracker, [(70, hangup(leg))]))
-    assert [(r.end_reason, r.talk_seconds, r.abandoned) for r in end] == [
-        ("completed", 61.0, False)
+    # the rest of the call (cut from the transcript): Dial rings the customer, who answers
+    customer = Chan("PJSIP/trunk-00000008", "c2c-1715683000-1001-2", "c2c-1715683000-1001", state=0)
+    run(tracker, [(10, newchannel(customer)), (15, newstate(customer, 6))])
+    end = ended(run(tracker, [(70, hangup(customer)), (70, hangup(leg))]))
+    assert [(r.end_reason, r.answered_at, r.talk_seconds, r.abandoned) for r in end] == [
+        ("completed", at(15), 55.0, False)
     ]
 
 
