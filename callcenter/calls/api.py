@@ -23,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from callcenter.agents.model import AgentState, QueueStats, WaitingCaller
 from callcenter.calls.model import CallRecord, IvrStep
 from callcenter.calls.repository import CallbackEntry
+from callcenter.tickets.model import InputModel
 from callcenter.users.model import POLICY, Principal
 from callcenter.users.service import numbers_for
-from callcenter.web.api import ApiRouter, Page, parse_query, require_principal
+from callcenter.web.api import ApiRouter, Page, parse_path, parse_query, require_principal
 from callcenter.web.errors import CallNotFound, ValidationFailed
 from callcenter.web.keys import (
     CALL_REPOSITORY,
@@ -98,6 +99,15 @@ class CallsQuery(PeriodQuery):
     caller: str | None = Field(None, min_length=1, max_length=64)
     limit: int = Field(50, ge=1, le=MAX_PAGE)
     offset: int = Field(0, ge=0, le=10_000_000)
+
+
+class CallIdPath(InputModel):
+    """A call's uniqueid, as sent; text with a NUL is refused (422), PostgreSQL cannot
+    compare it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    uniqueid: str = Field(min_length=1, max_length=MAX_UNIQUEID)
 
 
 Q = TypeVar("Q", bound=_Query)
@@ -319,9 +329,7 @@ async def live_calls(request: web.Request) -> web.Response:
 async def get_call(request: web.Request) -> web.Response:
     """One logged call with its IVR steps and callback request (or the live record)."""
     principal = require_principal(request)
-    uniqueid = request.match_info["uniqueid"]
-    if not uniqueid or len(uniqueid) > MAX_UNIQUEID:
-        raise ValidationFailed("invalid call id", fields={"uniqueid": "1 to 64 characters"})
+    uniqueid = parse_path(request, CallIdPath).uniqueid
     repo = request.app[CALL_REPOSITORY]
     detail = await repo.get_call_detail(uniqueid)
     if detail is not None:

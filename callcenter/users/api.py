@@ -17,6 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from callcenter.tickets.model import InputModel
 from callcenter.users.model import (
     GROUPS,
     POLICY,
@@ -56,10 +57,10 @@ from callcenter.web.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     audit,
-    check_login_allowed,
     clear_session_cookie,
     client_ip,
     cookie_secure,
+    reserve_login_attempt,
     set_session_cookie,
 )
 from callcenter.web.errors import (
@@ -69,7 +70,7 @@ from callcenter.web.errors import (
     TooManyRequests,
     ValidationFailed,
 )
-from callcenter.web.keys import API_TOKENS, AUDIT, LOGIN_LIMITER, USERS, WEB_SESSIONS
+from callcenter.web.keys import API_TOKENS, AUDIT, USERS, WEB_SESSIONS
 
 LOGIN_HTML = Path(__file__).resolve().parent.parent / "web" / "templates" / "login.html"
 
@@ -158,7 +159,12 @@ class MeOut(BaseModel):
         )
 
 
-class LoginIn(_In):
+class LoginIn(InputModel):
+    """Text with a NUL is refused (422) like other invalid input: no user has one and
+    PostgreSQL cannot compare text holding one. Passwords are taken as sent (not stripped)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PASSWORD)]
 
@@ -304,18 +310,25 @@ async def sign_in(
     request: web.Request, username: str, password: str
 ) -> tuple[Principal, NewSession]:
     """Check the rate limit and the password; audit the outcome. Raises TooManyRequests or
-    InvalidCredentials."""
-    check_login_allowed(request, username)
+    InvalidCredentials.
+
+    The attempt is reserved with the limiter before the (threaded) password check, so a burst
+    of concurrent attempts cannot all pass the limit before the first failure is counted."""
+    attempt = reserve_login_attempt(request, username)
     app = request.app
     ip = client_ip(request)
-    user = await app[USERS].authenticate(username, password)
-    if user is None:
-        app[LOGIN_LIMITER].failed(username, ip)
-        await app[AUDIT].record(
-            None, "login_failed", "user", username.strip().lower()[:64], {}, ip=ip
-        )
-        raise InvalidCredentials("wrong username or password, or the account is disabled")
-    app[LOGIN_LIMITER].succeeded(username, ip)
+    try:
+        # no user has a NUL in the name and PostgreSQL cannot compare text holding one
+        nul = "\x00" in username or "\x00" in password
+        user = None if nul else await app[USERS].authenticate(username, password)
+        if user is None:
+            attempt.failed()
+            name = username.replace("\x00", "").strip().lower()[:64]
+            await app[AUDIT].record(None, "login_failed", "user", name, {}, ip=ip)
+            raise InvalidCredentials("wrong username or password, or the account is disabled")
+        attempt.succeeded()
+    finally:
+        attempt.release()  # an error before the outcome: nothing counted (no-op once settled)
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         current = await app[WEB_SESSIONS].resolve(old)

@@ -235,12 +235,29 @@ def mask_digits(number: str) -> str:
 # ------------------------------------------------------------------------------ throttling
 
 
+class LoginThrottled(Exception):
+    """A sign-in attempt refused by `LoginRateLimiter.reserve`; `retry_after` in seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed sign-ins; retry in {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+
+# Retry-After when attempts still being checked fill the limit (they end in well under this).
+IN_FLIGHT_RETRY_SECONDS: Final = 1.0
+
+
 class LoginRateLimiter:
     """Sliding-window limit on failed sign-ins, per (username, client IP) and per client IP.
 
+    An attempt is reserved (`reserve`) before the password is checked, so concurrent attempts
+    count too: a key refuses once its recent failures plus the attempts in flight reach its
+    limit. The reservation then becomes a failure or is released (`LoginAttempt`).
+
     In memory and per process: with several server processes each keeps its own count, so the
     effective limit is multiplied by the number of processes. Bounded: at most `max_keys` keys
-    are tracked (the least recently failed are forgotten first).
+    of failures are tracked (the least recently failed are forgotten first); attempts in flight
+    are bounded by the requests being served.
     """
 
     def __init__(
@@ -259,6 +276,7 @@ class LoginRateLimiter:
         self._limits = {"user": max_failures, "ip": max_failures_per_ip}
         self._max_keys = max_keys
         self._failures: OrderedDict[tuple[str, str, str], deque[float]] = OrderedDict()
+        self._in_flight: dict[tuple[str, str, str], int] = {}
 
     def _keys(self, username: str, ip: str) -> list[tuple[str, str, str]]:
         return [("user", username.strip().lower(), ip), ("ip", "", ip)]
@@ -280,11 +298,34 @@ class LoginRateLimiter:
         wait = 0.0
         for key in self._keys(username, ip):
             times = self._recent(key, now)
+            failures = 0 if times is None else len(times)
             limit = self._limits[key[0]]
-            if times is not None and len(times) >= limit:
+            if times is not None and failures >= limit:
                 # the attempt that frees a slot is the limit-th most recent one expiring
                 wait = max(wait, times[-limit] + self._window - now)
+            elif failures + self._in_flight.get(key, 0) >= limit:
+                wait = max(wait, IN_FLIGHT_RETRY_SECONDS)
         return wait
+
+    def reserve(self, username: str, ip: str) -> LoginAttempt:
+        """Count an attempt as in flight before its password is checked; LoginThrottled
+        (nothing reserved) when this username+IP or this IP is at its limit. The caller
+        settles the returned attempt once: `failed`, `succeeded` or `release`."""
+        wait = self.retry_after(username, ip)
+        if wait > 0:
+            raise LoginThrottled(wait)
+        keys = self._keys(username, ip)
+        for key in keys:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        return LoginAttempt(self, username, ip)
+
+    def _unreserve(self, username: str, ip: str) -> None:
+        for key in self._keys(username, ip):
+            left = self._in_flight.get(key, 0) - 1
+            if left > 0:
+                self._in_flight[key] = left
+            else:
+                self._in_flight.pop(key, None)
 
     def failed(self, username: str, ip: str) -> None:
         now = self._clock()
@@ -299,8 +340,47 @@ class LoginRateLimiter:
     def succeeded(self, username: str, ip: str) -> None:
         self._failures.pop(self._keys(username, ip)[0], None)
 
+    def in_flight(self) -> int:
+        """Attempts reserved and not yet settled (each counted once)."""
+        return sum(n for (kind, _, _), n in self._in_flight.items() if kind == "ip")
+
     def __len__(self) -> int:
         return len(self._failures)
+
+
+class LoginAttempt:
+    """One reserved sign-in attempt (`LoginRateLimiter.reserve`). The first of `failed`,
+    `succeeded` or `release` settles it; later calls do nothing, so `release` fits a
+    `finally` for attempts that ended in an error."""
+
+    __slots__ = ("_ip", "_limiter", "_open", "_username")
+
+    def __init__(self, limiter: LoginRateLimiter, username: str, ip: str) -> None:
+        self._limiter = limiter
+        self._username = username
+        self._ip = ip
+        self._open = True
+
+    def _settle(self) -> bool:
+        if not self._open:
+            return False
+        self._open = False
+        self._limiter._unreserve(self._username, self._ip)
+        return True
+
+    def failed(self) -> None:
+        """The password check failed: the reservation becomes a failure."""
+        if self._settle():
+            self._limiter.failed(self._username, self._ip)
+
+    def succeeded(self) -> None:
+        """Signed in: the reservation ends and this username+IP's failures are forgotten."""
+        if self._settle():
+            self._limiter.succeeded(self._username, self._ip)
+
+    def release(self) -> None:
+        """The check did not complete (an error): the reservation ends, nothing is counted."""
+        self._settle()
 
 
 def negotiate_language(requested: str | None, accept_language: str | None) -> Language:

@@ -31,7 +31,7 @@ from callcenter.users.repository import (
     UserRepository,
     utc_now,
 )
-from callcenter.users.service import LoginRateLimiter, Passwords
+from callcenter.users.service import LoginAttempt, LoginRateLimiter, LoginThrottled, Passwords
 from callcenter.web.api import PRINCIPAL, require_principal
 from callcenter.web.errors import Forbidden, TooManyRequests
 from callcenter.web.keys import (
@@ -164,13 +164,16 @@ async def audit(
     )
 
 
-def check_login_allowed(request: web.Request, username: str) -> None:
-    """429 with Retry-After when this username+IP (or this IP) failed too often."""
-    wait = request.app[LOGIN_LIMITER].retry_after(username, client_ip(request))
-    if wait > 0:
+def reserve_login_attempt(request: web.Request, username: str) -> LoginAttempt:
+    """Count a sign-in attempt before its password is checked, so concurrent attempts are
+    limited too; 429 with Retry-After when this username+IP (or this IP) failed too often or
+    has too many attempts in flight. Settle the returned attempt once it is decided."""
+    try:
+        return request.app[LOGIN_LIMITER].reserve(username, client_ip(request))
+    except LoginThrottled as exc:
         raise TooManyRequests(
-            "too many failed sign-ins; try again later", retry_after=int(wait) + 1
-        )
+            "too many failed sign-ins; try again later", retry_after=int(exc.retry_after) + 1
+        ) from None
 
 
 def check_same_origin(request: web.Request) -> None:
