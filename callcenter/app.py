@@ -70,6 +70,7 @@ from callcenter.tickets.notifier import TICKETS as TICKETS_CHANNEL
 from callcenter.tickets.notifier import BreachChecker, TicketNotifier
 from callcenter.tickets.repository import TicketRepository
 from callcenter.users.repository import utc_now
+from callcenter.web.api import PRINCIPAL
 from callcenter.web.auth import auth_middleware, install_auth
 from callcenter.web.hub import WebSocketHub
 from callcenter.web.keys import (
@@ -163,6 +164,7 @@ def create_app(
         app.cleanup_ctx.append(_emulator_context(emulator))
     app.cleanup_ctx.append(_ami)
     app.on_shutdown.append(_close_websockets)
+    app.on_response_prepare.append(_recheck_sockets)
     setup_routes(app)
     return app
 
@@ -333,11 +335,35 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_websockets(app: web.Application) -> None:
-    # on_shutdown runs before the server waits for open requests: close WebSockets here
-    if HUB in app:
-        await app[HUB].close()
+    # on_shutdown runs before the server waits for open requests: close WebSockets here; both
+    # closes are bounded (a client that stopped reading is aborted), so shutdown goes on
+    closes = [app[HUB].close()] if HUB in app else []
     if SCREEN_POPS in app:
-        await app[SCREEN_POPS].close()
+        closes.append(app[SCREEN_POPS].close())
+    await asyncio.gather(*closes)
+
+
+# requests that may end sessions (sign-in/out, password, disabled user, revoked token)
+_SESSION_CHANGING = ("/api/v1/auth/", "/api/v1/me", "/api/v1/users", "/login", "/logout")
+
+
+async def _recheck_sockets(request: web.Request, response: web.StreamResponse) -> None:
+    """After a request that may have ended sessions, the open WebSockets of that user check
+    theirs at once (other processes' sockets notice at their next periodic check)."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or not request.path.startswith(
+        _SESSION_CHANGING
+    ):
+        return
+    target = request.match_info.get("user_id", "")
+    principal = request.get(PRINCIPAL)
+    user_id = int(target) if target.isdigit() else principal.user_id if principal else None
+    if user_id is None:
+        return
+    app = request.app
+    if HUB in app:
+        app[HUB].recheck.poke(user_id)
+    if SCREEN_POPS in app:
+        app[SCREEN_POPS].recheck.poke(user_id)
 
 
 async def _console(app: web.Application) -> AsyncIterator[None]:

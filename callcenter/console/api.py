@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from callcenter.agents.model import AgentState
 from callcenter.agents.notifier import agent_state_to_dict
@@ -19,8 +21,14 @@ from callcenter.console.notifier import AGENT_CONTROL, SCREEN_POPS
 from callcenter.console.service import DispositionRequired, MemberView
 from callcenter.users.model import LANGUAGES, POLICY, Principal
 from callcenter.web.api import ApiRouter, json_response, parse_body, require_principal
-from callcenter.web.auth import check_same_origin
+from callcenter.web.auth import check_same_origin, resolve_principal
 from callcenter.web.errors import Conflict, ServiceUnavailable
+from callcenter.web.hub import (
+    SESSION_ENDED,
+    close_socket,
+    transport_aborter,
+    watch_session,
+)
 from callcenter.web.keys import LIVE_AGENTS
 
 router = ApiRouter(tag="console", scope=None)
@@ -140,30 +148,64 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     epoch = request.query.get("epoch")
     ws = web.WebSocketResponse(heartbeat=25.0, max_msg_size=4096)
     await ws.prepare(request)
+    abort = transport_aborter(request)
     if service.closing:
-        await ws.close(code=1001, message=b"server shutdown")
+        await close_socket(
+            ws, code=1001, message=b"server shutdown", abort=abort, bound=service.close_timeout
+        )
         return ws
     interface = principal.agent_interface
+
+    async def check() -> int | None:
+        # the session is re-checked while the socket is open: sign-out, disabled user, role
+        # or phone taken away all end the pops
+        now = await resolve_principal(request)
+        if now is None or now.user_id != principal.user_id:
+            return SESSION_ENDED
+        if now.role not in ROLES or now.agent_interface != interface:
+            return int(WSCloseCode.POLICY_VIOLATION)
+        return None
+
+    conn = None
     if interface is None:  # a supervisor without a phone: no pops, but a valid socket
         await ws.send_str(json.dumps({"type": "hello", "epoch": service.epoch, "seq": 0}))
-        async for _ in ws:
-            pass
-        return ws
-    agent = _agent(request, interface)
-    conn = service.attach(
-        ws,
-        interface=interface,
-        user_id=principal.user_id,
-        last_seq=last_seq,
-        epoch=epoch,
-        state=agent_state_to_dict(agent) if agent is not None else None,
+    else:
+        agent = _agent(request, interface)
+        conn = service.attach(
+            ws,
+            interface=interface,
+            user_id=principal.user_id,
+            last_seq=last_seq,
+            epoch=epoch,
+            state=agent_state_to_dict(agent) if agent is not None else None,
+            abort=abort,
+        )
+
+    async def end(code: int, reason: bytes) -> None:
+        if conn is not None:
+            service.forget(conn)  # not one more pop for this tab
+        await close_socket(ws, code=code, message=reason, abort=abort, bound=service.close_timeout)
+
+    watcher = asyncio.create_task(
+        watch_session(
+            ws,
+            check,
+            user_id=principal.user_id,
+            recheck=service.recheck,
+            interval=service.recheck_interval,
+            close=end,
+        )
     )
     try:
         async for msg in ws:
-            if msg.type is WSMsgType.TEXT and msg.data == "ping":
+            if conn is not None and msg.type is WSMsgType.TEXT and msg.data == "ping":
                 conn.push('{"type":"pong"}')
     finally:
-        await service.detach(conn)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if conn is not None:
+            await service.detach(conn)
     return ws
 
 

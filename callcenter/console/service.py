@@ -43,7 +43,14 @@ from callcenter.console.model import (
 )
 from callcenter.customers.model import Customer
 from callcenter.db.availability import is_database_down
-from callcenter.web.hub import follow_bus
+from callcenter.web.hub import (
+    CLOSE_TIMEOUT,
+    RECHECK_INTERVAL,
+    SessionRecheck,
+    close_socket,
+    finish_tasks,
+    follow_bus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -361,13 +368,28 @@ class Connection:
     """One open console tab. Frames queue in a bounded outbox; one writer task exists only
     while there is something to send (an idle tab costs no task)."""
 
-    __slots__ = ("_outbox", "_service", "_sink", "_writer", "dropped", "interface", "user_id")
+    __slots__ = (
+        "_abort",
+        "_outbox",
+        "_service",
+        "_sink",
+        "_writer",
+        "dropped",
+        "interface",
+        "user_id",
+    )
 
     def __init__(
-        self, service: ScreenPopService, sink: FrameSink, interface: str, user_id: int
+        self,
+        service: ScreenPopService,
+        sink: FrameSink,
+        interface: str,
+        user_id: int,
+        abort: Callable[[], None] | None = None,
     ) -> None:
         self._service = service
         self._sink = sink
+        self._abort = abort
         self._outbox: deque[str] | None = None
         self._writer: asyncio.Task[None] | None = None
         self.interface = interface
@@ -384,7 +406,8 @@ class Connection:
             self.dropped = True
             outbox.clear()
             log.warning("console tab of %s too slow, disconnecting it", self.interface)
-            self._service.spawn(self._sink.close(code=1013, message=b"too slow"))
+            self._service.forget(self)
+            self._service.spawn(self.close(1013, b"too slow"))
             return
         outbox.append(text)
         if self._writer is None:
@@ -403,6 +426,16 @@ class Connection:
         finally:
             self._writer = None
             self._outbox = None
+
+    async def close(self, code: int, message: bytes) -> None:
+        """Close frame, bounded: a tab that stopped reading is aborted instead."""
+        await close_socket(
+            self._sink,
+            code=code,
+            message=message,
+            abort=self._abort,
+            bound=self._service.close_timeout,
+        )
 
     async def stop(self) -> None:
         writer = self._writer
@@ -425,8 +458,13 @@ class ScreenPopService:
         outbox_size: int = 64,
         max_interfaces: int = 2_000,  # phones with a buffer (least recently used dropped)
         on_pop: Callable[[str, Pop], Awaitable[None]] | None = None,
+        close_timeout: float = CLOSE_TIMEOUT,
+        recheck_interval: float = RECHECK_INTERVAL,
     ) -> None:
         self._bus = bus
+        self.close_timeout = close_timeout
+        self.recheck_interval = recheck_interval
+        self.recheck = SessionRecheck()  # wakes the session check of open tabs (sign-out)
         self._enricher = enricher
         self._clock = clock
         self._buffer_size = buffer_size
@@ -554,11 +592,13 @@ class ScreenPopService:
         last_seq: int | None = None,
         epoch: str | None = None,
         state: Mapping[str, Any] | None = None,
+        abort: Callable[[], None] | None = None,
     ) -> Connection:
         """Register one tab and queue its first frames: `hello` (epoch, current seq, agent
         state), then every buffered pop after `last_seq` (all of them when `epoch` is not ours:
-        the server restarted since that tab last saw a pop)."""
-        conn = Connection(self, sink, interface, user_id)
+        the server restarted since that tab last saw a pop). `abort` drops the tab's
+        connection when a close frame cannot go out."""
+        conn = Connection(self, sink, interface, user_id, abort)
         buf = self._buffers.get(interface)
         current = buf.last_seq if buf is not None else 0
         missed: list[Pop] = []
@@ -586,12 +626,16 @@ class ScreenPopService:
         self._connections.setdefault(interface, set()).add(conn)
         return conn
 
-    async def detach(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
+        """No more frames for `conn` (dropped, closing)."""
         conns = self._connections.get(conn.interface)
         if conns is not None:
             conns.discard(conn)
             if not conns:
                 del self._connections[conn.interface]
+
+    async def detach(self, conn: Connection) -> None:
+        self.forget(conn)
         await conn.stop()
 
     def recent(self, interface: str) -> list[Pop]:
@@ -617,13 +661,13 @@ class ScreenPopService:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        """Refuse new tabs, close every open one with 1001 (going away). Idempotent."""
+        """Refuse new tabs, close every open one with 1001 (going away). Idempotent. Bounded:
+        a tab whose close frame cannot go out within `close_timeout` is aborted, and a close
+        still running after that is cancelled."""
         self._closing = True
         conns = [c for group in self._connections.values() for c in group]
-        await asyncio.gather(
-            *(c._sink.close(code=1001, message=b"server shutdown") for c in conns),
-            return_exceptions=True,
-        )
+        closing = {asyncio.ensure_future(c.close(1001, b"server shutdown")) for c in conns}
+        await finish_tasks(closing, self.close_timeout + 1.0)
         for c in conns:
             await c.stop()
         for task in list(self._tasks):

@@ -4,6 +4,12 @@ connected browser as one JSON text frame `{"channel": ..., "payload": ...}`.
 Memory is bounded: each client has a fixed-size outbox; a client too slow to keep up is
 disconnected (close code 1013, try again later) rather than buffered without limit. On shutdown
 `close()` sends every client a close frame (1001, going away) so browsers reconnect cleanly.
+
+Every close is bounded (`close_socket`): a peer that stopped reading (a frozen tab, TCP window
+zero) would block a close frame for ever, so past `close_timeout` its connection is aborted.
+The session behind an open socket is re-checked every `recheck_interval` seconds and at once
+when `SessionRecheck.poke()` says it may have ended (`watch_session`): a signed-out or disabled
+user's socket is closed with 4401.
 """
 
 from __future__ import annotations
@@ -12,9 +18,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -25,6 +31,124 @@ log = logging.getLogger(__name__)
 # Rewrites a payload for one kind of viewer (e.g. masks caller numbers); applied once per
 # broadcast per distinct function, however many clients share it.
 Redactor = Callable[[Payload], Payload]
+
+CLOSE_TIMEOUT = 3.0  # seconds a close frame may take before the connection is aborted
+RECHECK_INTERVAL = 20.0  # seconds between two checks of an open socket's session
+SESSION_ENDED = 4401  # close code: the session is gone (signed out, expired, user disabled)
+
+# Re-checks an open socket's session: None while it may stay open, else the close code.
+SessionCheck = Callable[[], Awaitable[int | None]]
+
+
+class Closable(Protocol):
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool: ...
+
+
+async def close_socket(
+    ws: Closable,
+    *,
+    code: int,
+    message: bytes,
+    abort: Callable[[], None] | None,
+    bound: float = CLOSE_TIMEOUT,
+) -> None:
+    """Send a close frame within `bound` seconds, else `abort()` the connection: a peer that
+    stopped reading would block the close frame (and whoever awaits it) for ever."""
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message), bound)
+    except TimeoutError:
+        log.warning("websocket close timed out after %.1fs; aborting the connection", bound)
+        if abort is not None:
+            abort()
+    except asyncio.CancelledError:  # given up on (shutdown): close() alone would keep flushing
+        if abort is not None:
+            abort()
+        raise
+    except Exception as exc:
+        log.debug("websocket close failed: %r", exc)
+        if abort is not None:
+            abort()
+
+
+def transport_aborter(request: web.Request) -> Callable[[], None]:
+    """Drops the request's connection at once, unsent data included (close() would flush)."""
+
+    def abort() -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    return abort
+
+
+async def finish_tasks(tasks: set[asyncio.Task[Any]], bound: float) -> None:
+    """Wait up to `bound` seconds for `tasks`, then cancel and await what is left."""
+    pending = set(tasks)
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=bound)
+    for task in pending:
+        task.cancel()
+    if pending:
+        log.warning("%d websocket task(s) still running at shutdown; cancelled", len(pending))
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+class SessionRecheck:
+    """Wakes the session check of open sockets now, rather than at the next interval (a
+    sign-out or a disabled user handled by this process)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, set[asyncio.Event]] = {}
+
+    def poke(self, user_id: int | None = None) -> None:
+        """Re-check the sockets of `user_id`, or of everyone when None."""
+        if user_id is None:
+            groups = list(self._waiting.values())
+        else:
+            groups = [self._waiting.get(user_id, set())]
+        for events in groups:
+            for event in events:
+                event.set()
+
+    async def wait(self, user_id: int, interval: float) -> None:
+        """Returns after `interval` seconds or on a `poke` for `user_id`, whichever is first."""
+        event = asyncio.Event()
+        events = self._waiting.setdefault(user_id, set())
+        events.add(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), interval)
+        finally:
+            events.discard(event)
+            if not events:
+                self._waiting.pop(user_id, None)
+
+
+async def watch_session(
+    ws: web.WebSocketResponse,
+    check: SessionCheck,
+    *,
+    user_id: int,
+    recheck: SessionRecheck,
+    interval: float,
+    close: Callable[[int, bytes], Awaitable[None]],
+) -> None:
+    """Run `check` every `interval` seconds (or when poked) while `ws` is open; once it returns
+    a close code, `close` the socket with it. A failing check (database down) keeps the socket:
+    the next one decides."""
+    while not ws.closed:
+        await recheck.wait(user_id, interval)
+        if ws.closed:
+            return
+        try:
+            code = await check()
+        except Exception as exc:
+            log.warning("websocket session check failed (%s); keeping the socket for now", exc)
+            continue
+        if code is not None:
+            reason = b"session ended" if code == SESSION_ENDED else b"not allowed any more"
+            await close(code, reason)
+            return
 
 
 def encode(channel: str, payload: Payload) -> str:
@@ -71,6 +195,7 @@ class _Client:
     outbox: asyncio.Queue[str]
     redact: Redactor | None = None
     dropped: bool = False
+    abort: Callable[[], None] | None = None
 
 
 class WebSocketHub:
@@ -83,11 +208,16 @@ class WebSocketHub:
         channels: Sequence[str],
         outbox_size: int = 256,
         heartbeat: float | None = 20.0,
+        close_timeout: float = CLOSE_TIMEOUT,
+        recheck_interval: float = RECHECK_INTERVAL,
     ) -> None:
         self._bus = bus
         self._channels = tuple(channels)
         self._outbox_size = outbox_size
         self._heartbeat = heartbeat
+        self._close_timeout = close_timeout
+        self.recheck_interval = recheck_interval
+        self.recheck = SessionRecheck()
         self._clients: set[_Client] = set()
         self._closing = False
         self._subscribed = asyncio.Event()
@@ -129,21 +259,56 @@ class WebSocketHub:
                 client.outbox.put_nowait(text)
             except asyncio.QueueFull:
                 client.dropped = True
+                self._clients.discard(client)
                 log.warning("websocket client too slow, disconnecting it")
-                self._spawn(client.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow"))
+                self._spawn(self._close(client, WSCloseCode.TRY_AGAIN_LATER, b"too slow"))
 
     async def handle(
-        self, request: web.Request, *, redact: Redactor | None = None
+        self,
+        request: web.Request,
+        *,
+        redact: Redactor | None = None,
+        check: SessionCheck | None = None,
+        user_id: int = 0,
     ) -> web.WebSocketResponse:
-        """The `/ws` handler. `redact`, if given, rewrites every payload this client gets."""
+        """The `/ws` handler. `redact`, if given, rewrites every payload this client gets;
+        `check`, if given, re-checks the session of `user_id` while the socket is open
+        (see `watch_session`)."""
         ws = web.WebSocketResponse(heartbeat=self._heartbeat)
         await ws.prepare(request)
+        abort = transport_aborter(request)
         if self._closing:
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+            await close_socket(
+                ws,
+                code=WSCloseCode.GOING_AWAY,
+                message=b"server shutdown",
+                abort=abort,
+                bound=self._close_timeout,
+            )
             return ws
-        client = _Client(ws=ws, outbox=asyncio.Queue(maxsize=self._outbox_size), redact=redact)
+        client = _Client(
+            ws=ws, outbox=asyncio.Queue(maxsize=self._outbox_size), redact=redact, abort=abort
+        )
         self._clients.add(client)
         writer = asyncio.create_task(self._write_loop(client))
+        watcher: asyncio.Task[None] | None = None
+        if check is not None:
+
+            async def end(code: int, reason: bytes) -> None:
+                self._clients.discard(client)
+                client.dropped = True
+                await self._close(client, code, reason)
+
+            watcher = asyncio.create_task(
+                watch_session(
+                    ws,
+                    check,
+                    user_id=user_id,
+                    recheck=self.recheck,
+                    interval=self.recheck_interval,
+                    close=end,
+                )
+            )
         try:
             async for msg in ws:
                 # Clients have nothing to say yet; a text "ping" gets a pong for liveness checks.
@@ -152,9 +317,11 @@ class WebSocketHub:
                         client.outbox.put_nowait(json.dumps({"channel": "hub", "payload": "pong"}))
         finally:
             self._clients.discard(client)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in (writer, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         return ws
 
     async def _write_loop(self, client: _Client) -> None:
@@ -167,16 +334,23 @@ class WebSocketHub:
             except (ConnectionError, RuntimeError):
                 return
 
-    async def close(self) -> None:
-        """Close every client with 1001 (going away) and refuse new ones. Idempotent."""
-        self._closing = True
-        clients = list(self._clients)
-        await asyncio.gather(
-            *(c.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for c in clients),
-            return_exceptions=True,
+    async def _close(self, client: _Client, code: int, message: bytes) -> None:
+        await close_socket(
+            client.ws,
+            code=code,
+            message=message,
+            abort=client.abort,
+            bound=self._close_timeout,
         )
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Close every client with 1001 (going away) and refuse new ones. Idempotent. Bounded:
+        a client whose close frame cannot go out within `close_timeout` is aborted, and
+        whatever close is still running after that is cancelled."""
+        self._closing = True
+        for client in list(self._clients):
+            self._spawn(self._close(client, WSCloseCode.GOING_AWAY, b"server shutdown"))
+        await finish_tasks(self._tasks, self._close_timeout + 1.0)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from callcenter.calls import api as calls_api
 from callcenter.console import api as console_api
@@ -15,7 +15,8 @@ from callcenter.users.model import POLICY
 from callcenter.users.service import redact_numbers, sees_full_numbers
 from callcenter.web import docs
 from callcenter.web.api import ApiRouter, require_principal
-from callcenter.web.auth import check_same_origin
+from callcenter.web.auth import check_same_origin, resolve_principal
+from callcenter.web.hub import SESSION_ENDED
 from callcenter.web.keys import HUB
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -36,8 +37,25 @@ async def index(request: web.Request) -> web.FileResponse:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: live bus events, see callcenter.web.hub."""
     check_same_origin(request)
-    full = sees_full_numbers(require_principal(request))
-    return await request.app[HUB].handle(request, redact=None if full else redact_numbers)
+    principal = require_principal(request)
+    full = sees_full_numbers(principal)
+
+    async def check() -> int | None:
+        # re-checked while the socket is open: sign-out or a disabled user ends the feed, and
+        # a role change closes it so the browser reconnects with what the new role may see
+        now = await resolve_principal(request)
+        if now is None or now.user_id != principal.user_id:
+            return SESSION_ENDED
+        if now.role not in POLICY["live:view"] or sees_full_numbers(now) != full:
+            return int(WSCloseCode.POLICY_VIOLATION)
+        return None
+
+    return await request.app[HUB].handle(
+        request,
+        redact=None if full else redact_numbers,
+        check=check,
+        user_id=principal.user_id,
+    )
 
 
 def setup_routes(app: web.Application) -> None:

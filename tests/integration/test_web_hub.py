@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,9 +20,11 @@ from callcenter.web.hub import WebSocketHub
 HUB = web.AppKey("hub", WebSocketHub)
 
 
-def _app(bus: Bus, *, outbox_size: int = 16) -> web.Application:
+def _app(bus: Bus, *, outbox_size: int = 16, close_timeout: float = 3.0) -> web.Application:
     app = web.Application()
-    hub = WebSocketHub(bus=bus, channels=("calls", "agents"), outbox_size=outbox_size)
+    hub = WebSocketHub(
+        bus=bus, channels=("calls", "agents"), outbox_size=outbox_size, close_timeout=close_timeout
+    )
     app[HUB] = hub
 
     async def run_hub(app: web.Application) -> AsyncIterator[None]:
@@ -138,3 +143,75 @@ async def test_a_redacting_client_gets_masked_numbers_the_others_in_full(
     assert "13812348000" not in str(shown)
     await full.close()
     await masked.close()
+
+
+def _stuck_client(port: int, path: str = "/ws", cookie: str | None = None) -> socket.socket:
+    """A WebSocket client that sends the handshake and then never reads (a frozen tab): once
+    its small receive window is full, the server's writes stop going anywhere."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if cookie is not None:
+        lines.append(f"Cookie: cc_session={cookie}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    sock.setblocking(False)
+    return sock
+
+
+async def _until_peer_gone(sock: socket.socket) -> None:
+    """Read what the server sent until it drops the connection."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(ConnectionResetError):
+        while await loop.sock_recv(sock, 65536):
+            pass
+
+
+async def test_a_client_that_stopped_reading_cannot_hang_shutdown(aiohttp_client: Any) -> None:
+    bus = MemoryBus()
+    app = _app(bus, close_timeout=0.5)
+    client = await aiohttp_client(app)
+    hub = app[HUB]
+    stuck = _stuck_client(client.port)
+    await _until(lambda: hub.client_count == 1)
+    good = await client.ws_connect("/ws")
+    await _until(lambda: hub.client_count == 2)
+
+    received = 0
+    got = asyncio.Event()
+
+    async def read() -> None:
+        nonlocal received
+        async for _ in good:
+            received += 1
+            got.set()
+
+    reader = asyncio.create_task(read())
+    note = "x" * 65536
+    sent = 0
+    # broadcast until the stuck client is dropped (kernel buffers + its outbox full); the
+    # healthy one reads every frame before the next is sent, so it keeps up
+    while hub.client_count == 2 and sent < 2000:
+        got.clear()
+        hub.broadcast("calls", {"note": note, "i": sent})
+        sent += 1
+        async with asyncio.timeout(30):
+            await got.wait()
+    # the dropped client leaves the hub at once, not when its connection finally ends
+    assert hub.client_count == 1
+    assert received == sent
+
+    async with asyncio.timeout(30):  # bounded: it used to wait for the stuck close for ever
+        await hub.close()
+        await _until_peer_gone(stuck)  # the stuck connection was aborted
+        await reader  # the healthy client got its close frame
+    stuck.close()
+    assert good.close_code == WSCloseCode.GOING_AWAY
