@@ -218,10 +218,18 @@ def _digits(steps: Iterable[IvrStep]) -> tuple[IvrDigit, ...]:
 
 
 def _ivr_choice(payload: Payload, digits: Sequence[IvrDigit]) -> tuple[str | None, str | None]:
-    """(the last menu key, what it chose): ("2", "complaints_queue")."""
+    """(the last menu key, what it chose): ("2", "complaints_queue"). From the stored steps, or
+    else from the IVR path the call carries ("...,main,2,complaints_queue": the node after the
+    key): the steps are written once the IVR session has ended, and the agent's phone may ring
+    before they are."""
     menus = [d for d in digits if d.kind == "menu"]
     choice = payload.get("ivr_choice") or (menus[-1].input if menus else None)
     label = next((d.result for d in reversed(menus) if d.input == choice), None)
+    if label is None and choice:
+        path = [str(node) for node in payload.get("ivr_path") or ()]
+        at = len(path) - 1 - path[::-1].index(str(choice)) if str(choice) in path else -1
+        if 0 <= at < len(path) - 1:
+            label = path[at + 1]
     return (str(choice) if choice else None), label
 
 

@@ -489,3 +489,29 @@ def test_state_request_validation() -> None:
         AgentStateIn(state="paused", reason="  ")
     with pytest.raises(ValueError):
         AgentStateIn.model_validate({"state": "asleep"})
+
+
+class NoStepsYet(Calls):
+    """The IVR session's steps are not stored yet when the agent's phone rings."""
+
+    async def get_steps(self, uniqueid: str) -> list[IvrStep]:
+        return []
+
+
+async def test_the_choice_label_comes_from_the_ivr_path_before_the_steps_are_stored() -> None:
+    service = ScreenPopService(
+        bus=MemoryBus(),
+        enricher=PopEnricher(customers=Customers(), calls=NoStepsYet(), timeout=1.0),
+        clock=lambda: NOW,
+    )
+    tab = Sink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    path = ["lookup", "language", "hours", "main", "2", "complaints_queue"]
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=path))
+    await settle(service)
+    data = tab.pops()[-1]["pop"]
+    assert (data["ivr_choice"], data["ivr_choice_label"]) == ("2", "complaints_queue")
+    assert data["digits"] == []
+    service.feed(payload("agent.ringing", "PJSIP/1001", uniqueid="100.2", ivr_path=["main", "2"]))
+    await settle(service)
+    assert tab.pops()[-1]["pop"]["ivr_choice_label"] is None  # nothing after the key: unknown
