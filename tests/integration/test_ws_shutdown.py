@@ -5,39 +5,13 @@ cleanup contexts behind the sockets (AMI/AGI stop, database flush) still run."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import os
-import socket
 from pathlib import Path
 
 from aiohttp import web
+from test_web_hub import _stuck_client, _until_peer_gone
 from users_support import add_user, make_app
 
 from callcenter.web.keys import HUB, WEB_SESSIONS
-
-
-def _stuck_client(port: int, path: str, cookie: str) -> socket.socket:
-    """Sends the WebSocket handshake, then never reads (a frozen tab)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Cookie: cc_session={cookie}\r\n\r\n"
-    )
-    sock.sendall(request.encode())
-    sock.setblocking(False)
-    return sock
-
-
-async def _until_peer_gone(sock: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(ConnectionResetError):
-        while await loop.sock_recv(sock, 65536):
-            pass
 
 
 async def test_shutdown_finishes_despite_a_client_that_stopped_reading(tmp_path: Path) -> None:

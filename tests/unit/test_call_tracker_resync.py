@@ -45,6 +45,22 @@ def answered_during_gap(tracker: CallTracker, c: Chan, leg: Chan) -> None:
     tracker.reconcile(snapshot, at(40))
 
 
+def completed_after_gap(
+    c: Chan, leg: Chan, reason: str, *, hangup_at: int
+) -> list[tuple[int, AmiMessage]]:
+    """The agent's AgentComplete at +220 (held 15 s, talked 200 s), then the caller's hangup."""
+    complete = agent_ev(
+        "AgentComplete",
+        c,
+        leg,
+        "general",
+        ("HoldTime", "15"),
+        ("TalkTime", "200"),
+        ("Reason", reason),
+    )
+    return [(220, complete), (hangup_at, hangup(c))]
+
+
 def test_answered_while_the_link_was_down_is_completed_not_abandoned() -> None:
     c = Chan("PJSIP/trunk-00000050", "950.1")
     leg = agent_leg(c, "1001", 0x51, "950.2")
@@ -54,24 +70,7 @@ def test_answered_while_the_link_was_down_is_completed_not_abandoned() -> None:
     live = tracker.get("950.1")
     assert live is not None
     assert live.queue_left_at == at(40)  # no QueueEntry: out of the queue (exact time unknown)
-    effects = run(
-        tracker,
-        [
-            (
-                220,
-                agent_ev(
-                    "AgentComplete",
-                    c,
-                    leg,
-                    "general",
-                    ("HoldTime", "15"),
-                    ("TalkTime", "200"),
-                    ("Reason", "caller"),
-                ),
-            ),
-            (220, hangup(c)),
-        ],
-    )
+    effects = run(tracker, completed_after_gap(c, leg, "caller", hangup_at=220))
     (r,) = ended(effects)
     assert (r.end_reason, r.abandoned, r.abandon_stage, r.abandon_after_seconds) == (
         "completed",
@@ -91,24 +90,7 @@ def test_in_ivr_when_the_link_dropped_then_answered_is_completed() -> None:
     tracker = CallTracker()
     run(tracker, [(0, newchannel(c))])  # in the IVR; it joins 'general' at +5 during the gap
     answered_during_gap(tracker, c, leg)
-    effects = run(
-        tracker,
-        [
-            (
-                220,
-                agent_ev(
-                    "AgentComplete",
-                    c,
-                    leg,
-                    "general",
-                    ("HoldTime", "15"),
-                    ("TalkTime", "200"),
-                    ("Reason", "agent"),
-                ),
-            ),
-            (221, hangup(c)),
-        ],
-    )
+    effects = run(tracker, completed_after_gap(c, leg, "agent", hangup_at=221))
     (r,) = ended(effects)
     assert (r.end_reason, r.abandoned, r.abandon_stage) == ("completed", False, None)
     assert (r.agent, r.answered_at, r.wait_seconds, r.talk_seconds) == (
