@@ -255,7 +255,7 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:
-    calls = CallTracker()
+    calls = CallTracker(internal_contexts=app[SETTINGS].internal_contexts)
     agents = AgentStateTracker()
     pipeline = EventPipeline(
         calls=calls,

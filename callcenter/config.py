@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     operator_queue: str = "operator"
     lookup_timeout: float = Field(0.5, gt=0)
     answer_target_seconds: int = Field(60, gt=0)
+    # dialplan contexts of the agents' phones (deploy/asterisk/extensions.conf [agents]): calls
+    # they start (agent to agent, outward dials, consultations) are not hotline calls
+    internal_contexts: tuple[str, ...] = ("agents", "from-internal")
 
     # sign-in: cookie Secure flag (None = only when the request came over https, so the
     # http://127.0.0.1 demo works; set true behind a TLS-terminating proxy)

@@ -53,6 +53,8 @@ DESCRIPTIONS = {
     "operator_queue": "queue of the IVR's 'talk to a person' option",
     "lookup_timeout": "seconds the IVR waits for the customer lookup",
     "answer_target_seconds": "service level: answered within this many seconds",
+    "internal_contexts": "dialplan contexts of the agents' phones (JSON list): the calls they "
+    "start are not hotline calls",
     "session_cookie_secure": "sign-in cookie Secure flag; unset = only over https",
     "session_max_age_hours": "a sign-in lasts at most this long",
     "session_idle_minutes": "a sign-in unused this long expires",

@@ -28,15 +28,41 @@ class IvrStep:
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
+    """The caller handed on by whoever was talking to them.
+
+    `source`: that party (the member name of a queue agent, or the target of the previous
+    transfer); `target`: the extension, queue or party the caller was handed to;
+    `answered_at`: when someone there took the caller (a member of the target queue, the
+    dialled phone; an attended transfer's target already talks to the caller), None while
+    ringing or waiting, and for good when the caller hung up (or the dialplan gave up) first.
+    """
+
     at: datetime
     kind: Literal["blind", "attended"]
     target: str
+    source: str = ""
+    answered_at: datetime | None = None
 
 
 @store_by_slots  # a snapshot is taken at every change of a call
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """One inbound (or originated) call, keyed by the Uniqueid of its first channel."""
+    """One hotline call (inbound, or originated by the system such as a callback), keyed by the
+    Uniqueid of its first channel. Calls among the agents' phones (agent to agent, outward
+    dials, the consultation leg of an attended transfer) are not hotline calls and get no record.
+
+    Transfers. `answered_at`, `agent`, `agent_interface` and `wait_seconds` are about the first
+    answer only: the answer-time target ("answered within target", service level) measures how
+    long a caller waited for the hotline to pick up, so the wait in a queue the caller is
+    transferred to later is not added, and the call stays filed under its first queue and agent
+    (`queues`, `agents` and `transfers` list what came after). `talk_seconds` is all the time
+    the caller talked to someone, from the first answer to the hangup: each agent's AgentComplete
+    TalkTime, plus, after a transfer, the time with the transfer's target from its answer; the
+    time spent waiting in another queue or ringing a transfer target is not talk. A caller who
+    was answered is never an abandon: hanging up while a transfer rings (or waits in the next
+    queue) keeps abandoned=False and end_reason "completed", and shows as the last transfer's
+    `answered_at` being None.
+    """
 
     uniqueid: str
     linkedid: str
@@ -56,8 +82,8 @@ class CallRecord:
     agent_interface: str | None = None  # e.g. PJSIP/1001
     answered_at: datetime | None = None  # when an agent answered
     ended_at: datetime | None = None
-    wait_seconds: float | None = None  # queue join -> agent answer (or -> abandon)
-    talk_seconds: float | None = None  # agent answer -> hangup
+    wait_seconds: float | None = None  # queue join -> first agent answer (or -> abandon)
+    talk_seconds: float | None = None  # time talking to someone, agents and transfer targets
     abandoned: bool = False
     abandon_stage: AbandonStage | None = None
     abandon_after_seconds: float | None = None  # from call start (ivr) or queue join (queue)
@@ -111,7 +137,13 @@ def call_record_from_json(data: Mapping[str, Any]) -> CallRecord:
     for name in ("ivr_path", "queues", "agents"):
         fields[name] = _texts(fields.get(name, []))
     fields["transfers"] = tuple(
-        Transfer(at=_time(t["at"]), kind=t["kind"], target=t["target"])
+        Transfer(
+            at=_time(t["at"]),
+            kind=t["kind"],
+            target=t["target"],
+            source=t.get("source", ""),
+            answered_at=_opt_time(t.get("answered_at")),
+        )
         for t in fields.get("transfers", [])
     )
     variables = fields.get("variables", {})

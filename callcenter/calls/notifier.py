@@ -65,7 +65,14 @@ def call_record_to_dict(record: CallRecord) -> dict[str, Any]:
         "abandon_stage": record.abandon_stage,
         "abandon_after_seconds": record.abandon_after_seconds,
         "transfers": [
-            {"at": _iso(t.at), "kind": t.kind, "target": t.target} for t in record.transfers
+            {
+                "at": _iso(t.at),
+                "kind": t.kind,
+                "target": t.target,
+                "source": t.source,
+                "answered_at": _iso(t.answered_at),
+            }
+            for t in record.transfers
         ],
         "hangup_cause": record.hangup_cause,
         "hangup_cause_text": record.hangup_cause_text,

@@ -703,19 +703,33 @@ def _check_page(limit: int, offset: int) -> None:
 
 
 def _transfer_json(t: Transfer) -> dict[str, str]:
-    return {
+    out = {
         "at": require_aware("transfer.at", t.at).astimezone(UTC).isoformat(),
         "kind": t.kind,
         "target": t.target,
+        "source": t.source,
     }
+    if t.answered_at is not None:
+        answered = require_aware("transfer.answered_at", t.answered_at)
+        out["answered_at"] = answered.astimezone(UTC).isoformat()
+    return out
+
+
+def _stored_time(value: object) -> datetime:
+    at = datetime.fromisoformat(str(value))
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _transfer_from_json(data: Mapping[str, Any]) -> Transfer:
-    at = datetime.fromisoformat(str(data["at"]))
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
     kind: Literal["blind", "attended"] = "attended" if data.get("kind") == "attended" else "blind"
-    return Transfer(at=at, kind=kind, target=str(data.get("target", "")))
+    answered = data.get("answered_at")
+    return Transfer(
+        at=_stored_time(data["at"]),
+        kind=kind,
+        target=str(data.get("target", "")),
+        source=str(data.get("source", "")),
+        answered_at=_stored_time(answered) if answered else None,
+    )
 
 
 def _to_record(row: CallRow) -> CallRecord:

@@ -25,8 +25,21 @@ inbound answered by an agent (or bridged) -> "completed"; caller hung up in a qu
 "ended_while_disconnected" (reconcile) and "expired" (expire / size cap) when the end is unknown.
 wait_seconds prefers AgentConnect HoldTime (plus the time spent in earlier queues when the
 caller was sent on to another one; the call stays filed under the first queue, where its wait
-began); talk_seconds is the sum of AgentComplete TalkTime,
-else answer -> hangup on the injected clock.
+began); it is about the first answer only (see CallRecord).
+talk_seconds adds up the caller's connections: a queue member's from AgentConnect to its
+AgentComplete (TalkTime; on the clock when it has none, up to a transfer or the hangup when it
+never comes), and after a transfer the target's, from its answer (an attended transfer's target
+is talking already; a blind transfer's is answered when another leg of the call goes Up or
+enters a bridge, or a member of the queue it led to connects) to the next transfer, the target
+leg's hangup or the caller's; an answered originated call with neither counts answer -> hangup.
+Asterisk sends no AgentComplete for the part after a transfer.
+
+Internal calls: a call whose first channel is an agent's phone (created ringing, not
+originated, in one of `internal_contexts` - the agents' dialplan context - or named after a
+queue member interface seen in this run) is followed (an attended transfer's target leg is
+taken from it) but gives no effects: agent to agent, outward dials from the phones and the
+consultation leg of an attended transfer are not hotline calls. A call adopted mid-way must
+be both (a transferred caller runs in the agents' context too, a callback from a phone not).
 """
 
 from __future__ import annotations
@@ -34,7 +47,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -82,6 +95,10 @@ IVR_PATH_SEPARATORS = (">", ",")  # CALLCENTER_IVR_PATH = "main>1>bookings" (or 
 
 STATE_DOWN = 0
 STATE_UP = 6
+
+# dialplan contexts of the agents' phones: deploy/asterisk/extensions.conf `[agents]`, and the
+# `from-internal` of the AMI transcripts and the emulator
+INTERNAL_CONTEXTS = frozenset({"agents", "from-internal"})
 
 CallChange = Literal[
     "caller", "dialed_number", "ivr", "queued", "left_queue", "answered", "abandoned",
@@ -175,6 +192,7 @@ class _Call:
         "hangup_cause_text",
         "in_agent_stint",
         "in_queue",
+        "internal",
         "ivr_choice",
         "ivr_path",
         "ivr_path_explicit",
@@ -182,6 +200,9 @@ class _Call:
         "last_event",
         "last_seen",
         "legs",
+        "member_stints",
+        "plain_from",
+        "plain_leg",
         "queue",
         "queue_joined_at",
         "queue_left_at",
@@ -192,6 +213,7 @@ class _Call:
         "system_hangup",
         "talk_counted",
         "talk_total",
+        "talking_to",
         "transfer_pending",
         "transfers",
         "uniqueid",
@@ -200,7 +222,9 @@ class _Call:
         "wait_seconds",
     )
 
-    def __init__(self, ev: ChannelEvent, started_at: datetime, *, adopted: bool) -> None:
+    def __init__(
+        self, ev: ChannelEvent, started_at: datetime, *, adopted: bool, internal: bool
+    ) -> None:
         self.uniqueid = ev.uniqueid
         self.channel = ev.channel
         self.started_at = started_at
@@ -213,6 +237,7 @@ class _Call:
         self.direction: Literal["inbound", "outbound"] = "outbound" if outbound else "inbound"
         self.up = ev.state == STATE_UP
         self.adopted = adopted
+        self.internal = internal  # an agent's phone calling: followed, never published
         self.ivr_path: list[str] = []
         self.ivr_path_explicit = False
         self.ivr_choice: str | None = None
@@ -230,6 +255,12 @@ class _Call:
         self.wait_seconds: float | None = None
         self.talk_total: float | None = None  # sum of AgentComplete TalkTime
         self.talk_counted: set[str] = set()  # member legs whose TalkTime is counted
+        # open member connections (leg uniqueid -> connect time, cut by a transfer): closed by
+        # their AgentComplete, else on the clock up to the cut (or the end)
+        self.member_stints: dict[str, tuple[datetime, datetime | None]] = {}
+        self.plain_from: datetime | None = None  # talking to a transfer's target since
+        self.plain_leg = ""  # that target's leg, when known (its hangup ends the talk)
+        self.talking_to = ""  # who the caller talks (or last talked) to: member or target
         self.in_agent_stint = False  # connected to a member since the last queue join
         self.connect_place: tuple[str, str] = ("", "")  # (context, exten) when connected
         self.transfer_pending = False  # a transfer was recorded; the next queue join is its end
@@ -329,7 +360,11 @@ class CallTracker:
         max_variables: int = 32,
         max_value_length: int = 512,
         max_legs: int = 64,
+        internal_contexts: Iterable[str] = INTERNAL_CONTEXTS,
+        max_member_interfaces: int = 4096,
     ) -> None:
+        """`internal_contexts`: the dialplan contexts of the agents' phones; a call they start
+        is internal (see the module docstring)."""
         if max_calls < 1 or max_tombstones < 0:
             raise ValueError("max_calls must be >= 1 and max_tombstones >= 0")
         self._max_idle = max_idle
@@ -338,6 +373,10 @@ class CallTracker:
         self._max_variables = max_variables
         self._max_value_length = max_value_length
         self._max_legs = max_legs
+        self._internal_contexts = frozenset(internal_contexts)
+        self._max_member_interfaces = max_member_interfaces
+        self._member_interfaces: set[str] = set()  # queue member interfaces seen (PJSIP/1001)
+        self._internal: set[str] = set()  # keys of the live internal calls
         self._calls: dict[str, _Call] = {}
         self._legs: dict[str, str] = {}  # leg uniqueid -> call key
         # ended call ids: late or duplicate events for them must not resurrect the call
@@ -367,7 +406,7 @@ class CallTracker:
 
     def apply(self, event: AmiEvent, now: datetime) -> list[CallEffect]:
         """Advance the state with one event; return what happened (possibly nothing)."""
-        return self._handlers.get(type(event), _ignored)(event, now)
+        return self._public(self._handlers.get(type(event), _ignored)(event, now))
 
     def reconcile(self, snapshot: ResyncSource, now: datetime) -> list[CallEffect]:
         """Align with a whole resync snapshot: `reconcile_channels`, then
@@ -375,6 +414,12 @@ class CallTracker:
         effects = self.reconcile_channels(snapshot.channels, now)
         effects += self.reconcile_queue_entries(snapshot.queue_status, now)
         return effects
+
+    def _public(self, effects: list[CallEffect]) -> list[CallEffect]:
+        """`effects` without those of internal calls."""
+        if not self._internal or not effects:
+            return effects
+        return [e for e in effects if e.record.uniqueid not in self._internal]
 
     def reconcile_channels(self, channels: Iterable[AmiMessage], now: datetime) -> list[CallEffect]:
         """Align with the live channels (CoreShowChannel items) after a (re)connect.
@@ -411,7 +456,7 @@ class CallTracker:
                 owner = self._calls.get(ev.linkedid)
                 if owner is not None:
                     self._add_leg(owner, ev.uniqueid)
-        return effects
+        return self._public(effects)
 
     def reconcile_queue_entries(
         self, queue_status: Iterable[AmiMessage], now: datetime
@@ -442,7 +487,7 @@ class CallTracker:
                 call.in_queue = None
                 call.queue_left_at = now
                 effects.append(CallUpdated(call.record(), "left_queue"))
-        return effects
+        return self._public(effects)
 
     def expire(self, now: datetime) -> list[CallEffect]:
         """End calls with no event for `max_idle` (ghost state); end_reason "expired"."""
@@ -450,16 +495,18 @@ class CallTracker:
         effects: list[CallEffect] = []
         for call in [c for c in self._calls.values() if c.last_seen < cutoff]:
             effects.extend(self._end(call, now, override="expired"))
-        return effects
+        return self._public(effects)
 
     def active_calls(self) -> list[CallRecord]:
-        """The calls in progress, oldest first (for the wallboard)."""
-        return sorted((c.record() for c in self._calls.values()), key=lambda r: r.started_at)
+        """The calls in progress, oldest first (for the wallboard); internal calls left out."""
+        live = (c.record() for c in self._calls.values() if not c.internal)
+        return sorted(live, key=lambda r: r.started_at)
 
     def get(self, uniqueid: str) -> CallRecord | None:
-        """The live record of a call, by its key or by the uniqueid of any of its channels."""
+        """The live record of a call, by its key or by the uniqueid of any of its channels
+        (None for an internal call)."""
         call = self._find(uniqueid, uniqueid)
-        return call.record() if call is not None else None
+        return call.record() if call is not None and not call.internal else None
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -467,13 +514,14 @@ class CallTracker:
     # -- lookup ---------------------------------------------------------------------------------
 
     def _find(self, uniqueid: str, linkedid: str) -> _Call | None:
+        key = self._legs.get(uniqueid)
+        if key is not None:
+            # a leg taken over by another call (an attended transfer's target) may still carry
+            # the Linkedid of the call it was made in
+            return self._calls.get(key)
         call = self._calls.get(linkedid)
-        if call is None:
-            key = self._legs.get(uniqueid)
-            if key is not None:
-                call = self._calls.get(key)
-            elif uniqueid != linkedid:
-                call = self._calls.get(uniqueid)
+        if call is None and uniqueid != linkedid:
+            call = self._calls.get(uniqueid)
         return call
 
     def _resolve(
@@ -485,7 +533,9 @@ class CallTracker:
             if not adopt or not self._adoptable(ev.uniqueid, ev.linkedid):
                 return None
             # first seen mid-call (we started late, or missed Newchannel): adopt it
-            call = self._new_call(ev, now, adopted=True, out=out)
+            call = self._new_call(
+                ev, now, adopted=True, internal=self._is_internal_now(ev), out=out
+            )
         elif call.last_event == ev:
             return None  # the same event delivered twice
         call.last_event = ev
@@ -501,15 +551,44 @@ class CallTracker:
         )
 
     def _new_call(
-        self, ev: ChannelEvent, started_at: datetime, *, adopted: bool, out: list[CallEffect]
+        self,
+        ev: ChannelEvent,
+        started_at: datetime,
+        *,
+        adopted: bool,
+        internal: bool,
+        out: list[CallEffect],
     ) -> _Call:
         if len(self._calls) >= self._max_calls:
             oldest = min(self._calls.values(), key=lambda c: c.last_seen)
             out.extend(self._end(oldest, max(started_at, oldest.last_seen), override="expired"))
-        call = _Call(ev, started_at, adopted=adopted)
+        call = _Call(ev, started_at, adopted=adopted, internal=internal)
         self._calls[call.uniqueid] = call
+        if internal:
+            self._internal.add(call.uniqueid)
         out.append(CallStarted(call.record()))
         return call
+
+    def _is_member_phone(self, channel: str) -> bool:
+        """`channel` (PJSIP/1001-0000002a) is a channel of a queue member's phone."""
+        return _device(channel) in self._member_interfaces
+
+    def _is_internal_start(self, ev: ChannelCreated) -> bool:
+        """A new first channel that an agent's phone started (an originated call is created
+        Down, even from an agent's phone: a callback is a hotline call)."""
+        if ev.state == STATE_DOWN:
+            return False
+        return ev.context in self._internal_contexts or self._is_member_phone(ev.channel)
+
+    def _is_internal_now(self, ev: ChannelEvent) -> bool:
+        """A first channel seen mid-call is an agent's phone calling: a member's phone in the
+        agents' context (a transferred caller runs there too; a callback runs elsewhere)."""
+        return ev.context in self._internal_contexts and self._is_member_phone(ev.channel)
+
+    def _learn_member(self, interface: str) -> None:
+        members = self._member_interfaces
+        if interface and interface not in members and len(members) < self._max_member_interfaces:
+            members.add(interface)
 
     def _add_leg(self, call: _Call, uniqueid: str) -> None:
         if uniqueid and uniqueid != call.uniqueid and len(call.legs) < self._max_legs:
@@ -527,7 +606,8 @@ class CallTracker:
         out: list[CallEffect] = []
         if ev.linkedid in ("", ev.uniqueid):
             if self._adoptable(ev.uniqueid, ev.linkedid):
-                call = self._new_call(ev, now, adopted=False, out=out)
+                internal = self._is_internal_start(ev)
+                call = self._new_call(ev, now, adopted=False, internal=internal, out=out)
                 call.last_event = ev
             return out
         owner = self._calls.get(ev.linkedid)
@@ -547,6 +627,8 @@ class CallTracker:
             call.up = True
         elif call.direction == "outbound" and call.answered_at is None:
             self._far_end_reached(call, now, out)
+        else:
+            self._leg_connected(call, ev.uniqueid, now, out)
         return out
 
     def _far_end_reached(self, call: _Call, now: datetime, out: list[CallEffect]) -> None:
@@ -643,7 +725,47 @@ class CallTracker:
             call.bridged = True
         if call.direction == "outbound" and call.answered_at is None:
             self._far_end_reached(call, now, out)  # a bridge forms once the dialled party answers
+        elif not self._is_primary(call, ev):
+            self._leg_connected(call, ev.uniqueid, now, out)
         return out
+
+    def _leg_connected(self, call: _Call, leg: str, now: datetime, out: list[CallEffect]) -> None:
+        """Another channel of the call went Up or entered a bridge: after a blind transfer
+        that did not lead into a queue (a member's answer is AgentConnect's), the target took
+        the caller."""
+        if call.answered_at is None or call.in_queue is not None:
+            return
+        last = call.transfers[-1] if call.transfers else None
+        if last is None or last.answered_at is not None:
+            return
+        if call.join_at is not None and call.join_at >= last.at:
+            return  # the transfer led into a queue
+        self._target_answered(call, now, leg)
+        out.append(CallUpdated(call.record(), "transfer"))
+
+    def _target_answered(self, call: _Call, now: datetime, leg: str) -> None:
+        last = call.transfers[-1]
+        call.transfers[-1] = replace(last, answered_at=now)
+        self._close_plain(call, now)
+        call.plain_from = now
+        call.plain_leg = leg
+        call.talking_to = last.target
+
+    def _add_talk(self, call: _Call, seconds: float) -> None:
+        call.talk_total = (call.talk_total or 0.0) + max(0.0, seconds)
+
+    def _close_plain(self, call: _Call, now: datetime) -> None:
+        """End the talk with a transfer's target (at a transfer, its hangup, the end)."""
+        if call.plain_from is not None:
+            self._add_talk(call, (now - call.plain_from).total_seconds())
+            call.plain_from = None
+            call.plain_leg = ""
+
+    def _cut_member_stints(self, call: _Call, now: datetime) -> None:
+        """A transfer ends the members' talk; their AgentComplete TalkTime still counts."""
+        for leg, (start, cut) in call.member_stints.items():
+            if cut is None:
+                call.member_stints[leg] = (start, now)
 
     def _on_hangup(self, ev: ChannelHungUp, now: datetime) -> list[CallEffect]:
         call = self._find(ev.uniqueid, ev.linkedid)
@@ -655,6 +777,8 @@ class CallTracker:
         if not self._is_primary(call, ev):
             call.legs.discard(ev.uniqueid)
             self._legs.pop(ev.uniqueid, None)
+            if call.plain_leg and call.plain_leg == ev.uniqueid:
+                self._close_plain(call, now)  # the transfer's target hung up
             return []
         call.hangup_cause = ev.cause
         call.hangup_cause_text = ev.cause_text or None
@@ -680,6 +804,8 @@ class CallTracker:
             self._record_transfer(call, now, "blind", ev.queue)
         call.transfer_pending = False
         call.in_agent_stint = False
+        self._close_plain(call, now)
+        self._cut_member_stints(call, now)
         self._enter_queue(call, ev.queue, now)
         out.append(CallUpdated(call.record(), "queued"))
         return out
@@ -712,6 +838,7 @@ class CallTracker:
     # -- agents -----------------------------------------------------------------------------------
 
     def _agent_call(self, ev: AgentEvent, now: datetime, out: list[CallEffect]) -> _Call | None:
+        self._learn_member(ev.interface)
         call = self._resolve(ev, now, out)
         if call is not None and ev.dest_linkedid in ("", call.uniqueid):
             self._add_leg(call, ev.dest_uniqueid)
@@ -752,6 +879,15 @@ class CallTracker:
         call.transfer_pending = False
         call.connect_place = (ev.context, ev.exten)
         call.in_queue = None
+        if call.plain_leg and call.plain_leg == ev.dest_uniqueid:
+            call.plain_from = None  # its Up was this member's answer: the stint below counts it
+            call.plain_leg = ""
+        self._close_plain(call, now)
+        if len(call.member_stints) < self._max_legs:
+            call.member_stints[ev.dest_uniqueid] = (now, None)
+        if call.transfers and call.transfers[-1].answered_at is None:
+            call.transfers[-1] = replace(call.transfers[-1], answered_at=now)
+        call.talking_to = _member(ev)
         record = call.record()  # records are immutable: both effects share one
         out.append(CallUpdated(record, "answered"))
         ring = float(ev.ring_time) if ev.ring_time is not None else None
@@ -768,8 +904,12 @@ class CallTracker:
         if call.answered_at is None and not call.abandoned:
             self._answered_unseen(call, ev, now)
             out.append(CallUpdated(call.record(), "answered"))
+        stint = call.member_stints.pop(ev.dest_uniqueid, None)
         if ev.talk_time is not None:
-            call.talk_total = (call.talk_total or 0.0) + ev.talk_time
+            self._add_talk(call, ev.talk_time)
+        elif stint is not None:  # no TalkTime: on the clock, up to a transfer
+            start, cut = stint
+            self._add_talk(call, ((cut or now) - start).total_seconds())
         if ev.reason != "transfer":
             call.in_agent_stint = False  # dialplan after this is not a transfer
         talk = float(ev.talk_time) if ev.talk_time is not None else None
@@ -784,6 +924,7 @@ class CallTracker:
         call.answered_at = answered
         call.agent = _member(ev)
         call.agent_interface = ev.interface or None
+        call.talking_to = call.agent
         if call.agents[-1:] != [call.agent]:
             call.agents.append(call.agent)
         if call.queue is None and ev.queue:  # the whole queue stint fell in the gap
@@ -808,12 +949,22 @@ class CallTracker:
         return None
 
     def _record_transfer(
-        self, call: _Call, now: datetime, kind: Literal["blind", "attended"], target: str
+        self,
+        call: _Call,
+        now: datetime,
+        kind: Literal["blind", "attended"],
+        target: str,
+        source: str = "",
     ) -> None:
+        """`source`: the transferring party when the call does not know whom the caller
+        talked to."""
+        source = call.talking_to or source
         if len(call.transfers) < self._max_legs:
-            call.transfers.append(Transfer(at=now, kind=kind, target=target))
+            call.transfers.append(Transfer(at=now, kind=kind, target=target, source=source))
         call.transfer_pending = True
         call.in_agent_stint = False
+        self._close_plain(call, now)
+        self._cut_member_stints(call, now)
 
     def _transfer_done(self, call: _Call, ev: object, now: datetime) -> bool:
         if call.last_event == ev:
@@ -827,7 +978,7 @@ class CallTracker:
         if call is None or ev.result.lower() != "success" or not self._transfer_done(call, ev, now):
             return []
         target = ev.extension or ev.context
-        self._record_transfer(call, now, "blind", target)
+        self._record_transfer(call, now, "blind", target, _device(ev.transferer.channel))
         return [CallUpdated(call.record(), "transfer")]
 
     def _on_attended_transfer(self, ev: AttendedTransferred, now: datetime) -> list[CallEffect]:
@@ -836,22 +987,46 @@ class CallTracker:
             return []
         target = ""
         if ev.target is not None:
-            target = ev.target.caller_number or ev.target.channel
+            target = ev.target.caller_number or _device(ev.target.channel)
         if not target and ev.second_transferer is not None:
             target = ev.second_transferer.connected_number
-        self._record_transfer(call, now, "attended", target or ev.dest_app)
+        source = _device(ev.orig_transferer.channel)
+        self._record_transfer(call, now, "attended", target or ev.dest_app, source)
+        if ev.dest_type.lower() != "fail" and call.transfers:
+            # the target was talking to the agent: it talks to the caller from now on
+            leg = ev.target.uniqueid if ev.target is not None else ""
+            self._take_leg(call, leg)
+            self._target_answered(call, now, leg)
         return [CallUpdated(call.record(), "transfer")]
+
+    def _take_leg(self, call: _Call, leg: str) -> None:
+        """Make `leg` (a channel of another call, such as the consultation) one of `call`'s."""
+        if not leg or leg == call.uniqueid:
+            return
+        owner = self._calls.get(self._legs.get(leg, ""))
+        if owner is not None and owner is not call:
+            owner.legs.discard(leg)
+        self._add_leg(call, leg)
 
     # -- end of call ------------------------------------------------------------------------------
 
     def _end(
         self, call: _Call, now: datetime, *, override: EndReason | None = None
     ) -> list[CallEffect]:
-        talk: float | None = call.talk_total
+        if call.internal:
+            self._internal.discard(call.uniqueid)
+            self._forget(call)
+            return []
         reason: EndReason
         if override is not None:
+            talk = call.talk_total
             reason = override  # how it ended is unknown: no abandon inference, no clock talk time
         else:
+            self._close_plain(call, now)
+            for start, cut in call.member_stints.values():  # no AgentComplete came
+                self._add_talk(call, ((cut or now) - start).total_seconds())
+            call.member_stints.clear()
+            talk = call.talk_total
             if talk is None and call.answered_at is not None:
                 talk = _seconds(now, call.answered_at)
             if call.direction == "outbound":
@@ -878,11 +1053,15 @@ class CallTracker:
                 call.abandon_after = _seconds(now, call.started_at)
                 reason = "abandoned"
         record = call.record(ended_at=now, talk=talk, end_reason=reason)
+        self._forget(call)
+        return [CallEnded(record)]
+
+    def _forget(self, call: _Call) -> None:
         self._calls.pop(call.uniqueid, None)
         for leg in call.legs:
-            self._legs.pop(leg, None)
+            if self._legs.get(leg) == call.uniqueid:
+                self._legs.pop(leg, None)
         self._tombstone(call.uniqueid)
-        return [CallEnded(record)]
 
     def _tombstone(self, uniqueid: str) -> None:
         if self._max_tombstones == 0:
@@ -897,7 +1076,9 @@ class CallTracker:
             return []
         started = now - timedelta(seconds=ev.duration_seconds or 0)
         out: list[CallEffect] = []
-        call = self._new_call(ev, started, adopted=True, out=out)
+        call = self._new_call(
+            ev, started, adopted=True, internal=self._is_internal_now(ev), out=out
+        )
         call.last_seen = now
         call.bridged = bool(ev.bridge_id)
         if ev.application.lower() == "queue" and ev.application_data:
@@ -908,6 +1089,11 @@ class CallTracker:
                 call.in_queue = queue  # join time unknown here; QueueStatus may tell it
         out[-1] = CallStarted(call.record())
         return out
+
+
+def _device(channel: str) -> str:
+    """The device of a channel: PJSIP/1001-0000002a -> PJSIP/1001."""
+    return channel.rsplit("-", 1)[0]
 
 
 def _member(ev: AgentEvent) -> str:

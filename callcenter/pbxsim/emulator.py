@@ -16,6 +16,11 @@ The inbound dialplan is the one of ami_transcripts/README.txt:
      same => n,Queue(${IVR_QUEUE},t,,,300)
      same => n,Hangup()
 
+An agent's phone can call out (`internal_call`: agent to agent, the consultation of an attended
+transfer) and hand a queue caller on (`blind_transfer`, `attended_transfer`), with the events
+Asterisk sends for a SIP REFER: BlindTransfer/AttendedTransfer, AgentComplete (Reason:
+transfer), and then only channel events for the caller and the target.
+
 Run it stand-alone with `python -m callcenter.pbxsim.emulator --help`.
 """
 
@@ -55,6 +60,7 @@ from callcenter.pbxsim.pbx import (
     STATE_RING,
     STATE_RINGING,
     STATE_UP,
+    Bridge,
     Channel,
     Clock,
     EventSink,
@@ -239,6 +245,9 @@ class Emulator:
         self._legs: set[asyncio.Task[None]] = set()
         self._callers: dict[str, CallerModel] = {}
         self._summary_by_uid: dict[str, CallSummary] = {}
+        #: caller channel name -> the attended transfer's target it is to be bridged with
+        self._transfer_peers: dict[str, Channel] = {}
+        self._transferred: set[str] = set()  # callers talking to an attended transfer's target
         self.ami_address: tuple[str, int] = ("", 0)
         for profile in cfg.agents:
             self.acd.add_agent(profile)
@@ -353,6 +362,109 @@ class Emulator:
         task.add_done_callback(self._calls.discard)
         return task
 
+    # ------------------------------------------------------------------ transfers
+    def _connection(self, interface: str, *, own: bool) -> tuple[Channel, Channel] | None:
+        """(channel, bridged peer) where `interface`'s phone talks: the caller of a queue call
+        and the agent's leg, answered by the queue (`own` False), or the phone's own call and
+        its far end (`own`)."""
+        mine = interface + "-"
+        for ch in self.pbx.channels.values():
+            peer = self.pbx.channels.get(ch.dest_channel) if ch.dest_channel else None
+            if peer is None or not ch.bridge_id or ch.bridge_id != peer.bridge_id:
+                continue
+            if ch.uniqueid != ch.linkedid or ch.name.startswith(mine) != own:
+                continue
+            if own:
+                return ch, peer
+            in_queue = ch.application.lower() == "queue" and ch.name not in self._transferred
+            if in_queue and peer.name.startswith(mine):
+                return ch, peer
+        return None
+
+    def blind_transfer(self, interface: str, exten: str) -> bool:
+        """The agent at `interface` blind-transfers the queue caller they talk to to `exten`
+        (a SIP REFER): BlindTransfer, app_queue's AgentComplete (Reason: transfer), the agent's
+        leg hangs up and the caller runs the agent leg's context at `exten`. False when the
+        agent talks to no queue caller or `exten` does not exist there."""
+        found = self._connection(interface, own=False)
+        if found is None:
+            return False
+        caller, leg = found
+        if not self.dialplan.exists(leg.context, exten, 1):
+            return False
+        self.pbx.emit(
+            "BlindTransfer",
+            "call",
+            [
+                ("Result", "Success"),
+                *leg.snapshot("Transferer"),
+                *caller.snapshot("Transferee"),
+                *Bridge(caller.bridge_id, [caller, leg]).block(),
+                ("IsExternal", "No"),
+                ("Context", leg.context),
+                ("Extension", exten),
+            ],
+        )
+        caller.redirect_to = (leg.context, exten, 1)
+        caller.redirected.set()
+        return True
+
+    def attended_transfer(self, interface: str) -> bool:
+        """The agent at `interface`, who called someone from the phone (the consultation: a
+        call of its own, see `internal_call`) while a queue caller waits, completes the
+        transfer: AttendedTransfer, app_queue's AgentComplete (Reason: transfer), both of the
+        agent's channels hang up and the caller is bridged with the consulted party, whose
+        Linkedid becomes the caller's (the oldest in the bridge). False when the agent has no
+        such pair of calls."""
+        queued = self._connection(interface, own=False)
+        consult = self._connection(interface, own=True)
+        if queued is None or consult is None:
+            return False
+        (caller, leg), (second, target) = queued, consult
+        self.pbx.emit(
+            "AttendedTransfer",
+            "call",
+            [
+                ("Result", "Success"),
+                *leg.snapshot("OrigTransferer"),
+                *_prefixed("Orig", Bridge(caller.bridge_id, [caller, leg]).block()),
+                *second.snapshot("SecondTransferer"),
+                *_prefixed("Second", Bridge(second.bridge_id, [second, target]).block()),
+                ("DestType", "Bridge"),
+                ("DestBridgeUniqueid", caller.bridge_id),
+                *caller.snapshot("Transferee"),
+                *target.snapshot("TransferTarget"),
+                ("IsExternal", "No"),
+            ],
+        )
+        self._transfer_peers[caller.name] = target
+        target.redirected.set()  # the consultation's Dial lets go of it
+        caller.redirected.set()  # app_queue ends the agent's part
+        return True
+
+    async def _bridge_with(self, ch: Channel, peer: Channel) -> None:
+        """The caller talks to an attended transfer's target until either hangs up."""
+        peer.redirected.clear()
+        peer.linkedid = ch.linkedid  # bridge.c gives every channel the oldest Linkedid
+        self._transferred.add(ch.name)
+        bridge = self.pbx.bridge(ch, peer)
+        self.pbx.bridge_peer_vars(ch, peer)
+        ch.dest_channel = peer.name
+        agent = self.acd.agents.get(peer.name.rsplit("-", 1)[0])
+        talk = agent.talk_seconds(self.rng) if agent is not None else self.rng.uniform(20, 180)
+        try:
+            r = await wait_any(self.clock, talk, [ch.hangup_requested, peer.hangup_requested])
+            if r is None:
+                self.pbx.request_hangup(peer, 16)
+        finally:
+            self._transferred.discard(ch.name)
+            self.pbx.unbridge(bridge)
+            self.pbx.hangup(peer, 16)
+            if agent is not None:
+                agent.in_call = False
+                self.acd.device_changed(agent)
+            self.pbx.hangup(ch, 16)
+
     def hangup(self, channel: str, cause: int = 16) -> bool:
         """The far end of `channel` hangs up (a BYE)."""
         ch = self.pbx.channels.get(channel)
@@ -439,6 +551,12 @@ class Emulator:
             elif outcome == "timeout":
                 self._mark(ch, "timeout")
             if outcome in ("hangup", "fail"):
+                return None
+            peer = self._transfer_peers.pop(ch.name, None)
+            if outcome == "redirect" and peer is not None:
+                ch.redirected.clear()
+                self._mark(ch, "transferred")
+                await self._bridge_with(ch, peer)
                 return None
             if outcome == "redirect" and ch.redirect_to is not None:
                 ch.redirected.clear()
@@ -568,6 +686,7 @@ class Emulator:
             exten="s",
             state=STATE_DOWN,
             tech=tech,
+            caller_num=resource.split("@", 1)[0],  # app_dial: the dialled party's own number
             linkedid=ch.linkedid,
             parent=ch,
         )
@@ -603,7 +722,12 @@ class Emulator:
         self.pbx.bridge_peer_vars(ch, leg)
         ch.dest_channel = leg.name
         talk = agent.talk_seconds(self.rng) if agent is not None else self.rng.uniform(20, 180)
-        r = await wait_any(self.clock, talk, [ch.hangup_requested, leg.hangup_requested])
+        events = [ch.hangup_requested, leg.hangup_requested, leg.redirected]
+        r = await wait_any(self.clock, talk, events)
+        if r == 2:  # an attended transfer took the dialled party: this side hangs up alone
+            self.pbx.unbridge(bridge)
+            self.pbx.hangup(ch, 16)
+            return None
         if r is None:
             self.pbx.request_hangup(leg, 16)
         self.pbx.unbridge(bridge)
@@ -767,6 +891,12 @@ class Emulator:
 
 
 _STATE_WORD = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up", 7: "Busy"}
+
+
+def _prefixed(prefix: str, fields: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(prefix + name, value) for name, value in fields]
+
+
 _DEVICE_WORD = {
     0: "Unknown",
     1: "Not in use",

@@ -63,6 +63,8 @@ records = st.builds(
             at=st.datetimes(timezones=st.just(UTC)),
             kind=st.sampled_from(["blind", "attended"]),
             target=texts,
+            source=texts,
+            answered_at=times,
         ),
         max_size=2,
     ).map(tuple),

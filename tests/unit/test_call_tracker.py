@@ -631,7 +631,9 @@ def test_blind_transfer_event_then_second_queue() -> None:
         (131, hangup(c)),
     ]
     (record,) = ended(run(CallTracker(), script))
-    assert record.transfers == (Transfer(at=at(60), kind="blind", target="600"),)
+    assert record.transfers == (
+        Transfer(at(60), "blind", "600", source="Alice Agent", answered_at=at(71)),
+    )
     assert record.queues == ("support", "sales")
     assert record.agents == ("Alice Agent", "Carol Agent")
     assert (record.queue, record.agent, record.wait_seconds) == ("support", "Alice Agent", 1.0)
@@ -651,7 +653,7 @@ def test_caller_moved_to_another_queue_without_transfer_event() -> None:
         (70, hangup(c)),
     ]
     (record,) = ended(run(CallTracker(), script))
-    assert record.transfers == (Transfer(at=at(40), kind="blind", target="billing"),)
+    assert record.transfers == (Transfer(at(40), "blind", "billing", source="Alice Agent"),)
     assert record.queues == ("support", "billing")
     # the caller was served before the transfer: not an abandoned call
     assert (record.abandoned, record.end_reason) == (False, "completed")
@@ -670,7 +672,7 @@ def test_redirect_to_another_extension_is_one_transfer() -> None:
         (90, hangup(c)),
     ]
     (record,) = ended(run(CallTracker(), script))
-    assert record.transfers == (Transfer(at=at(30), kind="blind", target="700"),)
+    assert record.transfers == (Transfer(at(30), "blind", "700", source="Alice Agent"),)
     assert record.queues == ("support", "vip")
 
 
@@ -727,9 +729,11 @@ def test_attended_transfer() -> None:
     ]
     effects = run(CallTracker(), script)
     records = {r.uniqueid: r for r in ended(effects)}
-    assert records["540.1"].transfers == (Transfer(at=at(45), kind="attended", target="1002"),)
+    assert records["540.1"].transfers == (
+        Transfer(at(45), "attended", "1002", source="Alice Agent", answered_at=at(45)),
+    )
     assert records["540.1"].end_reason == "completed"
-    assert records["541.1"].transfers == ()
+    assert "541.1" not in records  # the consultation is an internal call: no call record
 
 
 def test_chinese_names_pass_through_and_unknown_becomes_empty() -> None:

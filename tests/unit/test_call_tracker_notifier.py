@@ -49,7 +49,13 @@ def test_record_dict_is_json_and_complete() -> None:
     assert data["ended_at"] is None
     assert data["ivr_path"] == ["main", "2"]
     assert data["transfers"] == [
-        {"at": "2024-05-14T10:16:32+00:00", "kind": "blind", "target": "600"}
+        {
+            "at": "2024-05-14T10:16:32+00:00",
+            "kind": "blind",
+            "target": "600",
+            "source": "",
+            "answered_at": None,
+        }
     ]
     assert json.loads(json.dumps(data, ensure_ascii=False))["caller_name"] == "张三"
 
