@@ -60,12 +60,16 @@ class IvrDigit:
 @dataclass(frozen=True, slots=True)
 class Enrichment:
     """What the archive and the call log add to a pop. `complete` is False when a lookup failed
-    or ran out of time (the pop then shows only what the PBX told us)."""
+    or ran out of time (the pop then shows only what the PBX told us). `steps_pending`: the
+    call went through the IVR but its steps are not stored yet (the runner writes them once
+    the IVR session has ended, and the agent's phone may ring before): `digits` are then the
+    menu keys of the call's IVR path, and the stored steps follow in an update."""
 
     customer: CustomerCard | None = None
     history: tuple[HistoryItem, ...] = ()
     digits: tuple[IvrDigit, ...] = ()
     complete: bool = True
+    steps_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)

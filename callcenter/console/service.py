@@ -63,6 +63,7 @@ __all__ = [
     "ScreenPopService",
     "build_pop_data",
     "encode_frame",
+    "path_digits",
 ]
 
 
@@ -176,7 +177,9 @@ def build_pop_data(payload: Payload, enrichment: Enrichment, now: datetime) -> d
         waited = round(float(waited), 1)
     variables = call.get("variables") if isinstance(call.get("variables"), dict) else {}
     card = enrichment.customer
-    choice, choice_label = _ivr_choice(payload, enrichment.digits)
+    # the stored steps, else the menu keys the call's IVR path carries (steps not stored yet)
+    digits = enrichment.digits or path_digits(payload.get("ivr_path") or ())
+    choice, choice_label = _ivr_choice(payload, digits)
     return {
         "kind": kind,
         "interface": payload.get("interface"),
@@ -190,7 +193,8 @@ def build_pop_data(payload: Payload, enrichment: Enrichment, now: datetime) -> d
         "ivr_path": list(payload.get("ivr_path") or []),
         "ivr_choice": choice,
         "ivr_choice_label": choice_label,
-        "digits": [asdict(d) for d in enrichment.digits],
+        "digits": [asdict(d) for d in digits],
+        "digits_pending": enrichment.steps_pending,
         "variables": dict(variables or {}),
         "waited_seconds": waited,
         "ring_seconds": payload.get("ring_seconds"),
@@ -215,6 +219,20 @@ def _digits(steps: Iterable[IvrStep]) -> tuple[IvrDigit, ...]:
         for s in sorted(steps, key=lambda s: s.seq)
         if s.input and s.kind != "lookup" and set(s.input) <= _DTMF
     )
+
+
+def path_digits(path: Iterable[Any]) -> tuple[IvrDigit, ...]:
+    """The menu keys of an IVR path ("lookup,language,hours,main,2,complaints_queue": the
+    engine appends the key after its menu node, then the node it led to), as digits. What the
+    call carries before its stored steps do: no language key, no collected digits."""
+    nodes = [str(node) for node in path]
+    found: list[IvrDigit] = []
+    for i, key in enumerate(nodes):
+        if len(key) != 1 or key not in _DTMF or i == 0 or nodes[i - 1] in _DTMF:
+            continue
+        after = nodes[i + 1] if i + 1 < len(nodes) and nodes[i + 1] not in _DTMF else None
+        found.append(IvrDigit(node=nodes[i - 1], kind="menu", input=key, result=after))
+    return tuple(found)
 
 
 def _ivr_choice(payload: Payload, digits: Sequence[IvrDigit]) -> tuple[str | None, str | None]:
@@ -251,7 +269,13 @@ def _call_history_item(r: CallRecord) -> HistoryItem:
 
 class PopEnricher:
     """Looks up the caller in the archive and the call log. Each lookup has `timeout` seconds;
-    a slow or failing one is skipped (the pop still goes out, `complete` False)."""
+    a slow or failing one is skipped (the pop still goes out, `complete` False).
+
+    A call that went through the IVR (it carries an IVR path) but whose steps are not stored
+    yet is enriched with `steps_pending`; `stored_digits` then reads the call log again, from
+    `steps_poll` seconds apart doubling up to `steps_poll_max`, until they are there or
+    `steps_wait` seconds have passed (the runner may be writing them from another process,
+    or holding them while the database is down: no in-process signal covers every case)."""
 
     def __init__(
         self,
@@ -261,12 +285,18 @@ class PopEnricher:
         tickets: TicketHistory | None = None,
         timeout: float = 0.3,
         history_limit: int = 5,
+        steps_wait: float = 60.0,
+        steps_poll: float = 0.1,
+        steps_poll_max: float = 1.0,
     ) -> None:
         self._customers = customers
         self._calls = calls
         self._tickets = tickets
         self._timeout = timeout
         self._limit = history_limit
+        self._steps_wait = steps_wait
+        self._steps_poll = steps_poll
+        self._steps_poll_max = max(steps_poll, steps_poll_max)
 
     async def enrich(self, payload: Payload) -> Enrichment:
         number = str(payload.get("caller_number") or "")
@@ -285,24 +315,50 @@ class PopEnricher:
             elif isinstance(tickets, Sequence):
                 history.extend(tickets)
         history.sort(key=lambda h: h.at or "", reverse=True)
+        went_through_ivr = bool(payload.get("ivr_path")) and bool(uniqueid)
         return Enrichment(
             customer=card,
             history=tuple(history[: self._limit * 2]),
             digits=steps if isinstance(steps, tuple) else (),
             complete=complete,
+            steps_pending=went_through_ivr and not isinstance(steps, tuple),
         )
 
-    async def _bounded(self, coro: Awaitable[Any]) -> Any:
+    async def stored_digits(self, uniqueid: str) -> tuple[IvrDigit, ...] | None:
+        """The digits of the call's IVR steps once they are stored; None if they are not
+        within `steps_wait` seconds. A failing read counts as "not yet"."""
+        if self._calls is None or not uniqueid:
+            return None
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._steps_wait
+        interval = self._steps_poll
+        while True:
+            found = await self._bounded(self._steps(uniqueid), quiet=True)
+            if isinstance(found, tuple):
+                return found
+            left = give_up - loop.time()
+            if left <= 0:
+                log.info(
+                    "screen-pop: IVR steps of %s not stored after %ss", uniqueid, self._steps_wait
+                )
+                return None
+            await asyncio.sleep(min(interval, left))
+            interval = min(interval * 2, self._steps_poll_max)
+
+    async def _bounded(self, coro: Awaitable[Any], *, quiet: bool = False) -> Any:
         try:
             async with asyncio.timeout(self._timeout):
                 return await coro
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            log.warning("screen-pop lookup took over %.2fs; popping without it", self._timeout)
+            if not quiet:
+                log.warning("screen-pop lookup took over %.2fs; popping without it", self._timeout)
             return _FAILED
         except Exception as exc:
-            if is_database_down(exc):
+            if quiet:
+                log.debug("screen-pop: reading the IVR steps failed: %r", exc)
+            elif is_database_down(exc):
                 log.warning("screen-pop lookup: database unavailable; popping without it")
             else:
                 log.exception("screen-pop lookup failed; popping without it")
@@ -322,13 +378,27 @@ class PopEnricher:
             : self._limit
         ]
 
-    async def _steps(self, uniqueid: str) -> tuple[IvrDigit, ...]:
+    async def _steps(self, uniqueid: str) -> tuple[IvrDigit, ...] | None:
+        """The digits of the stored steps; None while none are stored."""
         if self._calls is None or not uniqueid:
             return ()
-        return _digits(await self._calls.get_steps(uniqueid))
+        steps = await self._calls.get_steps(uniqueid)
+        return _digits(steps) if steps else None
 
 
 _FAILED = object()
+
+
+def _stored_outcome(
+    enrichment: Enrichment, stored: asyncio.Task[tuple[IvrDigit, ...] | None]
+) -> Enrichment:
+    """`enrichment` once the wait for the stored steps is over: their digits, or (never
+    stored, or the wait failed) the path's as before, no longer pending."""
+    found = None
+    if not stored.cancelled() and stored.exception() is None:
+        found = stored.result()
+    digits = found if found is not None else enrichment.digits
+    return replace(enrichment, digits=digits, steps_pending=False)
 
 
 def _outcome(lookup: asyncio.Task[Enrichment]) -> Enrichment:
@@ -483,6 +553,8 @@ class ScreenPopService:
         self._buffers: OrderedDict[str, PopBuffer] = OrderedDict()
         self._connections: dict[str, set[Connection]] = {}
         self._enriched: OrderedDict[str, asyncio.Task[Enrichment]] = OrderedDict()
+        # uniqueid -> the wait for the call's IVR steps to be stored (ring before the write)
+        self._stored: OrderedDict[str, asyncio.Task[tuple[IvrDigit, ...] | None]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
         self._closing = False
@@ -507,7 +579,10 @@ class ScreenPopService:
         """One `agents` payload. A pop goes out at once, numbered in arrival order, with what
         the PBX told us plus whatever of the archive lookup is already known (the ring and the
         answer of one call share one lookup); when the lookup was still running, a
-        `pop.update` frame with the same `seq` follows once it is done (or timed out)."""
+        `pop.update` frame with the same `seq` follows once it is done (or timed out). A call
+        whose IVR steps are not stored yet pops with the menu keys of its IVR path
+        (`digits_pending`), and another `pop.update` brings the stored digits once they are
+        (the later pops of that call carry them at once)."""
         kind = payload.get("type")
         if kind == "agent.state":
             agent = payload.get("agent")
@@ -522,7 +597,12 @@ class ScreenPopService:
         lookup = self._enrichment(payload)
         ready = lookup.done()
         now = self._clock()
-        data = build_pop_data(payload, _outcome(lookup) if ready else Enrichment(), now)
+        stored: asyncio.Task[tuple[IvrDigit, ...] | None] | None = None
+        if ready:
+            enrichment, stored = self._with_stored_steps(payload, _outcome(lookup))
+        else:
+            enrichment = Enrichment(steps_pending=bool(payload.get("ivr_path")))
+        data = build_pop_data(payload, enrichment, now)
         data["pending"] = not ready
         pop = self._buffer(interface).add(
             data["kind"], interface, str(payload.get("uniqueid") or ""), data
@@ -530,6 +610,8 @@ class ScreenPopService:
         self._push(interface, encode_frame(pop_frame(pop)))
         if not ready:
             self.spawn(self._complete(pop, payload, lookup, now))
+        elif stored is not None:
+            self.spawn(self._when_stored(pop, payload, enrichment, stored, now))
         if self._on_pop is not None and interface in self._connections:
             # only for agents working in the console (the demo's simulated agents are not);
             # tasks start in creation order: one call's answered hook runs before its finished
@@ -548,12 +630,48 @@ class ScreenPopService:
             self._enriched.move_to_end(key)
         return task
 
+    def _with_stored_steps(
+        self, payload: Payload, enrichment: Enrichment
+    ) -> tuple[Enrichment, asyncio.Task[tuple[IvrDigit, ...] | None] | None]:
+        """`enrichment` with the call's stored digits if they came since its lookup; else the
+        wait for them (None: nothing to wait for)."""
+        if not enrichment.steps_pending:
+            return enrichment, None
+        uniqueid = str(payload.get("uniqueid") or "")
+        wait = self._stored.get(uniqueid)
+        if wait is None:
+            wait = asyncio.get_running_loop().create_task(self._enricher.stored_digits(uniqueid))
+            self._stored[uniqueid] = wait
+            while len(self._stored) > 1000:
+                self._stored.popitem(last=False)[1].cancel()
+        if not wait.done():
+            return enrichment, wait
+        return _stored_outcome(enrichment, wait), None
+
     async def _complete(
         self, pop: Pop, payload: Payload, lookup: asyncio.Task[Enrichment], at: datetime
     ) -> None:
         with contextlib.suppress(Exception):
             await asyncio.shield(lookup)
-        data = build_pop_data(payload, _outcome(lookup), at)
+        enrichment, stored = self._with_stored_steps(payload, _outcome(lookup))
+        self._update(pop, payload, enrichment, at)
+        if stored is not None:
+            await self._when_stored(pop, payload, enrichment, stored, at)
+
+    async def _when_stored(
+        self,
+        pop: Pop,
+        payload: Payload,
+        enrichment: Enrichment,
+        stored: asyncio.Task[tuple[IvrDigit, ...] | None],
+        at: datetime,
+    ) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(stored)
+        self._update(pop, payload, _stored_outcome(enrichment, stored), at)
+
+    def _update(self, pop: Pop, payload: Payload, enrichment: Enrichment, at: datetime) -> None:
+        data = build_pop_data(payload, enrichment, at)
         data["pending"] = False
         buf = self._buffers.get(pop.interface)
         if buf is not None:
@@ -681,9 +799,10 @@ class ScreenPopService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for task in self._enriched.values():
+        waits = [*self._enriched.values(), *self._stored.values()]
+        for task in waits:
             task.cancel()
-        await asyncio.gather(*self._enriched.values(), return_exceptions=True)
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 # ------------------------------------------------------------------------------ state control

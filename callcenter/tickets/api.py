@@ -191,7 +191,8 @@ async def _visible_booking(request: web.Request, principal: Principal, booking_i
     summary="List bookings/orders",
 )
 async def list_bookings(request: web.Request) -> web.Response:
-    """Newest first. Agents see their own and their group's; others see all."""
+    """Newest first (or `order=oldest`); page on with `cursor` = the page's `next`. Agents see
+    their own and their group's; others see all."""
     principal = require_principal(request)
     q = parse_query(request, BookingQuery)
     flt = BookingFilter(
@@ -205,7 +206,7 @@ async def list_bookings(request: web.Request) -> web.Response:
     )
     visibility = await _visibility(request, principal, "booking")
     found = await request.app[TICKETS].list_bookings(
-        flt, visibility, limit=q.limit, offset=q.offset
+        flt, visibility, limit=q.limit, offset=q.offset, order=q.order, after=q.after
     )
     page = BookingPage(
         items=[_booking_out(b) for b in found.items],
@@ -213,6 +214,7 @@ async def list_bookings(request: web.Request) -> web.Response:
         total_exact=found.exact,
         limit=q.limit,
         offset=q.offset,
+        next=found.next.encode() if found.next is not None else None,
     )
     return json_response(page)
 
@@ -373,8 +375,9 @@ async def complaint_stats(request: web.Request) -> web.Response:
     summary="List or search complaints",
 )
 async def list_complaints(request: web.Request) -> web.Response:
-    """Newest first. Agents see their own and their group's; specialists, QA, supervisors and
-    admins see all. `q` finds a complaint id or a customer's number/name."""
+    """Newest first (or `order=oldest`); page on with `cursor` = the page's `next`. Agents see
+    their own and their group's; specialists, QA, supervisors and admins see all. `q` finds a
+    complaint id or a customer's number/name."""
     principal = require_principal(request)
     q = parse_query(request, ComplaintQuery)
     flt = ComplaintFilter(
@@ -392,7 +395,9 @@ async def list_complaints(request: web.Request) -> web.Response:
     )
     repo = request.app[TICKETS]
     visibility = await _visibility(request, principal, "complaint")
-    found = await repo.list_complaints(flt, visibility, limit=q.limit, offset=q.offset)
+    found = await repo.list_complaints(
+        flt, visibility, limit=q.limit, offset=q.offset, order=q.order, after=q.after
+    )
     now = repo.now()
     page = ComplaintPage(
         items=[complaint_out(c, now) for c in found.items],
@@ -400,6 +405,7 @@ async def list_complaints(request: web.Request) -> web.Response:
         total_exact=found.exact,
         limit=q.limit,
         offset=q.offset,
+        next=found.next.encode() if found.next is not None else None,
     )
     return json_response(page)
 

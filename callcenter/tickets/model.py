@@ -3,11 +3,21 @@ request/response schemas of their API (they also generate the OpenAPI document).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from callcenter.web.api import Page, PageQuery
 
@@ -40,6 +50,8 @@ __all__ = [
     "DispositionOut",
     "Handover",
     "InputModel",
+    "ListOrder",
+    "PagePosition",
     "Severity",
 ]
 
@@ -47,6 +59,49 @@ BookingStatus = Literal["new", "confirmed", "fulfilled", "cancelled"]
 ComplaintStatus = Literal["open", "investigating", "escalated", "resolved", "closed"]
 Severity = Literal["low", "medium", "high", "critical"]
 CaseType = Literal["complaint", "booking", "customer"]
+# the sort orders of the booking and complaint lists: by creation time (then id)
+ListOrder = Literal["newest", "oldest"]
+LIST_ORDERS: Final[tuple[ListOrder, ...]] = get_args(ListOrder)
+CURSOR_LENGTH: Final = 200
+_CURSOR_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PagePosition:
+    """Where a page of a list ended: the last row's sort key (creation time) and id, in the
+    list's `order`. The next page is the rows after it in that order, so rows created
+    meanwhile neither repeat nor push others along (keyset pagination). Sent to clients as an
+    opaque cursor (`encode`); `decode` refuses anything it did not make (ValueError)."""
+
+    order: ListOrder
+    at: datetime
+    id: int
+
+    def encode(self) -> str:
+        at = self.at.astimezone(UTC).isoformat()
+        raw = json.dumps([_CURSOR_VERSION, self.order, at, self.id], separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, cursor: str) -> PagePosition:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            version, order, at, ident = json.loads(raw)
+            when = datetime.fromisoformat(at)
+            if when.tzinfo is not None:
+                when = when.astimezone(UTC)
+        except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
+            raise ValueError("not a cursor of this list") from exc  # (JSON errors included)
+        if (
+            type(version) is not int
+            or version != _CURSOR_VERSION
+            or order not in LIST_ORDERS
+            or when.tzinfo is None
+            or type(ident) is not int
+            or not 1 <= ident <= 2**31 - 1
+        ):
+            raise ValueError("not a cursor of this list")
+        return cls(order=order, at=when, id=ident)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +214,40 @@ class InputModel(BaseModel):
 
 
 class _Window(PageQuery, InputModel):
+    offset: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="rows to skip; repeats rows while cases arrive: follow `next` instead",
+    )
     since: AwareDatetime | None = Field(None, description="created at or after (ISO 8601)")
     until: AwareDatetime | None = Field(None, description="created before (ISO 8601)")
     customer_id: DbId | None = None
     created_by: DbId | None = None
+    order: ListOrder = Field("newest", description="by creation time: newest or oldest first")
+    cursor: str | None = Field(
+        None,
+        max_length=CURSOR_LENGTH,
+        description="the `next` of the previous page (same `order`, no `offset`): the rows "
+        "after it, none repeated while new cases arrive",
+    )
+
+    @field_validator("cursor")
+    @classmethod
+    def _valid_cursor(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        position = PagePosition.decode(value)
+        if info.data.get("offset"):
+            raise ValueError("a cursor is not combined with an offset")
+        if "order" in info.data and position.order != info.data["order"]:
+            raise ValueError(f"this cursor pages the list {position.order} first")
+        return value
+
+    @property
+    def after(self) -> PagePosition | None:
+        """The position the cursor names (validated), or None for the first page."""
+        return PagePosition.decode(self.cursor) if self.cursor is not None else None
 
 
 class BookingQuery(_Window):
@@ -358,13 +443,18 @@ class DispositionOut(BaseModel):
     updated_at: datetime
 
 
+_NEXT = "the `cursor` of the next page; null on the last page"
+
+
 class BookingPage(Page[BookingOut]):
     total_exact: bool = Field(
         True, description="false: more than 1,000 match and `total` is an estimate"
     )
+    next: str | None = Field(None, description=_NEXT)
 
 
 class ComplaintPage(Page[ComplaintOut]):
     total_exact: bool = Field(
         True, description="false: more than 1,000 match and `total` is an estimate"
     )
+    next: str | None = Field(None, description=_NEXT)

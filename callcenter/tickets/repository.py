@@ -13,7 +13,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    UnaryExpression,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -30,6 +42,7 @@ from callcenter.db.models import (
     CustomerRow,
     DispositionRow,
     UserRow,
+    UTCDateTime,
     check_lengths,
 )
 from callcenter.ivr.calendar import BusinessCalendar
@@ -42,6 +55,8 @@ from callcenter.tickets.model import (
     ComplaintStats,
     ComplaintStatus,
     Disposition,
+    ListOrder,
+    PagePosition,
     Severity,
 )
 from callcenter.tickets.service import (
@@ -118,11 +133,13 @@ class Visibility:
 @dataclass(frozen=True, slots=True)
 class Listing(Generic[T]):
     """One page of a list: `total` is exact when `exact`, else PostgreSQL's estimate (lists
-    matching more than COUNT_CAP rows)."""
+    matching more than COUNT_CAP rows); `next` is where the next page starts (None: this is
+    the last one)."""
 
     items: list[T]
     total: int
     exact: bool = True
+    next: PagePosition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,21 +303,31 @@ class TicketRepository:
             return _to_booking(row) if row is not None else None
 
     async def list_bookings(
-        self, flt: BookingFilter, visibility: Visibility, *, limit: int = 50, offset: int = 0
+        self,
+        flt: BookingFilter,
+        visibility: Visibility,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        order: ListOrder = "newest",
+        after: PagePosition | None = None,
     ) -> Listing[Booking]:
-        """Newest first, and the number matching (see Listing)."""
+        """Newest (or oldest) first from `after` (a page's `next`), and the number matching
+        (see Listing)."""
         where = _booking_where(flt, visibility)
+        keyset, order_by = _keyset(BookingRow, order, after)
         stmt = (
             select(BookingRow)
-            .where(*where)
-            .order_by(BookingRow.created_at.desc(), BookingRow.id.desc())
-            .limit(limit)
+            .where(*where, *keyset)
+            .order_by(*order_by)
+            .limit(limit + 1)
             .offset(offset)
         )
         async with self._sessions() as session:
             rows = list(await session.scalars(stmt))
             total, exact = await _page_total(session, select(BookingRow.id).where(*where))
-        return Listing([_to_booking(r) for r in rows], total, exact)
+        rows, following = _page(rows, limit, order)
+        return Listing([_to_booking(r) for r in rows], total, exact, following)
 
     async def update_booking(
         self, booking_id: int, *, actor_id: int, changes: Mapping[str, Any], note: str = ""
@@ -418,23 +445,33 @@ class TicketRepository:
             return _to_complaint(row, await _calls_of(session, row.id))
 
     async def list_complaints(
-        self, flt: ComplaintFilter, visibility: Visibility, *, limit: int = 50, offset: int = 0
+        self,
+        flt: ComplaintFilter,
+        visibility: Visibility,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        order: ListOrder = "newest",
+        after: PagePosition | None = None,
     ) -> Listing[Complaint]:
-        """Newest first, and the number matching (see Listing)."""
+        """Newest (or oldest) first from `after` (a page's `next`), and the number matching
+        (see Listing)."""
         now = self.now()
+        keyset, order_by = _keyset(ComplaintRow, order, after)
         async with self._sessions() as session:
             where = await self._complaint_where(session, flt, visibility, now)
             stmt = (
                 select(ComplaintRow)
-                .where(*where)
-                .order_by(ComplaintRow.created_at.desc(), ComplaintRow.id.desc())
-                .limit(limit)
+                .where(*where, *keyset)
+                .order_by(*order_by)
+                .limit(limit + 1)
                 .offset(offset)
             )
-            rows = list(await session.scalars(stmt))
+            rows, following = _page(list(await session.scalars(stmt)), limit, order)
             total, exact = await _page_total(session, select(ComplaintRow.id).where(*where))
             calls = await _calls_of_many(session, [r.id for r in rows])
-        return Listing([_to_complaint(r, calls.get(r.id, ())) for r in rows], total, exact)
+        items = [_to_complaint(r, calls.get(r.id, ())) for r in rows]
+        return Listing(items, total, exact, following)
 
     async def take_complaint(
         self, complaint_id: int, *, actor_id: int, actor_role: str
@@ -960,6 +997,36 @@ def _booking_where(flt: BookingFilter, visibility: Visibility) -> list[ColumnEle
     if flt.call_uniqueid is not None:
         where.append(BookingRow.call_uniqueid == flt.call_uniqueid)
     return where
+
+
+_Cased = TypeVar("_Cased", BookingRow, ComplaintRow)
+
+
+def _keyset(
+    model: type[_Cased], order: ListOrder, after: PagePosition | None
+) -> tuple[list[ColumnElement[bool]], list[UnaryExpression[Any]]]:
+    """(where, order by) of a list page in `order` by (created_at, id), after `after`. One row
+    comparison, so PostgreSQL reads the (.., created_at, id) indexes from the position on."""
+    if after is not None and after.order != order:
+        raise ValueError(f"the position is of the list {after.order} first")
+    newest = order == "newest"
+    key = (model.created_at, model.id)
+    order_by = [k.desc() if newest else k.asc() for k in key]
+    if after is None:
+        return [], order_by
+    row = tuple_(*key)
+    mark = tuple_(literal(after.at, UTCDateTime()), literal(after.id, Integer()))
+    return [row < mark if newest else row > mark], order_by
+
+
+def _page(
+    rows: list[_Cased], limit: int, order: ListOrder
+) -> tuple[list[_Cased], PagePosition | None]:
+    """The page of `limit` rows read with one more (there is a next page if it came)."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], PagePosition(order=order, at=last.created_at, id=last.id)
 
 
 async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:

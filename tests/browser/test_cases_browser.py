@@ -266,3 +266,47 @@ async def test_specialist_takes_and_works_a_complaint(
     await page.screenshot(path=str(shots / "cases-bookings-en.png"), full_page=True)
 
     await asyncio.gather(emma_ctx.close(), bob_ctx.close())
+
+
+async def test_the_complaint_list_pages_on_by_cursor_while_complaints_arrive(
+    server: Any, browser: Any
+) -> None:
+    """53 complaints, 50 a page: while two new ones arrive, "Next" shows the 3 oldest, not
+    two of the first page again (what offset paging did); "Previous" goes back to the top."""
+    from playwright.async_api import expect
+
+    tickets = server.app[TICKETS]
+    alice = server.users["alice"]
+
+    async def file(text: str) -> int:
+        complaint = await tickets.create_complaint(
+            actor_id=alice,
+            actor_role="agent",
+            customer_id=server.customer_id,
+            category="billing",
+            description=text,
+        )
+        return int(complaint.id)
+
+    ids = [await file(f"complaint {i}") for i in range(53)]
+    ctx = await browser.new_context(viewport=VIEWPORT, locale="en-US")
+    page = await open_cases(ctx, server.url, "alice")
+    rows = page.locator("#list-c tbody tr[data-id]")
+    await expect(rows).to_have_count(50, timeout=WAIT_MS)
+    await expect(page.locator("#count-c")).to_have_text("1–50 of 53")
+    await expect(page.locator("#prev-c")).to_be_disabled()
+    first_page = await rows.evaluate_all("rs => rs.map(r => Number(r.dataset.id))")
+    assert first_page == ids[::-1][:50]
+
+    arrived = [await file("new 1"), await file("new 2")]
+    await page.click("#next-c")
+    await expect(page.locator("#count-c")).to_have_text("51–53 of 55", timeout=WAIT_MS)
+    assert await rows.evaluate_all("rs => rs.map(r => Number(r.dataset.id))") == ids[2::-1]
+    await expect(page.locator("#next-c")).to_be_disabled()
+
+    await page.click("#prev-c")
+    await expect(page.locator("#count-c")).to_have_text("1–50 of 55", timeout=WAIT_MS)
+    top = await rows.evaluate_all("rs => rs.map(r => Number(r.dataset.id))")
+    assert top[:2] == arrived[::-1] and top[2:] == ids[::-1][:48]
+    await expect(page.locator("#prev-c")).to_be_disabled()
+    await ctx.close()

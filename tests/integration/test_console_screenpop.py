@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,8 @@ import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from callcenter.app import PIPELINE, SESSIONS, create_app
+from callcenter.app import IVR_RECORDER, PIPELINE, SESSIONS, create_app
+from callcenter.calls.model import IvrStep
 from callcenter.config import Settings
 from callcenter.console.notifier import SCREEN_POPS
 from callcenter.customers.repository import CustomerRepository
@@ -30,7 +31,7 @@ from callcenter.pbxsim.callers import CallerModel, KeyPlan
 from callcenter.pbxsim.emulator import Emulator
 from callcenter.pbxsim.pbx import RealClock
 from callcenter.pbxsim.queues import AgentProfile
-from callcenter.web.keys import USERS, WEB_SESSIONS
+from callcenter.web.keys import CALL_REPOSITORY, USERS, WEB_SESSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = ROOT / "ivr_flows"
@@ -154,9 +155,13 @@ async def frames_until(ws: ClientWebSocketResponse, pred: Any, limit: float = 30
 
 
 def is_pop(kind: str) -> Any:
-    """A pop of `kind` with the archive lookup done (its first frame or its `pop.update`)."""
+    """A pop of `kind` with the archive lookup done and the IVR steps stored (its first frame
+    or a `pop.update`): the steps may be written before or after the agent's phone rings."""
     return lambda f: (
-        f["type"] in ("pop", "pop.update") and f["pop"]["kind"] == kind and not f["pop"]["pending"]
+        f["type"] in ("pop", "pop.update")
+        and f["pop"]["kind"] == kind
+        and not f["pop"]["pending"]
+        and not f["pop"]["digits_pending"]
     )
 
 
@@ -193,6 +198,55 @@ async def test_pop_reaches_only_the_ringing_agent_with_the_customer(live: Live) 
     assert live.app[SCREEN_POPS].recent(BOB) == []
     await tab1.close()
     await tab2.close()
+
+
+async def test_ivr_steps_stored_after_the_ring_still_reach_the_pop(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bad ordering, forced: the IVR session's steps are written only once the agent's
+    phone has rung and its pop is out. The pop shows the menu key at once, and the stored
+    digits (the language key too) follow in an update of that pop."""
+    recorder = live.app[IVR_RECORDER]
+    write = recorder.record_steps
+    rang = asyncio.Event()
+    held: list[str] = []
+
+    async def after_the_ring(steps: Sequence[IvrStep]) -> None:
+        held.append(steps[0].call_uniqueid)
+        await rang.wait()
+        await write(steps)
+
+    monkeypatch.setattr(recorder, "record_steps", after_the_ring)
+    tab = await live.socket("alice")
+    assert json.loads((await tab.receive()).data)["type"] == "hello"
+    call = asyncio.create_task(live.call("+86 138 0013 8000", "ZHANG", "1", "2"))
+
+    looked_up = (await frames_until(tab, lambda f: is_ringing(f) and not f["pop"]["pending"]))[-1]
+    pop = looked_up["pop"]
+    assert held == [pop["uniqueid"]]  # the runner's write is waiting for the ring
+    assert await live.app[CALL_REPOSITORY].get_steps(pop["uniqueid"]) == []
+    assert pop["customer"]["name"] == "张三"
+    assert (pop["ivr_choice"], pop["ivr_choice_label"]) == ("2", "complaints_queue")
+    assert [(d["node"], d["input"]) for d in pop["digits"]] == [("main", "2")]
+    assert pop["digits_pending"] is True
+
+    rang.set()
+    stored = (await frames_until(tab, lambda f: is_ringing(f) and not f["pop"]["digits_pending"]))[
+        -1
+    ]
+    assert stored["type"] == "pop.update" and stored["seq"] == looked_up["seq"]
+    digits = [(d["node"], d["input"]) for d in stored["pop"]["digits"]]
+    assert digits == [("language", "1"), ("main", "2")]
+    assert (stored["pop"]["ivr_choice"], stored["pop"]["ivr_choice_label"]) == (
+        "2",
+        "complaints_queue",
+    )
+    assert await call == pop["uniqueid"]
+    await tab.close()
+
+
+def is_ringing(frame: Any) -> bool:
+    return frame["type"] in ("pop", "pop.update") and frame["pop"]["kind"] == "ringing"
 
 
 async def test_a_reconnecting_tab_gets_the_pops_it_missed(live: Live) -> None:

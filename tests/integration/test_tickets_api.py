@@ -683,3 +683,152 @@ async def test_disposition_by_the_handling_agent(client: Client, people: dict[st
         ),
         200,
     )
+
+
+# ------------------------------------------------------------------------------ cursor paging
+
+
+async def _pages(client: Client, path: str, headers: Any, **params: Any) -> list[dict[str, Any]]:
+    """Every page of a list, following `next` (no offsets)."""
+    pages: list[dict[str, Any]] = []
+    query = {k: str(v) for k, v in params.items()}
+    while True:
+        page = await body_of(await client.get(path, params=query, headers=headers), 200)
+        pages.append(page)
+        if page["next"] is None:
+            return pages
+        query["cursor"] = page["next"]
+
+
+async def test_cursor_pages_repeat_no_booking_while_new_ones_arrive(
+    client: Client, people: dict[str, Person], customer_id: int, clock: Clock
+) -> None:
+    sam = people["sam"]
+
+    async def book(item: str, urgent: bool = False) -> int:
+        created = await body_of(
+            await client.post(
+                "/api/v1/bookings",
+                headers=sam.headers,
+                json={"customer_id": customer_id, "item": item, "urgent": urgent},
+            ),
+            201,
+        )
+        return int(created["id"])
+
+    for i in range(7):  # pairs created at the same moment: the id breaks the tie
+        if i % 2 == 0:
+            clock.now += timedelta(minutes=1)
+        await book(f"old {i}", urgent=i != 3)
+    seen: list[str] = []
+    query = {"limit": "2"}
+    while True:
+        page = await body_of(
+            await client.get("/api/v1/bookings", params=query, headers=sam.headers), 200
+        )
+        seen += [b["item"] for b in page["items"]]
+        clock.now += timedelta(minutes=1)
+        await book(f"new after {len(seen)}")  # newest first: lands before the cursor
+        if page["next"] is None:
+            break
+        assert page["offset"] == 0 and page["limit"] == 2
+        query["cursor"] = page["next"]
+    assert seen == [f"old {i}" for i in (6, 5, 4, 3, 2, 1, 0)]  # none repeated, none missed
+
+    urgent = await _pages(client, "/api/v1/bookings", sam.headers, limit=2, urgent="true")
+    items = [b["item"] for p in urgent for b in p["items"]]
+    assert items == [f"old {i}" for i in (6, 5, 4, 2, 1, 0)]  # the filter holds on every page
+    assert all(p["total"] == 6 for p in urgent)
+    assert len(urgent) == 3 and len(urgent[-1]["items"]) == 2  # a full last page: next null
+
+    oldest = await _pages(client, "/api/v1/bookings", sam.headers, limit=3, order="oldest")
+    items = [b["item"] for p in oldest for b in p["items"]]
+    assert items[:7] == [f"old {i}" for i in range(7)] and len(items) == 7 + 4
+
+
+async def test_cursor_pages_of_complaints_keep_filters_and_search(
+    client: Client, people: dict[str, Person], customer_id: int, clock: Clock
+) -> None:
+    sam = people["sam"]
+    other = await client.app[CUSTOMERS].create(name="李四", numbers=["+86 139-0000-0000"])
+    for i in range(6):
+        clock.now += timedelta(minutes=1)
+        await body_of(
+            await client.post(
+                "/api/v1/complaints",
+                headers=sam.headers,
+                json={
+                    "customer_id": customer_id if i % 3 else other.id,
+                    "category": "billing",
+                    "severity": "low",
+                    "description": f"c{i}",
+                },
+            ),
+            201,
+        )
+    pages = await _pages(client, "/api/v1/complaints", sam.headers, limit=2, q="13800138000")
+    assert [c["description"] for p in pages for c in p["items"]] == ["c5", "c4", "c2", "c1"]
+    assert [len(p["items"]) for p in pages] == [2, 2]
+    pages = await _pages(client, "/api/v1/complaints", sam.headers, limit=4, status="open")
+    assert [c["description"] for p in pages for c in p["items"]] == [
+        f"c{i}" for i in range(5, -1, -1)
+    ]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"cursor": "not a cursor"},
+        {"cursor": "eyJ4IjoxfQ"},  # base64 of {"x":1}
+        {"cursor": ""},
+        {"cursor": "W10"},  # []
+    ],
+)
+async def test_a_bad_cursor_is_refused_with_a_field_message(
+    client: Client, people: dict[str, Person], query: dict[str, str]
+) -> None:
+    for path in ("/api/v1/bookings", "/api/v1/complaints"):
+        err = await error_of(
+            await client.get(path, params=query, headers=people["sam"].headers), 422
+        )
+        assert set(err["fields"]) == {"cursor"}
+
+
+async def test_a_cursor_goes_with_its_order_and_not_with_an_offset(
+    client: Client, people: dict[str, Person], customer_id: int
+) -> None:
+    sam = people["sam"]
+    for i in range(3):
+        await body_of(
+            await client.post(
+                "/api/v1/bookings",
+                headers=sam.headers,
+                json={"customer_id": customer_id, "item": f"b{i}"},
+            ),
+            201,
+        )
+    page = await body_of(
+        await client.get("/api/v1/bookings", params={"limit": "1"}, headers=sam.headers), 200
+    )
+    cursor = page["next"]
+    assert isinstance(cursor, str)
+    for params in ({"cursor": cursor, "offset": "1"}, {"cursor": cursor, "order": "oldest"}):
+        err = await error_of(
+            await client.get("/api/v1/bookings", params=params, headers=sam.headers), 422
+        )
+        assert set(err["fields"]) == {"cursor"}
+
+
+async def test_the_openapi_document_declares_cursor_paging(client: Client) -> None:
+    doc = await body_of(await client.get("/api/openapi.json"), 200)
+    schemas = doc["components"]["schemas"]
+    for path, page in (
+        ("/api/v1/bookings", "BookingPage"),
+        ("/api/v1/complaints", "ComplaintPage"),
+    ):
+        params = {p["name"]: p for p in doc["paths"][path]["get"]["parameters"]}
+        assert params["cursor"]["schema"]["type"] == "string"
+        assert "next" in params["cursor"]["description"]
+        assert params["order"]["schema"]["enum"] == ["newest", "oldest"]
+        nxt = schemas[page]["properties"]["next"]
+        assert {"type": "string"} in nxt.get("anyOf", [nxt])

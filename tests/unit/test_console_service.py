@@ -501,7 +501,9 @@ class NoStepsYet(Calls):
 async def test_the_choice_label_comes_from_the_ivr_path_before_the_steps_are_stored() -> None:
     service = ScreenPopService(
         bus=MemoryBus(),
-        enricher=PopEnricher(customers=Customers(), calls=NoStepsYet(), timeout=1.0),
+        enricher=PopEnricher(
+            customers=Customers(), calls=NoStepsYet(), timeout=1.0, steps_wait=0.0
+        ),
         clock=lambda: NOW,
     )
     tab = Sink()
@@ -511,7 +513,7 @@ async def test_the_choice_label_comes_from_the_ivr_path_before_the_steps_are_sto
     await settle(service)
     data = tab.pops()[-1]["pop"]
     assert (data["ivr_choice"], data["ivr_choice_label"]) == ("2", "complaints_queue")
-    assert data["digits"] == []
+    assert [(d["node"], d["input"]) for d in data["digits"]] == [("main", "2")]  # the path's
     service.feed(payload("agent.ringing", "PJSIP/1001", uniqueid="100.2", ivr_path=["main", "2"]))
     await settle(service)
     assert tab.pops()[-1]["pop"]["ivr_choice_label"] is None  # nothing after the key: unknown

@@ -227,15 +227,51 @@
     });
   }
 
+  // ------------------------------------------------------------------ paging
+  // Keyset paging: each page's `next` cursor leads on, the cursors of the pages before are kept
+  // for "previous" (offsets repeat rows while new cases arrive on top of the list).
+  class Pager {
+    constructor(prefix) { this.prefix = prefix; this.reset(); }
+    reset() { this.cursor = null; this.next = null; this.back = []; this.start = 0; this.shown = 0; }
+    params() {
+      const p = new URLSearchParams({ limit: String(PAGE) });
+      if (this.cursor) p.set("cursor", this.cursor);
+      return p;
+    }
+    forward() {
+      if (!this.next) return false;
+      this.back.push([this.cursor, this.start]);
+      this.cursor = this.next;
+      this.start += this.shown;
+      return true;
+    }
+    backward() {
+      const before = this.back.pop();
+      if (!before) return false;
+      [this.cursor, this.start] = before;
+      return true;
+    }
+    show(page) {
+      this.next = page.next || null;
+      this.shown = page.items.length;
+      const count = $("count-" + this.prefix);
+      count.className = "muted";
+      count.textContent = t("shown").replace("{from}", this.shown ? this.start + 1 : 0)
+        .replace("{to}", this.start + this.shown).replace("{total}", page.total);
+      $("prev-" + this.prefix).disabled = this.back.length === 0;
+      $("next-" + this.prefix).disabled = !this.next;
+    }
+  }
+
   // ------------------------------------------------------------------ complaints
   const complaints = {
-    offset: 0,
+    pager: new Pager("c"),
     current: null,
     rows: new Map(),
 
     query() {
       const f = $("filter-c").elements;
-      const p = new URLSearchParams({ limit: String(PAGE), offset: String(this.offset) });
+      const p = this.pager.params();
       if (f.scope.value === "mine") p.set("owner_id", String(boot.user.id));
       if (f.scope.value === "unowned") p.set("unowned", "true");
       if (f.status.value) p.set("status", f.status.value);
@@ -264,11 +300,7 @@
             tr.appendChild(td);
             body.appendChild(tr);
           }
-          $("count-c").className = "muted";
-          $("count-c").textContent = t("shown").replace("{from}", page.items.length ? page.offset + 1 : 0)
-            .replace("{to}", page.offset + page.items.length).replace("{total}", page.total);
-          $("prev-c").disabled = page.offset === 0;
-          $("next-c").disabled = page.offset + page.items.length >= page.total;
+          this.pager.show(page);
         })
         .catch((err) => {
           if (seq !== this.seq) return;
@@ -420,17 +452,17 @@
 
   $("filter-c").addEventListener("submit", (e) => {
     e.preventDefault();
-    complaints.offset = 0;
+    complaints.pager.reset();
     complaints.load();
   });
   for (const name of ["scope", "status", "overdue"]) {
     $("filter-c").elements[name].addEventListener("change", () => {
-      complaints.offset = 0;
+      complaints.pager.reset();
       complaints.load();
     });
   }
-  $("prev-c").addEventListener("click", () => { complaints.offset = Math.max(0, complaints.offset - PAGE); complaints.load(); });
-  $("next-c").addEventListener("click", () => { complaints.offset += PAGE; complaints.load(); });
+  $("prev-c").addEventListener("click", () => { if (complaints.pager.backward()) complaints.load(); });
+  $("next-c").addEventListener("click", () => { if (complaints.pager.forward()) complaints.load(); });
   $("dc-close").addEventListener("click", () => closePane("c"));
 
   $("btn-take").addEventListener("click", () => complaints.act(null, "/take", undefined, "taken"));
@@ -479,7 +511,7 @@
 
   // ------------------------------------------------------------------ bookings
   const bookings = {
-    offset: 0,
+    pager: new Pager("b"),
     current: null,
     loaded: false,
     seq: 0,
@@ -488,7 +520,7 @@
     load() {
       this.loaded = true;
       const f = $("filter-b").elements;
-      const p = new URLSearchParams({ limit: String(PAGE), offset: String(this.offset) });
+      const p = this.pager.params();
       if (f.status.value) p.set("status", f.status.value);
       if (f.urgent.checked) p.set("urgent", "true");
       const body = $("list-b").tBodies[0];
@@ -508,11 +540,7 @@
             tr.appendChild(td);
             body.appendChild(tr);
           }
-          $("count-b").className = "muted";
-          $("count-b").textContent = t("shown").replace("{from}", page.items.length ? page.offset + 1 : 0)
-            .replace("{to}", page.offset + page.items.length).replace("{total}", page.total);
-          $("prev-b").disabled = page.offset === 0;
-          $("next-b").disabled = page.offset + page.items.length >= page.total;
+          this.pager.show(page);
         })
         .catch((err) => {
           if (seq !== this.seq) return;
@@ -578,12 +606,12 @@
     },
   };
 
-  $("filter-b").addEventListener("submit", (e) => { e.preventDefault(); bookings.offset = 0; bookings.load(); });
+  $("filter-b").addEventListener("submit", (e) => { e.preventDefault(); bookings.pager.reset(); bookings.load(); });
   for (const name of ["status", "urgent"]) {
-    $("filter-b").elements[name].addEventListener("change", () => { bookings.offset = 0; bookings.load(); });
+    $("filter-b").elements[name].addEventListener("change", () => { bookings.pager.reset(); bookings.load(); });
   }
-  $("prev-b").addEventListener("click", () => { bookings.offset = Math.max(0, bookings.offset - PAGE); bookings.load(); });
-  $("next-b").addEventListener("click", () => { bookings.offset += PAGE; bookings.load(); });
+  $("prev-b").addEventListener("click", () => { if (bookings.pager.backward()) bookings.load(); });
+  $("next-b").addEventListener("click", () => { if (bookings.pager.forward()) bookings.load(); });
   $("db-close").addEventListener("click", () => closePane("b"));
 
   $("status-b").addEventListener("submit", (e) => {
