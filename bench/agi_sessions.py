@@ -189,11 +189,13 @@ async def _serve_panoramisk(pipe: Connection) -> None:
 async def _serve_panoramisk_flow(pipe: Connection) -> None:
     """panoramisk's fast_agi running hotline.yaml itself: the same flow engine as ours, driven
     over ``request.send_command``, with what our runner does around it (the lookup and the
-    steps' flush each bounded, the steps recorded as the engine yields them). The server is
-    the only difference from ours."""
+    steps' flush each bounded by a ``FixedTimeout``, the steps recorded as the engine yields
+    them). The server is the only difference from ours."""
     from panoramisk.fast_agi import Application
 
     from callcenter.asterisk.agi import format_command
+    from callcenter.calls.model import IvrStep
+    from callcenter.deadlines import FixedTimeout
     from callcenter.ivr.engine import (
         HUNG_UP,
         Ack,
@@ -216,8 +218,11 @@ async def _serve_panoramisk_flow(pipe: Connection) -> None:
     customers, recorder = _Customers(), _NullRecorder()
     app = Application(loop=asyncio.get_running_loop())
     ack, no_digits = Ack(), Digits()
+    lookup_bound, flush_bound = FixedTimeout(0.5), FixedTimeout(2.0)
 
     async def hotline(request: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         env = request.headers
         engine = run_flow(
             flow,
@@ -259,7 +264,7 @@ async def _serve_panoramisk_flow(pipe: Connection) -> None:
                     reply = OPEN_NOW
                 elif kind is Lookup:
                     try:
-                        async with asyncio.timeout(0.5):
+                        async with lookup_bound.bound(task):
                             reply = LookupResult(await customers.lookup(cmd.number))
                     except Exception:
                         reply = LookupResult(None, failed=True)
@@ -267,8 +272,9 @@ async def _serve_panoramisk_flow(pipe: Connection) -> None:
                     raise TypeError(f"the bench's flow does not use {cmd!r}")
         except StopIteration:
             pass
-        async with asyncio.timeout(2.0):
-            await recorder.record_steps(steps)
+        uniqueid = env.get("agi_uniqueid", "")
+        async with flush_bound.bound(task):
+            await recorder.record_steps([IvrStep(uniqueid, *step) for step in steps])
 
     app.add_route("hotline", hotline)
     server = await asyncio.start_server(app.handler, "127.0.0.1", 0, backlog=1024)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -577,6 +578,9 @@ async def serve(settings: Settings) -> int:
         await runner.cleanup()
         return 1
     log.info("web: http://%s:%s/", settings.web_host, port)
+    # start-up objects (modules, flows, the app) are never garbage: out of every collection
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     install_stop_signals(stop)
     fatal = app[AMI_FATAL]

@@ -421,12 +421,14 @@ class ReplyAssembler:
 class ReplyCache:
     """Parsed replies by line text, shared by the connections of one server. Replies are
     immutable and most lines repeat verbatim (``200 result=1``, ``200 result=0 endpos=...``);
-    bounded to ``size`` entries (emptied when full)."""
+    bounded to ``size`` entries (emptied when full). ``raw`` holds the same replies by the
+    line's bytes as they came, ``\n`` included."""
 
     def __init__(self, size: int = 4096, max_line: int = 200) -> None:
         self._size = size
         self._max_line = max_line
         self._replies: dict[str, AgiReply] = {}
+        self.raw: dict[bytes, AgiReply] = {}
 
     def get(self, line: str) -> AgiReply | None:
         return self._replies.get(line)
@@ -436,7 +438,9 @@ class ReplyCache:
             return
         if len(self._replies) >= self._size:
             self._replies.clear()
+            self.raw.clear()
         self._replies[line] = reply
+        self.raw[line.encode("utf-8") + b"\n"] = reply
 
 
 class CommandCache:
@@ -543,6 +547,10 @@ class _LoopReaders:
     def remove(self, fd: int) -> None:
         self._loop.remove_reader(fd)
 
+    def closing(self, fd: int) -> None:
+        """``fd`` is about to be closed."""
+        self._loop.remove_reader(fd)
+
     def close(self) -> None:
         pass
 
@@ -569,6 +577,11 @@ class _EpollReaders:
     def remove(self, fd: int) -> None:
         if self._callbacks.pop(fd, None) is not None and not self._epoll.closed:
             self._epoll.unregister(fd)
+
+    def closing(self, fd: int) -> None:
+        """``fd`` is about to be closed, which takes it out of the epoll set (the socket is its
+        open file's only descriptor): no ``epoll_ctl`` call for it."""
+        self._callbacks.pop(fd, None)
 
     def _ready(self) -> None:
         callbacks = self._callbacks
@@ -692,7 +705,20 @@ class _AgiSocket:
                 self._eof_received()
                 return
             conn = self.conn
-            if conn is not None and self._callback is not None and not conn.closed:
+            callback = self._callback
+            if conn is not None and callback is not None and not conn.closed:
+                if not self._buf and self._assembler._block is None:
+                    # The usual read: one whole reply line seen before (a line is written
+                    # whole, and the next one only after our next command).
+                    reply = self._server._reply_cache.raw.get(bytes(view[:n]))
+                    if reply is not None:
+                        self._callback = None
+                        self._delivering = True
+                        try:
+                            callback(reply, None)
+                        finally:
+                            self._delivering = False
+                        return
                 self._buf += view[:n]  # a reply awaited by a callback: straight to the parser
                 self._pump()
             else:
@@ -839,10 +865,10 @@ class _AgiSocket:
         if self._closing:
             return
         self._closing = True
-        self._stop_reading()
         if self._out is None:
             self._teardown(None)
         else:
+            self._stop_reading()
             self._server._flushing.add(self)
 
     def abort(self) -> None:
@@ -863,7 +889,11 @@ class _AgiSocket:
         self.lost = True
         self._eof = True
         self._closing = True
-        self._stop_reading()
+        if self._reading:
+            self._reading = False
+            readers = self._server._readers
+            if readers is not None:
+                readers.closing(self._fd)
         if self._out is not None:
             self._out = None
             self._loop.remove_writer(self._fd)
@@ -1029,6 +1059,23 @@ class AgiConnection:
     Created by ``AgiServer`` for each accepted socket once its environment has been read.
     """
 
+    __slots__ = (
+        "_busy",
+        "_commands",
+        "_last_reply_at",
+        "_pending",
+        "_pending_command",
+        "_protocol",
+        "_reply_callback",
+        "_sent_at",
+        "_stats",
+        "_timing",
+        "closed",
+        "commands_sent",
+        "dead",
+        "env",
+    )
+
     def __init__(
         self,
         *,
@@ -1046,7 +1093,9 @@ class AgiConnection:
         self._busy = False
         self._last_reply_at: float | None = None
         self._sent_at = 0.0
-        self._pending: tuple[ReplyCallback, str, str] | None = None
+        # the command in flight: its callback, and (line, name, bytes) as the cache holds them
+        self._pending: ReplyCallback | None = None
+        self._pending_command: tuple[str, str, bytes] = ("", "", b"")
         self._reply_callback: ReplyCallback = self._on_reply
         self.dead = False
         self.closed = False
@@ -1134,7 +1183,8 @@ class AgiConnection:
         raise. Writes do not wait for a paused socket: one command is in flight at a time,
         so the unsent data stays bounded.
         """
-        line, name, data = self._commands.get(verb, args)
+        command = self._commands.get(verb, args)
+        _, name, data = command
         if self.closed:
             raise AgiConnectionLost("connection closed")
         if self.dead and name not in DEAD_ALLOWED:
@@ -1146,22 +1196,27 @@ class AgiConnection:
             self._mark_dead("write failed")
             self.closed = True
             raise AgiConnectionLost("connection lost")
-        if self._timing is not None or log.isEnabledFor(logging.DEBUG):
-            self._sent_at = time.perf_counter()
+        # timed (hook or debug log) or not is decided here, once per command
+        self._sent_at = (
+            time.perf_counter()
+            if self._timing is not None or log.isEnabledFor(logging.DEBUG)
+            else 0.0
+        )
         self._busy = True
-        self._pending = (on_reply, name, line)
+        self._pending = on_reply
+        self._pending_command = command
         proto.write(data)
         self.commands_sent += 1
         self._stats.commands_total += 1
         proto.on_reply(self._reply_callback)
 
     def _on_reply(self, reply: AgiReply | None, exc: Exception | None) -> None:
-        pending = self._pending
-        if pending is None:  # closed in the meantime
+        on_reply = self._pending
+        if on_reply is None:  # closed in the meantime
             return
         self._pending = None
         self._busy = False
-        on_reply, name, line = pending
+        line, name, _ = self._pending_command
         if exc is not None:
             if isinstance(exc, AgiProtocolError):
                 # Replies can no longer be matched to commands: nothing more may be sent.
@@ -1169,7 +1224,7 @@ class AgiConnection:
             on_reply(None, exc)
             return
         assert reply is not None
-        if self._timing is not None or log.isEnabledFor(logging.DEBUG):
+        if self._sent_at:
             self._log_timing(name, line, reply, self._sent_at)
         if reply.code == 200 and name != "HANGUP":
             on_reply(reply, None)
@@ -1301,7 +1356,7 @@ class AgiServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[socket.socket] = []
         self._accept_retry: asyncio.TimerHandle | None = None
-        self._sessions: dict[asyncio.Task[None], _AgiSocket] = {}
+        self._sessions: dict[_AgiSocket, asyncio.Task[None]] = {}
         # sockets still reading their environment, oldest (earliest deadline) first
         self._pending: dict[_AgiSocket, None] = {}
         self._header_timer: asyncio.TimerHandle | None = None
@@ -1393,13 +1448,13 @@ class AgiServer:
             self._header_timer = None
         for pending in list(self._pending):
             pending.abort()
-        for task in list(self._sessions):
+        for task in list(self._sessions.values()):
             task.cancel()
         if self._sessions:
-            await asyncio.gather(*self._sessions, return_exceptions=True)
+            await asyncio.gather(*self._sessions.values(), return_exceptions=True)
         # A task cancelled before its first step never ran its clean-up.
-        for task, unstarted in list(self._sessions.items()):
-            del self._sessions[task]
+        for unstarted in list(self._sessions):
+            del self._sessions[unstarted]
             self.stats.sessions_active -= 1
             unstarted.abort()
         for flushing in list(self._flushing):
@@ -1513,8 +1568,7 @@ class AgiServer:
             timing=self.timing,
             commands=self._command_cache,
         )
-        task = sock._loop.create_task(self._run_session(conn))
-        self._sessions[task] = sock
+        self._sessions[sock] = sock._loop.create_task(self._run_session(conn))
         return conn
 
     async def _run_session(self, conn: AgiConnection) -> None:
@@ -1533,9 +1587,7 @@ class AgiServer:
         finally:
             self.stats.sessions_active -= 1
             await conn.close()
-            task = asyncio.current_task()
-            if task is not None:
-                self._sessions.pop(task, None)
+            self._sessions.pop(conn._protocol, None)
 
     async def _dispatch(self, conn: AgiConnection) -> None:
         script = conn.env.script_name

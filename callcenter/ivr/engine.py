@@ -54,55 +54,59 @@ MAX_NODE_VISITS: Final = 200
 
 # ---------------------------------------------------------------------------------------------
 # commands
+#
+# Commands and replies are messages: one is made for nearly every step of every call and
+# dropped once handled, so they are not frozen (a frozen dataclass costs five times as much to
+# build). Nothing keeps them; treat them as immutable.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Play:
     file: str
     escape_digits: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GetData:
     file: str
     timeout_ms: int
     max_digits: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WaitDigit:
     timeout_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SayDigits:
     digits: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetVar:
     name: str
     value: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lookup:
     number: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HoursCheck:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordCallback:
     number: str
     queue: str | None
     note: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
     node: str
     kind: str
@@ -110,7 +114,7 @@ class Step:
     result: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hangup:
     pass
 
@@ -132,18 +136,18 @@ Command = (
 # replies
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Digits:
     digits: str = ""
     timed_out: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ack:
     ok: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LookupResult:
     customer: CustomerInfo | None
     failed: bool = False

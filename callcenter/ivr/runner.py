@@ -31,6 +31,7 @@ from callcenter.asterisk.agi import (
 )
 from callcenter.calls.model import CallbackRequest, IvrStep
 from callcenter.db.models import IvrStepRow
+from callcenter.deadlines import FixedTimeout
 from callcenter.ivr.calendar import BusinessCalendar
 from callcenter.ivr.engine import (
     HUNG_UP,
@@ -101,6 +102,8 @@ class IvrRunner:
         self._calendar = calendar
         self._clock = clock
         self._lookup_timeout = lookup_timeout
+        self._lookup_bound = FixedTimeout(lookup_timeout)
+        self._flush_bound = FixedTimeout(lookup_timeout * FLUSH_TIMEOUTS)
         self._default_queue = default_queue
         self._operator_queue = operator_queue
         self._default_flow = default_flow
@@ -133,6 +136,7 @@ class IvrRunner:
         """
         env = conn.env
         uniqueid = env.uniqueid
+        task = asyncio.current_task()
         calendar = self._calendar if self._calendar is not None else self._flows.calendar
         engine = run_flow(
             flow,
@@ -147,7 +151,8 @@ class IvrRunner:
             },
             language=env.query.get("lang"),
         )
-        session = _FlowSession(self, conn, engine, flow.start)
+        loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+        session = _FlowSession(self, conn, engine, flow.start, loop)
         outcome: Outcome | None = None
         try:
             session.drive(None)
@@ -159,9 +164,9 @@ class IvrRunner:
                 effect = session.effect
                 session.effect = None
                 if type(effect) is Lookup:
-                    session.drive(await self._lookup(conn, effect.number))
+                    session.drive(await self._lookup(conn, effect.number, task))
                 elif type(effect) is RecordCallback:
-                    session.drive(await self._record_callback(conn, effect))
+                    session.drive(await self._record_callback(conn, effect, task))
             if session.error is not None:
                 raise session.error
             outcome = session.outcome
@@ -190,7 +195,7 @@ class IvrRunner:
             session.stop()
             engine.close()
             await conn.close()
-            await self._flush(uniqueid, [IvrStep(uniqueid, *step) for step in session.steps])
+            await self._flush(uniqueid, [IvrStep(uniqueid, *step) for step in session.steps], task)
         if outcome is not None and log.isEnabledFor(logging.INFO):
             log.info(
                 "ivr %s: %s via %s -> %s %s",
@@ -202,10 +207,18 @@ class IvrRunner:
             )
         return outcome
 
-    async def _flush(self, uniqueid: str, steps: list[IvrStep]) -> None:
+    @staticmethod
+    def _bounded(
+        bound: FixedTimeout, task: asyncio.Task[object] | None
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        return bound.bound(task) if task is not None else asyncio.timeout(bound.delay)
+
+    async def _flush(
+        self, uniqueid: str, steps: list[IvrStep], task: asyncio.Task[object] | None
+    ) -> None:
         """Persist the steps (one write); a failure is logged, the flush time is bounded."""
         try:
-            async with asyncio.timeout(self._lookup_timeout * FLUSH_TIMEOUTS):
+            async with self._bounded(self._flush_bound, task):
                 await self._recorder.record_steps(steps)
         except TimeoutError:
             log.warning("ivr %s: recording the IVR path took too long; gave up", uniqueid)
@@ -237,9 +250,11 @@ class IvrRunner:
                 "ivr %s: server stopping; caller sent to queue %s", uniqueid, self._default_queue
             )
 
-    async def _lookup(self, conn: AgiConnection, number: str) -> LookupResult:
+    async def _lookup(
+        self, conn: AgiConnection, number: str, task: asyncio.Task[object] | None
+    ) -> LookupResult:
         try:
-            async with asyncio.timeout(self._lookup_timeout):
+            async with self._bounded(self._lookup_bound, task):
                 customer = await self._customers.lookup(number)
         except Exception as exc:
             log.warning(
@@ -251,7 +266,9 @@ class IvrRunner:
             return LookupResult(None, failed=True)
         return LookupResult(customer)
 
-    async def _record_callback(self, conn: AgiConnection, cmd: RecordCallback) -> Ack:
+    async def _record_callback(
+        self, conn: AgiConnection, cmd: RecordCallback, task: asyncio.Task[object] | None
+    ) -> Ack:
         req = CallbackRequest(
             call_uniqueid=conn.env.uniqueid,
             number=cmd.number,
@@ -260,7 +277,7 @@ class IvrRunner:
             note=cmd.note,
         )
         try:
-            async with asyncio.timeout(self._lookup_timeout):
+            async with self._bounded(self._lookup_bound, task):
                 await self._recorder.record_callback(req)
         except Exception as exc:
             log.error("ivr %s: could not record callback request: %r", conn.env.uniqueid, exc)
@@ -282,6 +299,9 @@ class _FlowSession:
         "_conn",
         "_engine",
         "_failed_playback",
+        "_loop",
+        "_on_playback",
+        "_on_set",
         "_runner",
         "_stopped",
         "_uniqueid",
@@ -302,8 +322,12 @@ class _FlowSession:
         conn: AgiConnection,
         engine: Generator[Command, Reply, Outcome],
         start: str,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._runner = runner
+        self._loop = loop
+        self._on_playback = self._playback_reply  # bound once, not per command
+        self._on_set = self._set_reply
         self._conn = conn
         self._engine = engine
         self._uniqueid = conn.env.uniqueid
@@ -324,7 +348,7 @@ class _FlowSession:
     def wait(self) -> asyncio.Future[None]:
         """Resolved when an effect is due or the flow has ended (once stopped: when the reply
         to the command in flight has come)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = self._loop.create_future()
         self._wake = fut
         return fut
 
@@ -375,19 +399,17 @@ class _FlowSession:
                     # The two commands of nearly every step first.
                     if kind is Play:
                         assert isinstance(cmd, Play)
-                        conn.submit(
-                            self._playback_reply, "STREAM FILE", cmd.file, cmd.escape_digits
-                        )
+                        conn.submit(self._on_playback, "STREAM FILE", cmd.file, cmd.escape_digits)
                         self.in_flight = True
                         return
                     if kind is SetVar:
                         assert isinstance(cmd, SetVar)
-                        conn.submit(self._set_reply, "SET VARIABLE", cmd.name, cmd.value)
+                        conn.submit(self._on_set, "SET VARIABLE", cmd.name, cmd.value)
                         self.in_flight = True
                         return
                     if kind is SayDigits:
                         assert isinstance(cmd, SayDigits)
-                        conn.submit(self._playback_reply, "SAY DIGITS", cmd.digits, "")
+                        conn.submit(self._on_playback, "SAY DIGITS", cmd.digits, "")
                         self.in_flight = True
                         return
                     if kind is GetData:

@@ -484,6 +484,52 @@ def test_exception_in_a_reply_callback_closes_that_connection_only(loop_name: st
     run_on(loop_name, scenario)
 
 
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_replies_seen_before_are_delivered_whole_or_in_pieces(loop_name: str) -> None:
+    # A reply line the server has parsed before, arriving alone in one read, is taken as it
+    # is; split, behind a HANGUP line or not valid UTF-8, it goes through the parser.
+    got: list[object] = []
+    done = asyncio.Event()
+
+    async def handler(conn: AgiConnection) -> None:
+        def on_reply(reply: AgiReply | None, exc: Exception | None) -> None:
+            got.append((reply.code, reply.result, dict(reply.extras)) if reply else repr(exc))
+            if len(got) < 6:
+                conn.submit(on_reply, "STREAM FILE", "hello", "")
+            else:
+                done.set()
+
+        conn.submit(on_reply, "STREAM FILE", "hello", "")
+        await asyncio.wait_for(done.wait(), TIMEOUT)
+        got.append(("dead", conn.dead))
+
+    async def scenario() -> None:
+        async with new_server(handler) as server:
+            peer = await Peer.connect(server.port)
+            await peer.send(ENV)
+            for chunks in (
+                [b"200 result=0 endpos=160\n"],  # parsed, then kept
+                [b"200 result=0 endpos=160\n"],  # seen before, whole
+                [b"200 result=0 en", b"dpos=160\n"],  # seen before, in two reads
+                [b"200 result=49 endpos=\xff\n"],  # not UTF-8: replaced, parsed again
+                [b"200 result=49 endpos=\xff\n"],
+                [b"HANGUP\n200 result=0 endpos=160\n"],  # behind the HANGUP line
+            ):
+                assert await peer.line() == b'STREAM FILE hello ""\n'
+                for chunk in chunks:
+                    await peer.send(chunk)
+                    await asyncio.sleep(0.01)  # separate reads
+            assert await peer.until_eof() == b""
+            peer.close()
+            await eventually(lambda: server.stats.sessions_active == 0, "session end")
+        ok = (200, "0", {"endpos": "160"})
+        bad = (200, "49", {"endpos": "\ufffd"})
+        assert got == [ok, ok, ok, bad, bad, ok, ("dead", True)]
+        assert server.stats.hangups == 1
+
+    run_on(loop_name, scenario)
+
+
 # ---------------------------------------------------------------------------------------------
 # accepting and shutting down
 
@@ -607,7 +653,7 @@ def test_close_cleans_up_a_session_cancelled_before_it_ran(loop_name: str) -> No
         def start_cancelled(sock: _AgiSocket, env: Any) -> AgiConnection:
             # as when close() cancels a task created in the same loop iteration
             conn = start_session(sock, env)
-            for task in server._sessions:
+            for task in server._sessions.values():
                 task.cancel()
             return conn
 
@@ -616,7 +662,8 @@ def test_close_cleans_up_a_session_cancelled_before_it_ran(loop_name: str) -> No
         peer = await Peer.connect(server.port)
         await peer.send(ENV)
         await eventually(
-            lambda: bool(server._sessions) and all(t.done() for t in server._sessions), "task"
+            lambda: bool(server._sessions) and all(t.done() for t in server._sessions.values()),
+            "task",
         )
         assert server.stats.sessions_active == 1  # its finally never ran
         await server.close()
