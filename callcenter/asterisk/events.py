@@ -239,6 +239,7 @@ class TransferParty:
     linkedid: str
     caller_number: str
     connected_number: str
+    state: int | None  # channel state (6 Up): a transfer target may still be ringing
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +398,7 @@ def _party(f: _Fields, prefix: str) -> TransferParty | None:
         linkedid=f.get(prefix + "linkedid", ""),
         caller_number=_clean_cid(f.get(prefix + "calleridnum", "")),
         connected_number=_clean_cid(f.get(prefix + "connectedlinenum", "")),
+        state=_state(state) if (state := f.get(prefix + "channelstate")) is not None else None,
     )
 
 
@@ -497,7 +499,7 @@ _DECODERS: dict[str, Callable[[_Fields], AmiEvent | None]] = {
     ),
     "BlindTransfer": lambda f: BlindTransferred(
         result=f.get("result", ""),
-        transferer=_party(f, "transferer") or TransferParty("", "", "", "", ""),
+        transferer=_party(f, "transferer") or TransferParty("", "", "", "", "", None),
         transferee=_party(f, "transferee"),
         context=f.get("context", ""),
         extension=f.get("extension", ""),
@@ -505,7 +507,7 @@ _DECODERS: dict[str, Callable[[_Fields], AmiEvent | None]] = {
     ),
     "AttendedTransfer": lambda f: AttendedTransferred(
         result=f.get("result", ""),
-        orig_transferer=_party(f, "origtransferer") or TransferParty("", "", "", "", ""),
+        orig_transferer=_party(f, "origtransferer") or TransferParty("", "", "", "", "", None),
         second_transferer=_party(f, "secondtransferer"),
         transferee=_party(f, "transferee"),
         target=_party(f, "transfertarget"),

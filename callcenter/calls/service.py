@@ -28,11 +28,15 @@ caller was sent on to another one; the call stays filed under the first queue, w
 began); it is about the first answer only (see CallRecord).
 talk_seconds adds up the caller's connections: a queue member's from AgentConnect to its
 AgentComplete (TalkTime; on the clock when it has none, up to a transfer or the hangup when it
-never comes), and after a transfer the target's, from its answer (an attended transfer's target
-is talking already; a blind transfer's is answered when another leg of the call goes Up or
-enters a bridge, or a member of the queue it led to connects) to the next transfer, the target
-leg's hangup or the caller's; an answered originated call with neither counts answer -> hangup.
-Asterisk sends no AgentComplete for the part after a transfer.
+never comes; matched by member, Queue + Interface, when it names another leg), and after a
+transfer the target's, from its answer (an attended transfer's target bridged Up is talking
+already; a blind transfer's, or an attended one's into the consultation's Dial/Queue (DestType
+App), is answered when another leg of the call goes Up or enters a bridge, or a member of the
+queue it led to connects) to the next transfer, the target leg's hangup or the caller's; an
+answered originated call with neither counts answer -> hangup (-> the transfer). A Threeway
+"transfer" keeps the agent talking. Asterisk sends no AgentComplete for the part after a
+transfer. When the first channel transferred the other party and hangs up (the agent's phone
+of a callback), that party's channel carries the call on.
 
 Internal calls: a call whose first channel is an agent's phone (created ringing, not
 originated, in one of `internal_contexts` - the agents' dialplan context - or named after a
@@ -40,6 +44,9 @@ queue member interface seen in this run) is followed (an attended transfer's tar
 taken from it) but gives no effects: agent to agent, outward dials from the phones and the
 consultation leg of an attended transfer are not hotline calls. A call adopted mid-way must
 be both (a transferred caller runs in the agents' context too, a callback from a phone not).
+Member phones are learnt from Agent* and QueueMember* events and the resync's QueueMember
+items; a call `reconcile_channels` adopts in an agents' context from a phone not known yet is
+held back (no effect) until `reconcile_queue_entries` has learnt the members.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ from callcenter.asterisk.events import (
     QueueCallerJoined,
     QueueCallerLeft,
     QueueEntryListed,
+    QueueMemberChanged,
     ResyncSource,
     TransferParty,
     VariableSet,
@@ -203,6 +211,7 @@ class _Call:
         "member_stints",
         "plain_from",
         "plain_leg",
+        "primary",
         "queue",
         "queue_joined_at",
         "queue_left_at",
@@ -214,7 +223,9 @@ class _Call:
         "talk_counted",
         "talk_total",
         "talking_to",
+        "transfer_inferred",
         "transfer_pending",
+        "transferee",
         "transfers",
         "uniqueid",
         "up",
@@ -226,6 +237,7 @@ class _Call:
         self, ev: ChannelEvent, started_at: datetime, *, adopted: bool, internal: bool
     ) -> None:
         self.uniqueid = ev.uniqueid
+        self.primary = ev.uniqueid  # the channel whose hangup ends the call
         self.channel = ev.channel
         self.started_at = started_at
         self.last_seen = started_at
@@ -255,15 +267,17 @@ class _Call:
         self.wait_seconds: float | None = None
         self.talk_total: float | None = None  # sum of AgentComplete TalkTime
         self.talk_counted: set[str] = set()  # member legs whose TalkTime is counted
-        # open member connections (leg uniqueid -> connect time, cut by a transfer): closed by
-        # their AgentComplete, else on the clock up to the cut (or the end)
-        self.member_stints: dict[str, tuple[datetime, datetime | None]] = {}
+        # open member connections (leg uniqueid -> member, connect time, cut by a transfer):
+        # closed by their AgentComplete, else on the clock up to the cut (or the end)
+        self.member_stints: dict[str, _Stint] = {}
         self.plain_from: datetime | None = None  # talking to a transfer's target since
         self.plain_leg = ""  # that target's leg, when known (its hangup ends the talk)
         self.talking_to = ""  # who the caller talks (or last talked) to: member or target
         self.in_agent_stint = False  # connected to a member since the last queue join
         self.connect_place: tuple[str, str] = ("", "")  # (context, exten) when connected
         self.transfer_pending = False  # a transfer was recorded; the next queue join is its end
+        self.transferee = ""  # the leg the last transfer handed on (the customer of a callback)
+        self.transfer_inferred = False  # the last transfer was inferred, no event told it yet
         self.abandoned = False
         self.abandon_stage: AbandonStage | None = None
         self.abandon_after: float | None = None
@@ -321,6 +335,23 @@ class _Call:
         )
 
 
+# (queue, interface) of the member, connect time, cut time (a transfer ended the talk)
+_Stint = tuple[tuple[str, str], datetime, datetime | None]
+
+
+class _Held:
+    """An adopted call of the agents' context whose channel is not a known phone yet: its
+    effects wait for the resync's member list (QueueStatus) to tell whether it is internal."""
+
+    __slots__ = ("channel", "context", "effects", "since")
+
+    def __init__(self, channel: str, context: str, since: datetime) -> None:
+        self.channel = channel
+        self.context = context
+        self.since = since
+        self.effects: list[CallEffect] = []
+
+
 def _seconds(later: datetime, earlier: datetime | None) -> float | None:
     if earlier is None:
         return None
@@ -362,9 +393,13 @@ class CallTracker:
         max_legs: int = 64,
         internal_contexts: Iterable[str] = INTERNAL_CONTEXTS,
         max_member_interfaces: int = 4096,
+        max_hold: timedelta = timedelta(seconds=30),
     ) -> None:
         """`internal_contexts`: the dialplan contexts of the agents' phones; a call they start
-        is internal (see the module docstring)."""
+        is internal (see the module docstring). `max_hold`: how long a call adopted by
+        `reconcile_channels` in one of those contexts, from a channel not known as a member's
+        phone, waits for `reconcile_queue_entries` (whose member list tells) before `expire`
+        decides it by what is known."""
         if max_calls < 1 or max_tombstones < 0:
             raise ValueError("max_calls must be >= 1 and max_tombstones >= 0")
         self._max_idle = max_idle
@@ -375,8 +410,12 @@ class CallTracker:
         self._max_legs = max_legs
         self._internal_contexts = frozenset(internal_contexts)
         self._max_member_interfaces = max_member_interfaces
+        self._max_hold = max_hold
+        self._held: dict[str, _Held] = {}  # call key -> effects held back (see _Held)
         self._member_interfaces: set[str] = set()  # queue member interfaces seen (PJSIP/1001)
         self._internal: set[str] = set()  # keys of the live internal calls
+        # call key -> key of the call it was transferred to as the target (two callers joined)
+        self._joined: dict[str, str] = {}
         self._calls: dict[str, _Call] = {}
         self._legs: dict[str, str] = {}  # leg uniqueid -> call key
         # ended call ids: late or duplicate events for them must not resurrect the call
@@ -400,6 +439,7 @@ class CallTracker:
             AgentCompleted: self._on_agent_complete,
             BlindTransferred: self._on_blind_transfer,
             AttendedTransferred: self._on_attended_transfer,
+            QueueMemberChanged: self._on_member,
         }
 
     # -- public API ----------------------------------------------------------------------------
@@ -416,10 +456,39 @@ class CallTracker:
         return effects
 
     def _public(self, effects: list[CallEffect]) -> list[CallEffect]:
-        """`effects` without those of internal calls."""
-        if not self._internal or not effects:
+        """`effects` without those of internal calls, and those of held calls kept back."""
+        if not effects or not (self._internal or self._held):
             return effects
-        return [e for e in effects if e.record.uniqueid not in self._internal]
+        out: list[CallEffect] = []
+        for effect in effects:
+            key = effect.record.uniqueid
+            held = self._held.get(key)
+            if held is not None:
+                held.effects.append(effect)
+                if len(held.effects) >= self._max_legs:  # bounded: decide it now
+                    out.extend(self._decide(key))
+            elif key not in self._internal:
+                out.append(effect)
+        return out
+
+    def _decide(self, key: str) -> list[CallEffect]:
+        """Decide a held call by the phones known now: internal (its effects dropped) or a
+        hotline call (its effects released, in order)."""
+        held = self._held.pop(key)
+        if held.context in self._internal_contexts and self._is_member_phone(held.channel):
+            call = self._calls.get(key)
+            if call is not None:
+                call.internal = True
+                self._internal.add(key)
+            return []
+        return held.effects
+
+    def _decide_held(self, since: datetime | None = None) -> list[CallEffect]:
+        """Decide the held calls (those held since `since` or before)."""
+        out: list[CallEffect] = []
+        for key in [k for k, h in self._held.items() if since is None or h.since <= since]:
+            out.extend(self._decide(key))
+        return out
 
     def reconcile_channels(self, channels: Iterable[AmiMessage], now: datetime) -> list[CallEffect]:
         """Align with the live channels (CoreShowChannel items) after a (re)connect.
@@ -431,13 +500,14 @@ class CallTracker:
         "ended_while_disconnected" (hangup cause unknown). Live first channels we did not know
         are adopted (`adopted=True`, started_at = now - Duration). Calls still up continue.
         """
+        released = self._decide_held()  # the previous resync's queue list never came
         live: dict[str, ChannelListed] = {}
         for ev in decode_all(channels):
             if isinstance(ev, ChannelListed) and ev.uniqueid:
                 live[ev.uniqueid] = ev
         effects: list[CallEffect] = []
         for call in list(self._calls.values()):
-            listed = live.get(call.uniqueid)
+            listed = live.get(call.primary)
             if listed is None:
                 effects.extend(self._end(call, now, override="ended_while_disconnected"))
             else:
@@ -451,12 +521,18 @@ class CallTracker:
             for leg in [leg for leg in call.legs if leg not in live]:
                 call.legs.discard(leg)
                 self._legs.pop(leg, None)
+                # hung up while the link was down: its talk ended by now at the latest
+                stint = call.member_stints.get(leg)
+                if stint is not None and stint[2] is None:
+                    call.member_stints[leg] = (stint[0], stint[1], now)
+                if call.plain_leg == leg:
+                    self._close_plain(call, now)
         for ev in live.values():
             if ev.linkedid and ev.uniqueid != ev.linkedid:
                 owner = self._calls.get(ev.linkedid)
                 if owner is not None:
                     self._add_leg(owner, ev.uniqueid)
-        return self._public(effects)
+        return released + self._public(effects)
 
     def reconcile_queue_entries(
         self, queue_status: Iterable[AmiMessage], now: datetime
@@ -465,9 +541,13 @@ class CallTracker:
         list was taken in the stream (after QueueStatusComplete) and after the channels.
         Known calls waiting in a queue with no QueueEntry left it meanwhile (`queue_left_at` =
         now; a later AgentComplete tells the answer time)."""
-        effects: list[CallEffect] = []
+        items = decode_all(queue_status)
+        for item in items:
+            if isinstance(item, QueueMemberChanged):
+                self._learn_phones(item)
+        effects = self._decide_held()  # the member list tells which calls are internal
         queued: set[str] = set()
-        for item in decode_all(queue_status):
+        for item in items:
             if isinstance(item, QueueEntryListed):
                 queued.add(item.uniqueid)
                 waiting = self._calls.get(item.uniqueid)
@@ -492,21 +572,24 @@ class CallTracker:
     def expire(self, now: datetime) -> list[CallEffect]:
         """End calls with no event for `max_idle` (ghost state); end_reason "expired"."""
         cutoff = now - self._max_idle
-        effects: list[CallEffect] = []
+        effects = self._decide_held(now - self._max_hold)  # no member list came (refused?)
         for call in [c for c in self._calls.values() if c.last_seen < cutoff]:
             effects.extend(self._end(call, now, override="expired"))
         return self._public(effects)
 
     def active_calls(self) -> list[CallRecord]:
         """The calls in progress, oldest first (for the wallboard); internal calls left out."""
-        live = (c.record() for c in self._calls.values() if not c.internal)
+        live = (c.record() for c in self._calls.values() if self._shown(c))
         return sorted(live, key=lambda r: r.started_at)
+
+    def _shown(self, call: _Call) -> bool:
+        return not call.internal and call.uniqueid not in self._held
 
     def get(self, uniqueid: str) -> CallRecord | None:
         """The live record of a call, by its key or by the uniqueid of any of its channels
         (None for an internal call)."""
         call = self._find(uniqueid, uniqueid)
-        return call.record() if call is not None and not call.internal else None
+        return call.record() if call is not None and self._shown(call) else None
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -514,15 +597,15 @@ class CallTracker:
     # -- lookup ---------------------------------------------------------------------------------
 
     def _find(self, uniqueid: str, linkedid: str) -> _Call | None:
+        call = self._calls.get(uniqueid)
+        if call is not None:
+            return call  # a call's own first channel, even when another call took it as a target
         key = self._legs.get(uniqueid)
         if key is not None:
             # a leg taken over by another call (an attended transfer's target) may still carry
             # the Linkedid of the call it was made in
             return self._calls.get(key)
-        call = self._calls.get(linkedid)
-        if call is None and uniqueid != linkedid:
-            call = self._calls.get(uniqueid)
-        return call
+        return self._calls.get(linkedid)
 
     def _resolve(
         self, ev: ChannelEvent, now: datetime, out: list[CallEffect], *, adopt: bool = True
@@ -585,6 +668,17 @@ class CallTracker:
         agents' context (a transferred caller runs there too; a callback runs elsewhere)."""
         return ev.context in self._internal_contexts and self._is_member_phone(ev.channel)
 
+    def _on_member(self, ev: QueueMemberChanged, _now: datetime) -> list[CallEffect]:
+        self._learn_phones(ev)
+        return []
+
+    def _learn_phones(self, ev: QueueMemberChanged) -> None:
+        """A queue member's interface, and the device its state follows (the phone behind a
+        Local/1001@agents member)."""
+        self._learn_member(ev.interface)
+        if ev.state_interface != ev.interface:
+            self._learn_member(ev.state_interface)
+
     def _learn_member(self, interface: str) -> None:
         members = self._member_interfaces
         if interface and interface not in members and len(members) < self._max_member_interfaces:
@@ -596,7 +690,7 @@ class CallTracker:
             self._legs[uniqueid] = call.uniqueid
 
     def _is_primary(self, call: _Call, ev: ChannelEvent) -> bool:
-        return ev.uniqueid == call.uniqueid
+        return ev.uniqueid == call.primary
 
     # -- channel lifecycle ----------------------------------------------------------------------
 
@@ -655,7 +749,7 @@ class CallTracker:
             call.system_hangup = True
         if call.in_agent_stint and (ev.context, ev.exten) != call.connect_place:
             # the caller left the member's bridge for other dialplan: an AMI Redirect / transfer
-            self._record_transfer(call, now, "blind", ev.exten)
+            self._record_transfer(call, now, "blind", ev.exten, inferred=True)
             out.append(CallUpdated(call.record(), "transfer"))
         if not call.dialed_number and ev.exten not in ("", "s"):
             call.dialed_number = ev.exten
@@ -763,9 +857,9 @@ class CallTracker:
 
     def _cut_member_stints(self, call: _Call, now: datetime) -> None:
         """A transfer ends the members' talk; their AgentComplete TalkTime still counts."""
-        for leg, (start, cut) in call.member_stints.items():
+        for leg, (member, start, cut) in call.member_stints.items():
             if cut is None:
-                call.member_stints[leg] = (start, now)
+                call.member_stints[leg] = (member, start, now)
 
     def _on_hangup(self, ev: ChannelHungUp, now: datetime) -> list[CallEffect]:
         call = self._find(ev.uniqueid, ev.linkedid)
@@ -779,6 +873,13 @@ class CallTracker:
             self._legs.pop(ev.uniqueid, None)
             if call.plain_leg and call.plain_leg == ev.uniqueid:
                 self._close_plain(call, now)  # the transfer's target hung up
+            return []
+        heir = call.transferee
+        if heir and heir != ev.uniqueid and heir in call.legs:
+            # the first channel transferred the other party and left (the agent's phone of a
+            # callback): the call goes on with that party, whose hangup ends it
+            call.primary = heir
+            call.transferee = ""
             return []
         call.hangup_cause = ev.cause
         call.hangup_cause_text = ev.cause_text or None
@@ -801,7 +902,7 @@ class CallTracker:
             return out
         if call.in_agent_stint and not call.transfer_pending:
             # the caller, once connected, now waits in a queue again: moved by a transfer
-            self._record_transfer(call, now, "blind", ev.queue)
+            self._record_transfer(call, now, "blind", ev.queue, inferred=True)
         call.transfer_pending = False
         call.in_agent_stint = False
         self._close_plain(call, now)
@@ -884,7 +985,7 @@ class CallTracker:
             call.plain_leg = ""
         self._close_plain(call, now)
         if len(call.member_stints) < self._max_legs:
-            call.member_stints[ev.dest_uniqueid] = (now, None)
+            call.member_stints[ev.dest_uniqueid] = ((ev.queue, ev.interface), now, None)
         if call.transfers and call.transfers[-1].answered_at is None:
             call.transfers[-1] = replace(call.transfers[-1], answered_at=now)
         call.talking_to = _member(ev)
@@ -904,11 +1005,11 @@ class CallTracker:
         if call.answered_at is None and not call.abandoned:
             self._answered_unseen(call, ev, now)
             out.append(CallUpdated(call.record(), "answered"))
-        stint = call.member_stints.pop(ev.dest_uniqueid, None)
+        stint = _pop_stint(call, ev)
         if ev.talk_time is not None:
             self._add_talk(call, ev.talk_time)
         elif stint is not None:  # no TalkTime: on the clock, up to a transfer
-            start, cut = stint
+            _member_key, start, cut = stint
             self._add_talk(call, ((cut or now) - start).total_seconds())
         if ev.reason != "transfer":
             call.in_agent_stint = False  # dialplan after this is not a transfer
@@ -955,10 +1056,32 @@ class CallTracker:
         kind: Literal["blind", "attended"],
         target: str,
         source: str = "",
+        *,
+        inferred: bool = False,
     ) -> None:
         """`source`: the transferring party when the call does not know whom the caller
-        talked to."""
+        talked to. `inferred`: seen as the caller's leaving the member for other dialplan or a
+        queue, not as a transfer event."""
+        last = call.transfers[-1] if call.transfers else None
+        if last is not None and call.transfer_inferred and last.answered_at is None:
+            # bridge.c queues a transfer to the caller's own thread before the transferer
+            # publishes the event: the caller's dialplan may come first; it is this transfer
+            call.transfer_inferred = inferred
+            if not inferred:
+                call.transfers[-1] = replace(last, kind=kind, target=target or last.target)
+            return
+        call.transfer_inferred = inferred
         source = call.talking_to or source
+        if (
+            call.direction == "outbound"
+            and call.answered_at is not None
+            and not call.transfers
+            and not call.member_stints
+            and call.talk_total is None
+            and call.plain_from is None
+        ):
+            # an originated call's own party (the agent of a callback) talked since the answer
+            self._add_talk(call, (now - call.answered_at).total_seconds())
         if len(call.transfers) < self._max_legs:
             call.transfers.append(Transfer(at=now, kind=kind, target=target, source=source))
         call.transfer_pending = True
@@ -979,29 +1102,72 @@ class CallTracker:
             return []
         target = ev.extension or ev.context
         self._record_transfer(call, now, "blind", target, _device(ev.transferer.channel))
+        call.transferee = ev.transferee.uniqueid if ev.transferee is not None else ""
         return [CallUpdated(call.record(), "transfer")]
 
     def _on_attended_transfer(self, ev: AttendedTransferred, now: datetime) -> list[CallEffect]:
         call = self._call_of(ev.transferee, ev.orig_transferer, ev.second_transferer)
         if call is None or ev.result.lower() != "success" or not self._transfer_done(call, ev, now):
             return []
+        dest = ev.dest_type.lower()
+        consult = self._consultation(call, ev.second_transferer)
         target = ""
         if ev.target is not None:
             target = ev.target.caller_number or _device(ev.target.channel)
+        if not target and consult is not None:
+            target = consult.dialed_number  # what the agent's phone dialled
         if not target and ev.second_transferer is not None:
             target = ev.second_transferer.connected_number
+        target = target or ev.dest_app
         source = _device(ev.orig_transferer.channel)
-        self._record_transfer(call, now, "attended", target or ev.dest_app, source)
-        if ev.dest_type.lower() != "fail" and call.transfers:
-            # the target was talking to the agent: it talks to the caller from now on
-            leg = ev.target.uniqueid if ev.target is not None else ""
+        leg = ev.target.uniqueid if ev.target is not None else ""
+        if dest == "threeway":
+            # the agent stays in the call (app_queue sends her AgentComplete, with all her
+            # TalkTime, at the end): the target joins a talk that goes on being hers
+            if len(call.transfers) < self._max_legs:
+                source = call.talking_to or source
+                call.transfers.append(Transfer(now, "attended", target, source, answered_at=now))
             self._take_leg(call, leg)
-            self._target_answered(call, now, leg)
+            return [CallUpdated(call.record(), "transfer")]
+        self._record_transfer(call, now, "attended", target, source)
+        call.transferee = ev.transferee.uniqueid if ev.transferee is not None else ""
+        if dest == "app":
+            # the consultation was still in Dial/Queue (ringing, waiting): the caller took its
+            # place there; nobody has answered yet
+            if consult is not None:
+                self._take_over(call, consult, now)
+        elif dest != "fail" and call.transfers:
+            self._take_leg(call, leg)
+            if ev.target is None or ev.target.state in (None, STATE_UP):
+                # the target was talking to the agent: it talks to the caller from now on
+                self._target_answered(call, now, leg)
+            # else still ringing (a "blond" transfer): its answer is the leg's Up or bridge
         return [CallUpdated(call.record(), "transfer")]
 
+    def _consultation(self, call: _Call, party: TransferParty | None) -> _Call | None:
+        """The agent's consultation call (internal, first channel `party`), if followed."""
+        if party is None:
+            return None
+        consult = self._calls.get(party.uniqueid)
+        return consult if consult is not None and consult is not call and consult.internal else None
+
+    def _take_over(self, call: _Call, consult: _Call, now: datetime) -> None:
+        """The caller took the consultation's place in its application: its legs (a ringing
+        target) and its queue wait are the caller's now."""
+        for leg in list(consult.legs):
+            self._take_leg(call, leg)
+        if consult.in_queue is not None and call.in_queue is None:
+            self._enter_queue(call, consult.in_queue, now)
+
     def _take_leg(self, call: _Call, leg: str) -> None:
-        """Make `leg` (a channel of another call, such as the consultation) one of `call`'s."""
+        """Make `leg` (a channel of another call, such as the consultation) one of `call`'s.
+        The first channel of another live call stays that call's (an agent joined two callers):
+        its hangup ends that call, and `call`'s talk with it (`_joined`)."""
         if not leg or leg == call.uniqueid:
+            return
+        if leg in self._calls:
+            if len(self._joined) < self._max_calls:
+                self._joined[leg] = call.uniqueid
             return
         owner = self._calls.get(self._legs.get(leg, ""))
         if owner is not None and owner is not call:
@@ -1023,7 +1189,7 @@ class CallTracker:
             reason = override  # how it ended is unknown: no abandon inference, no clock talk time
         else:
             self._close_plain(call, now)
-            for start, cut in call.member_stints.values():  # no AgentComplete came
+            for _member_key, start, cut in call.member_stints.values():  # no AgentComplete came
                 self._add_talk(call, ((cut or now) - start).total_seconds())
             call.member_stints.clear()
             talk = call.talk_total
@@ -1058,6 +1224,9 @@ class CallTracker:
 
     def _forget(self, call: _Call) -> None:
         self._calls.pop(call.uniqueid, None)
+        joined = self._calls.get(self._joined.pop(call.uniqueid, ""))
+        if joined is not None and joined.plain_leg == call.uniqueid:
+            self._close_plain(joined, call.last_seen)  # the target (another caller) is gone
         for leg in call.legs:
             if self._legs.get(leg) == call.uniqueid:
                 self._legs.pop(leg, None)
@@ -1076,9 +1245,12 @@ class CallTracker:
             return []
         started = now - timedelta(seconds=ev.duration_seconds or 0)
         out: list[CallEffect] = []
-        call = self._new_call(
-            ev, started, adopted=True, internal=self._is_internal_now(ev), out=out
-        )
+        internal = self._is_internal_now(ev)
+        if not internal and ev.context in self._internal_contexts:
+            # an agent's phone after a restart, or a transferred caller: the member list of
+            # the resync's queue part tells (see _Held)
+            self._held[ev.uniqueid] = _Held(ev.channel, ev.context, now)
+        call = self._new_call(ev, started, adopted=True, internal=internal, out=out)
         call.last_seen = now
         call.bridged = bool(ev.bridge_id)
         if ev.application.lower() == "queue" and ev.application_data:
@@ -1089,6 +1261,21 @@ class CallTracker:
                 call.in_queue = queue  # join time unknown here; QueueStatus may tell it
         out[-1] = CallStarted(call.record())
         return out
+
+
+def _pop_stint(call: _Call, ev: AgentCompleted) -> _Stint | None:
+    """The member connection `ev` ends: the one of its Dest leg, else the member's oldest.
+    AgentComplete may name another leg than AgentConnect did (a Local member's is the phone
+    channel optimised in) or none at all (the member snapshot was gone)."""
+    stint = call.member_stints.pop(ev.dest_uniqueid, None)
+    if stint is not None:
+        return stint
+    member = (ev.queue, ev.interface)
+    for leg, open_stint in call.member_stints.items():
+        if open_stint[0] == member:
+            del call.member_stints[leg]
+            return open_stint
+    return None
 
 
 def _device(channel: str) -> str:

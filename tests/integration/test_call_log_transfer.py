@@ -7,7 +7,7 @@ agent-to-agent calls leave no record."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,12 +15,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from ami_manager_support import client_for
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from callcenter.agents.service import AgentStateTracker
 from callcenter.app import PIPELINE, create_app
 from callcenter.calls.model import CallRecord, Transfer
 from callcenter.calls.repository import CallRepository
+from callcenter.calls.service import CallTracker
 from callcenter.config import Settings
 from callcenter.db.models import CallRow
 from callcenter.demo import emulator_config, open_moment
@@ -29,6 +32,7 @@ from callcenter.pbxsim.callers import CallerModel, KeyPlan
 from callcenter.pbxsim.emulator import Emulator
 from callcenter.pbxsim.pbx import RealClock
 from callcenter.pbxsim.queues import AgentProfile
+from callcenter.pipeline import EventPipeline
 from callcenter.web.keys import CALL_REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,3 +242,85 @@ async def test_transfers_stored_before_source_and_answer_still_read(
     loaded = await repo.get_call("2.1")
     assert loaded is not None
     assert loaded.transfers == (Transfer(T0, "attended", "PJSIP/1003", "", None),)
+
+
+# -- a restart while agents talk to each other -----------------------------------------------
+
+
+class _SavedCalls:
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    async def save_calls(self, records: Sequence[CallRecord]) -> None:
+        self.records += records
+
+
+class _Published:
+    def __init__(self) -> None:
+        self.effects: list[object] = []
+
+    async def publish(self, effects: Iterable[object]) -> None:
+        self.effects += effects
+
+
+async def test_agent_to_agent_call_live_at_a_restart_leaves_no_record(tmp_path: Path) -> None:
+    """The service (re)starts while Alice's phone talks to Bob's: its first resync adopts the
+    call before any Agent* event; the member list of the resync's queue part (the emulator's
+    QueueStatus) tells Alice's phone, so the call gets no record and no effect."""
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'cc.db'}", flows_dir=FLOWS)
+    clock = RealClock(speed=SPEED)
+    cfg = emulator_config(settings, agi_host="127.0.0.1", agi_port=9, speed=SPEED, seed=5)
+    cfg.tts = False
+    cfg.recordings_dir = None
+    cfg.ami_users = {"u": "s"}
+    cfg.members = {q.name: [ALICE] for q in cfg.queues}
+    cfg.agents = [
+        AgentProfile(ALICE, "Alice", forced="answer", answer_delay=(1, 1)),
+        AgentProfile(BOB, "Bob", forced="answer", answer_delay=(1, 1), talk_time=(600, 600)),
+    ]
+    async with Emulator(config=cfg, clock=clock) as emu:
+        bob_talks = asyncio.Event()
+        publish = emu.pbx.publish
+
+        def watch(name: str, klass: str, fields: Sequence[tuple[str, str]]) -> None:
+            publish(name, klass, fields)
+            if name == "BridgeEnter" and dict(fields).get("Channel", "").startswith(BOB + "-"):
+                bob_talks.set()
+
+        emu.pbx.publish = watch
+        call = asyncio.ensure_future(emu.internal_call(ALICE, "1002"))
+        async with asyncio.timeout(WAIT):
+            await bob_talks.wait()  # before the service's AMI login
+        saved, published = _SavedCalls(), _Published()
+        tracker = CallTracker()  # a fresh process: no Agent* event seen yet
+        pipeline = EventPipeline(
+            calls=tracker,
+            agents=AgentStateTracker(),
+            call_publisher=published,
+            agent_publisher=_Published(),
+            call_log=saved,
+            clock=lambda: datetime.now(UTC),
+            save_delay=0,
+        )
+        tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(pipeline.write())]
+        client, resynced = client_for(pipeline, emu.ami_address[1])
+        try:
+            await client.start()
+            async with asyncio.timeout(WAIT):
+                await resynced.wait()
+                await pipeline.drain()
+            assert len(tracker) == 1  # adopted, followed
+            alice = next(ch.name for ch in emu.pbx.channels.values() if ch.name.startswith(ALICE))
+            assert emu.hangup(alice)
+            summary = await call
+            async with asyncio.timeout(WAIT):
+                while len(tracker):  # until the call's end has come through
+                    await pipeline.drain()
+                    await asyncio.sleep(0.01)
+        finally:
+            await client.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    assert summary.uniqueid and pipeline.stats.events > 0
+    assert (saved.records, published.effects) == ([], [])

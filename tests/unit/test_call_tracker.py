@@ -703,6 +703,7 @@ def test_attended_transfer() -> None:
     )
     bob = agent_leg(consult, "1002", 18, "541.2")
     bob.num = "1002"
+    bob_answers = newstate(bob, 6)  # the target talks with the agent when she transfers
     attended = ev(
         "AttendedTransfer",
         ("Result", "Success"),
@@ -722,6 +723,7 @@ def test_attended_transfer() -> None:
         (7, agent_ev("AgentConnect", c, alice, "support", ("HoldTime", "2"), ("RingTime", "1"))),
         (30, newchannel(consult)),  # Alice dials Bob to consult: a call of its own
         (31, newchannel(bob)),
+        (35, bob_answers),
         (45, attended),
         (45, hangup(alice)),
         (45, hangup(consult)),

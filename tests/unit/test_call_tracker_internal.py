@@ -13,12 +13,14 @@ import pytest
 from test_call_tracker import (
     Chan,
     Script,
+    Snapshot,
     agent_ev,
     agent_leg,
     answered_call,
     at,
     bridge_enter,
     ended,
+    ev,
     expected_answered,
     hangup,
     hangup_request,
@@ -30,7 +32,7 @@ from test_call_tracker import (
 )
 
 from callcenter.asterisk.message import AmiMessage
-from callcenter.calls.service import CallStarted, CallTracker
+from callcenter.calls.service import CallEnded, CallStarted, CallTracker
 
 
 def phone(uid: str, n: int, exten: str, *, endpoint: str = "1001", context: str = "agents") -> Chan:
@@ -180,3 +182,88 @@ def test_internal_calls_do_not_crowd_out_hotline_records() -> None:
     effects = run(tracker, [(5, newchannel(hot)), (65, hangup(hot))])
     assert {e.record.uniqueid for e in effects} == {"751.1"}
     assert ended(effects)[0].ended_at == at(65)
+
+
+# -- after a restart: the phones are learnt from the resync's QueueMember items ----------------
+
+
+def listed(c: Chan, app: str, data: str) -> AmiMessage:
+    return ev(
+        "CoreShowChannel", ("ActionID", "r1"), c.snap(), ("Application", app),
+        ("ApplicationData", data), ("Duration", "00:00:04"), ("BridgeId", ""),
+    )  # fmt: skip
+
+
+def member_item(endpoint: str, event: str = "QueueMember") -> AmiMessage:
+    """A QueueStatus member item (Name/Location), or a QueueMember* event (MemberName/Interface)."""
+    names = ("Name", "Location") if event == "QueueMember" else ("MemberName", "Interface")
+    return ev(
+        event, ("Queue", "support"), (names[0], f"Agent {endpoint}"),
+        (names[1], f"PJSIP/{endpoint}"), ("StateInterface", f"PJSIP/{endpoint}"),
+        ("Membership", "static"), ("Penalty", "0"), ("CallsTaken", "0"), ("LastCall", "0"),
+        ("LastPause", "0"), ("LoginTime", "0"), ("InCall", "0"), ("Status", "6"),
+        ("Paused", "0"), ("PausedReason", ""), ("Wrapuptime", "0"),
+    )  # fmt: skip
+
+
+MEMBERS = (member_item("1001"), member_item("1002"))
+
+
+def ringing_agent_call() -> tuple[Chan, Chan, tuple[AmiMessage, ...]]:
+    """Live at the restart: Alice's phone rings Bob's ([agents] _100[1-8] Dial)."""
+    a = phone("800.1", 0x10, "1002")
+    b = dialled(a, "1002", 0x11, "800.2")
+    b.state = 5
+    return a, b, (listed(a, "Dial", "PJSIP/1002,30"), listed(b, "AppDial", "(Outgoing Line)"))
+
+
+@pytest.mark.parametrize("stages", ["apart", "whole"])
+def test_agent_call_live_at_a_restart_gives_no_effect(stages: str) -> None:
+    a, b, channels = ringing_agent_call()
+    tracker = CallTracker()  # a fresh process: no Agent* event seen yet
+    if stages == "apart":
+        effects = tracker.reconcile_channels(channels, at(100))
+        assert tracker.active_calls() == []
+        effects += run(tracker, [(101, newstate(b, 5))])  # between the two lists
+        effects += tracker.reconcile_queue_entries(MEMBERS, at(102))
+    else:
+        effects = tracker.reconcile(Snapshot(channels, MEMBERS), at(100))
+    assert effects == []
+    assert tracker.active_calls() == [] and tracker.get("800.1") is None
+    effects = run(tracker, [(110, hangup_request(a)), (110, hangup(b, 0, "")), (110, hangup(a))])
+    assert effects == []
+    assert len(tracker) == 0
+
+
+def test_caller_in_the_agents_context_at_a_restart_is_published_after_the_queue_list() -> None:
+    """A transferred caller's trunk channel runs in the agents' context too: it is held back
+    until the member list tells it is not a phone, then published with what came meanwhile."""
+    c = Chan("PJSIP/trunk-000000c0", "810.1", context="agents", exten="1002", state=6)
+    tracker = CallTracker()
+    assert tracker.reconcile_channels((listed(c, "Dial", "PJSIP/1002,30"),), at(100)) == []
+    assert run(tracker, [(101, hangup(c))]) == []  # ended between the two lists
+    effects = tracker.reconcile_queue_entries(MEMBERS, at(102))
+    assert [type(e) for e in effects] == [CallStarted, CallEnded]
+    (r,) = ended(effects)
+    assert (r.uniqueid, r.adopted, r.ended_at) == ("810.1", True, at(101))
+
+
+def test_held_calls_are_decided_without_a_queue_list() -> None:
+    """QueueStatus refused (read permission): the next expiry pass decides by what is known."""
+    c = Chan("PJSIP/trunk-000000c1", "811.1", context="agents", exten="1002", state=6)
+    _a, _b, channels = ringing_agent_call()
+    tracker = CallTracker()
+    tracker.reconcile_channels((listed(c, "Dial", "PJSIP/1002,30"), *channels), at(100))
+    effects = tracker.expire(at(200))
+    assert [(type(e), e.record.uniqueid) for e in effects] == [
+        (CallStarted, "811.1"),
+        (CallStarted, "800.1"),
+    ]
+
+
+@pytest.mark.parametrize("event", ["QueueMemberAdded", "QueueMemberStatus"])
+def test_a_phone_named_by_a_queue_member_event_is_internal(event: str) -> None:
+    tracker = CallTracker()
+    assert run(tracker, [(0, member_item("1001", event))]) == []
+    c = phone("820.1", 0xC2, "1002", context="phones")
+    assert run(tracker, [(10, newchannel(c)), (30, hangup(c))]) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from test_call_tracker import (
     Chan,
     Script,
@@ -11,13 +12,16 @@ from test_call_tracker import (
     bridge_enter,
     ended,
     hangup,
+    hangup_request,
     join,
     newchannel,
     newexten,
     newstate,
     run,
 )
+from test_call_tracker_transfer import blind
 
+from callcenter.calls.model import Transfer
 from callcenter.calls.service import CallTracker
 
 
@@ -126,3 +130,55 @@ def test_agent_leg_up_before_agent_connect_still_sets_the_agent_and_wait() -> No
     (r,) = ended(run(CallTracker(), script))
     assert (r.end_reason, r.answered_at) == ("completed", at(52))
     assert (r.agent, r.wait_seconds, r.talk_seconds) == ("Alice Agent", 43.0, 48.0)
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["answered", "unanswered"])
+def test_transferred_callback_goes_on_with_the_customer(answered: bool) -> None:
+    """The agent blind-transfers the customer of a callback to 1002 and hangs up: the call (its
+    first channel is the agent's phone) goes on until the customer's hangup."""
+    agent, customer, script = callback("905.1")
+    bob = agent_leg(customer, "1002", 0xA3, "905.3")
+    script += [
+        (10, newstate(customer, 6)),
+        (10, bridge_enter(agent)),
+        (10, bridge_enter(customer)),
+        (60, blind(agent, customer, "1002")),
+        (60, hangup(agent)),
+        (60, newexten(customer, "Dial", "PJSIP/1002,30", exten="1002")),
+        (61, newchannel(bob)),
+    ]
+    if answered:
+        script += [
+            (70, newstate(bob, 6)),
+            (70, bridge_enter(customer, "b-2")),
+            (70, bridge_enter(bob, "b-2")),
+            (130, hangup_request(bob)),
+            (130, hangup(bob)),
+            (130, hangup(customer)),
+        ]
+    else:
+        script += [(90, hangup_request(customer)), (90, hangup(bob, 0, "")), (90, hangup(customer))]
+    tracker = CallTracker()
+    (r,) = ended(run(tracker, script))
+    assert (r.uniqueid, r.direction, r.end_reason) == ("905.1", "outbound", "completed")
+    assert r.ended_at == at(130 if answered else 90)
+    assert r.talk_seconds == (50.0 + 60.0 if answered else 50.0)  # the agent's, then Bob's
+    assert r.transfers == (
+        Transfer(
+            at(60), "blind", "1002", source="PJSIP/1001", answered_at=at(70) if answered else None
+        ),
+    )
+    assert (r.hangup_cause, len(tracker)) == (16, 0)
+
+
+def test_callback_agent_hanging_up_without_a_transfer_ends_it() -> None:
+    agent, customer, script = callback("906.1")
+    script += [
+        (10, newstate(customer, 6)),
+        (10, bridge_enter(agent)),
+        (10, bridge_enter(customer)),
+        (60, hangup(agent)),
+        (61, hangup(customer)),
+    ]
+    (r,) = ended(run(CallTracker(), script))
+    assert (r.ended_at, r.talk_seconds, r.transfers) == (at(60), 50.0, ())

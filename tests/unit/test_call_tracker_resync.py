@@ -15,6 +15,7 @@ from test_call_tracker import (
     newchannel,
     run,
 )
+from test_call_tracker_transfer import answered_by_alice
 
 from callcenter.asterisk.message import AmiMessage
 from callcenter.calls.service import CallTracker
@@ -116,3 +117,19 @@ def test_bridged_at_resync_and_hung_up_before_any_agent_event_is_completed() -> 
     answered_during_gap(tracker, c, leg)
     (r,) = ended(run(tracker, [(50, hangup(c))]))
     assert (r.end_reason, r.abandoned, r.abandon_stage) == ("completed", False, None)
+
+
+def test_member_gone_while_the_link_was_down_talks_no_longer_than_the_resync() -> None:
+    """Alice (answered at 10) transferred the caller to a queue while the link was down (her
+    AgentComplete lost): her leg is missing from the resync at 80, so her talk ends by then."""
+    c, _alice, script = answered_by_alice("980.1", 0x80)
+    tracker = CallTracker()
+    run(tracker, script)
+    c.context, c.exten = "agents", "7002"
+    snapshot = Snapshot(
+        channels=(listed(c, "Queue", "complaints,t,,,300", "00:01:20", ""),),
+        queue_status=(),
+    )
+    tracker.reconcile(snapshot, at(80))
+    (r,) = ended(run(tracker, [(200, hangup(c))]))
+    assert r.talk_seconds == 70.0

@@ -28,6 +28,7 @@ from test_call_tracker import (
     run,
 )
 
+from callcenter.asterisk.events import AttendedTransferred, decode_event
 from callcenter.asterisk.message import AmiMessage
 from callcenter.calls.model import Transfer, call_record_from_json
 from callcenter.calls.service import CallTracker, CallUpdated
@@ -306,3 +307,260 @@ def test_transfer_fields_survive_the_json_round_trip() -> None:
     script += [*blind_to_bob(c, alice, bob), (80, newstate(bob, 6)), (90, hangup(c))]
     (r,) = ended(run(CallTracker(), script))
     assert call_record_from_json(orjson.loads(orjson.dumps(r))) == r
+
+
+def attended_to_app(alice: Chan, consult: Chan, c: Chan, app: str) -> AmiMessage:
+    """The consultation was not in a bridge (still in Dial or Queue): Asterisk moves the caller
+    into its place in that application (bridge.c, the "unbridged" branch): DestType App, no
+    TransferTarget block, nobody has answered yet."""
+    return ev(
+        "AttendedTransfer",
+        ("Result", "Success"),
+        alice.snap("OrigTransferer"),
+        ("OrigBridgeUniqueid", "b-1"),
+        consult.snap("SecondTransferer"),
+        ("DestType", "App"),
+        ("DestApp", app),
+        c.snap("Transferee"),
+        ("IsExternal", "No"),
+    )
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["answered", "abandoned"])
+def test_attended_transfer_into_a_queue_is_answered_by_its_member(answered: bool) -> None:
+    """Alice's phone dials 7002 (Queue complaints) and she completes the transfer while the
+    consultation still waits there: the caller waits in complaints until Bob answers."""
+    c, alice, script = answered_by_alice("650.1", 0xC0)
+    consult = Chan("PJSIP/1001-000000c2", "651.1", context="agents", exten="7002", num="1001")
+    script += [
+        (40, newchannel(consult)),
+        (40, newexten(consult, "Queue", "complaints,t,,,300")),
+        (40, join(consult, "complaints")),
+        (60, attended_to_app(alice, consult, c, "Queue")),
+        (60, complete(c, alice, "support", 50, "transfer")),
+        (60, hangup(alice)),
+        (60, hangup(consult)),  # the masquerade's leftover carries the consultation's id
+    ]
+    c.context, c.exten = "agents", "7002"
+    if answered:
+        bob = agent_leg(c, "1002", 0xC3, "650.3")
+        script += [
+            (95, newchannel(bob)),
+            (95, agent_ev("AgentCalled", c, bob, "complaints")),
+            (100, newstate(bob, 6)),
+            (100, leave(c, "complaints")),
+            (100, agent_ev("AgentConnect", c, bob, "complaints", ("HoldTime", "40"))),
+            (100, bridge_enter(bob, "b-3")),
+            (160, hangup_request(c)),
+            (160, complete(c, bob, "complaints", 60, "caller")),
+            (160, hangup(bob)),
+            (160, hangup(c)),
+        ]
+    else:
+        script += [(90, hangup_request(c)), (90, hangup(c))]
+    (r,) = ended(run(CallTracker(), script))
+    assert r.talk_seconds == (50.0 + 60.0 if answered else 50.0)
+    assert r.transfers == (
+        Transfer(
+            at(60), "attended", "7002", source="Alice Agent",
+            answered_at=at(100) if answered else None,
+        ),
+    )  # fmt: skip
+    assert (r.agent, r.answered_at, r.end_reason) == ("Alice Agent", at(10), "completed")
+
+
+@pytest.mark.parametrize("relinked", [True, False], ids=["caller-linkedid", "consult-linkedid"])
+@pytest.mark.parametrize("answered", [True, False], ids=["answered", "unanswered"])
+def test_transfer_while_the_target_still_rings_is_answered_by_the_target(
+    answered: bool, relinked: bool
+) -> None:
+    """The usual semi-attended transfer of a SIP phone: Transfer pressed while Bob's phone
+    still rings (the consultation in Dial): DestType App; the caller hears the ringing."""
+    c, alice, script = answered_by_alice("660.1", 0xD0)
+    consult = Chan("PJSIP/1001-000000d2", "661.1", context="agents", exten="1002", num="1001")
+    bob = phone_leg(consult, "1002", 0xD3, "661.2")
+    script += [
+        (40, newchannel(consult)),
+        (40, newexten(consult, "Dial", "PJSIP/1002,30")),
+        (41, newchannel(bob)),
+        (41, newstate(bob, 5)),
+        (60, attended_to_app(alice, consult, c, "Dial")),
+        (60, complete(c, alice, "support", 50, "transfer")),
+        (60, hangup(alice)),
+        (60, hangup(consult)),
+    ]
+    if answered:
+        if relinked:
+            bob.linkedid = c.linkedid
+        script += [
+            (75, newstate(bob, 6)),
+            (75, bridge_enter(c, "b-4")),
+            (75, bridge_enter(bob, "b-4")),
+            (135, hangup_request(bob)),
+            (135, hangup(bob)),
+            (135, hangup(c)),
+        ]
+    else:  # Dial(PJSIP/1002,30) gives up
+        script += [(70, hangup(bob, 19, "User alerting, no answer")), (70, hangup(c))]
+    (r,) = ended(run(CallTracker(), script))
+    assert r.talk_seconds == (50.0 + 60.0 if answered else 50.0)
+    assert r.transfers == (
+        Transfer(
+            at(60), "attended", "1002", source="Alice Agent",
+            answered_at=at(75) if answered else None,
+        ),
+    )  # fmt: skip
+
+
+def test_threeway_keeps_the_agent_talking() -> None:
+    """DestType Threeway: the agent stays in the call (no AgentComplete until the end, with
+    her whole TalkTime); the target joins talking."""
+    c, alice, script = answered_by_alice("670.1", 0xE0)
+    consult = Chan("PJSIP/1001-000000e2", "671.1", context="agents", exten="1002", num="1001")
+    bob = phone_leg(consult, "1002", 0xE3, "671.2")
+    bob.num = "1002"
+    threeway = ev(
+        "AttendedTransfer",
+        ("Result", "Success"),
+        alice.snap("OrigTransferer"),
+        ("OrigBridgeUniqueid", "b-1"),
+        consult.snap("SecondTransferer"),
+        ("SecondBridgeUniqueid", "b-2"),
+        ("DestType", "Threeway"),
+        ("DestBridgeUniqueid", "b-1"),
+        ("DestTransfererChannel", alice.channel),
+        c.snap("Transferee"),
+        bob.snap("TransferTarget"),
+        ("IsExternal", "No"),
+    )
+    script += [
+        (40, newchannel(consult)),
+        (40, newexten(consult, "Dial", "PJSIP/1002,30")),
+        (41, newchannel(bob)),
+        (45, newstate(bob, 6)),
+        (45, bridge_enter(consult, "b-2")),
+        (45, bridge_enter(bob, "b-2")),
+        (60, threeway),
+        (60, hangup(consult)),
+        (60, bridge_enter(bob, "b-1")),
+        (130, hangup_request(c)),
+        (130, complete(c, alice, "support", 120, "caller")),
+        (130, hangup(alice)),
+        (130, hangup(bob)),
+        (130, hangup(c)),
+    ]
+    (r,) = ended(run(CallTracker(), script))
+    assert r.talk_seconds == 120.0
+    assert r.transfers == (
+        Transfer(at(60), "attended", "1002", source="Alice Agent", answered_at=at(60)),
+    )
+
+
+def test_bridged_transfer_to_a_ringing_target_waits_for_its_answer() -> None:
+    """A features "blond" transfer bridges the caller with a target that still rings
+    (DestType Bridge, TransferTarget not Up): its answer starts its talk."""
+    c, alice, script = answered_by_alice("680.1", 0xF0)
+    consult = Chan("PJSIP/1001-000000f2", "681.1", context="agents", exten="1002", num="1001")
+    bob = phone_leg(consult, "1002", 0xF3, "681.2")
+    bob.num = "1002"
+    script += [
+        (40, newchannel(consult)),
+        (40, newexten(consult, "Dial", "PJSIP/1002,30")),
+        (41, newchannel(bob)),
+        (41, newstate(bob, 5)),
+        (60, attended(alice, consult, c, bob)),
+        (60, complete(c, alice, "support", 50, "transfer")),
+        (60, hangup(alice)),
+        (60, hangup(consult)),
+        (70, newstate(bob, 6)),
+        (70, bridge_enter(bob, "b-1")),
+        (130, hangup(bob)),
+        (130, hangup(c)),
+    ]
+    (r,) = ended(run(CallTracker(), script))
+    assert r.talk_seconds == 50.0 + 60.0
+    assert r.transfers[-1].answered_at == at(70)
+
+
+def test_transfer_target_state_is_decoded() -> None:
+    c, alice, _ = answered_by_alice("690.1", 0x10)
+    consult = Chan("PJSIP/1001-00000012", "691.1", context="agents", exten="1002", num="1001")
+    bob = phone_leg(consult, "1002", 0x13, "691.2")
+    bob.state = 5
+    event = decode_event(attended(alice, consult, c, bob))
+    assert isinstance(event, AttendedTransferred) and event.target is not None
+    assert event.target.state == 5
+    assert event.transferee is not None and event.transferee.state == 4
+
+
+def test_attended_transfer_joining_two_hotline_calls_ends_both() -> None:
+    """Alice holds caller X, takes caller Y on her second line, then joins them: the transfer
+    target is Y's own first channel. Each call still ends with its own hangup."""
+    tracker = CallTracker()
+    x, alice_x, first = answered_by_alice("740.1", 0x40)
+    y, alice_y, second = answered_by_alice("750.1", 0x44)
+    y.num = "15559999999"
+    run(tracker, first + [(20 + s, m) for s, m in second])
+    x.state = y.state = 6  # Queue() answered them
+    join_them = ev(
+        "AttendedTransfer",
+        ("Result", "Success"),
+        alice_x.snap("OrigTransferer"),
+        ("OrigBridgeUniqueid", "b-1"),
+        alice_y.snap("SecondTransferer"),
+        ("SecondBridgeUniqueid", "b-2"),
+        ("DestType", "Bridge"),
+        ("DestBridgeUniqueid", "b-1"),
+        x.snap("Transferee"),
+        y.snap("TransferTarget"),
+        ("IsExternal", "No"),
+    )
+    run(tracker, [
+        (60, join_them),
+        (60, complete(x, alice_x, "support", 50, "transfer")),
+        (60, complete(y, alice_y, "support", 30, "transfer")),
+        (60, hangup(alice_x)),
+        (60, hangup(alice_y)),
+    ])  # fmt: skip
+    (r,) = ended(run(tracker, [(120, hangup_request(y)), (120, hangup(y))]))
+    assert (r.uniqueid, r.end_reason, r.talk_seconds) == ("750.1", "completed", 30.0)
+    assert [c.uniqueid for c in tracker.active_calls()] == ["740.1"]
+    (r,) = ended(run(tracker, [(125, hangup(x))]))
+    assert (r.uniqueid, r.talk_seconds) == ("740.1", 50.0 + 60.0)  # Alice, then Y till 120
+    assert r.transfers == (
+        Transfer(at(60), "attended", "15559999999", source="Alice Agent", answered_at=at(60)),
+    )
+    assert len(tracker) == 0
+
+
+@pytest.mark.parametrize("into", ["extension", "queue"])
+def test_caller_running_the_dialplan_before_the_blind_transfer_event_is_one_transfer(
+    into: str,
+) -> None:
+    """bridge.c queues the blind transfer to the caller's own thread before the transferer
+    publishes BlindTransfer: the caller's Newexten (and queue join) may come first."""
+    c, alice, script = answered_by_alice("690.1", 0x30)
+    if into == "extension":
+        bob = phone_leg(c, "1002", 0x32, "690.3")
+        steps = blind_to_bob(c, alice, bob)
+        steps.insert(0, steps.pop(3))  # Newexten first
+        script += [*steps, (80, newstate(bob, 6)), (200, hangup(c))]
+        expected = Transfer(at(70), "blind", "1002", source="Alice Agent", answered_at=at(80))
+    else:
+        carol = agent_leg(c, "1003", 0x33, "690.4")
+        script += [
+            (70, newexten(c, "Queue", "bookings,t,,,300", exten="7001")),
+            (70, join(c, "bookings")),
+            (70, blind(alice, c, "7001")),
+            (70, complete(c, alice, "support", 60, "transfer")),
+            (70, hangup(alice)),
+            (80, newchannel(carol)),
+            (80, leave(c, "bookings")),
+            (80, agent_ev("AgentConnect", c, carol, "bookings", ("HoldTime", "10"))),
+            (200, complete(c, carol, "bookings", 120, "caller")),
+            (200, hangup(c)),
+        ]
+        expected = Transfer(at(70), "blind", "7001", source="Alice Agent", answered_at=at(80))
+    (r,) = ended(run(CallTracker(), script))
+    assert r.transfers == (expected,)
+    assert r.talk_seconds == 60.0 + 120.0
