@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import html
 import json
 from functools import cache
@@ -23,12 +21,7 @@ from callcenter.users.model import LANGUAGES, POLICY, Principal
 from callcenter.web.api import ApiRouter, json_response, parse_body, require_principal
 from callcenter.web.auth import check_same_origin, resolve_principal
 from callcenter.web.errors import Conflict, ServiceUnavailable
-from callcenter.web.hub import (
-    SESSION_ENDED,
-    close_socket,
-    transport_aborter,
-    watch_session,
-)
+from callcenter.web.hub import SESSION_ENDED, close_socket, transport_aborter
 from callcenter.web.keys import LIVE_AGENTS
 
 router = ApiRouter(tag="console", scope=None)
@@ -186,24 +179,13 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
             service.forget(conn)  # not one more pop for this tab
         await close_socket(ws, code=code, message=reason, abort=abort, bound=service.close_timeout)
 
-    watcher = asyncio.create_task(
-        watch_session(
-            ws,
-            check,
-            user_id=principal.user_id,
-            recheck=service.recheck,
-            interval=service.recheck_interval,
-            close=end,
-        )
-    )
+    watched = service.recheck.watch(principal.user_id, check, end)  # no task of its own
     try:
         async for msg in ws:
             if conn is not None and msg.type is WSMsgType.TEXT and msg.data == "ping":
                 conn.push('{"type":"pong"}')
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        service.recheck.unwatch(watched)
         if conn is not None:
             await service.detach(conn)
     return ws

@@ -7,9 +7,10 @@ disconnected (close code 1013, try again later) rather than buffered without lim
 
 Every close is bounded (`close_socket`): a peer that stopped reading (a frozen tab, TCP window
 zero) would block a close frame for ever, so past `close_timeout` its connection is aborted.
-The session behind an open socket is re-checked every `recheck_interval` seconds and at once
-when `SessionRecheck.poke()` says it may have ended (`watch_session`): a signed-out or disabled
-user's socket is closed with 4401.
+The sessions behind the open sockets are re-checked every `recheck_interval` seconds and at
+once for a user when `SessionRecheck.poke()` says theirs may have ended: a signed-out or
+disabled user's socket is closed with 4401. One loop per hub/service does it for all its
+sockets (bounded concurrency), so an idle socket holds no task.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ Redactor = Callable[[Payload], Payload]
 
 CLOSE_TIMEOUT = 3.0  # seconds a close frame may take before the connection is aborted
 RECHECK_INTERVAL = 20.0  # seconds between two checks of an open socket's session
+RECHECK_CONCURRENCY = 4  # session checks (database queries) in flight at once per loop
 SESSION_ENDED = 4401  # close code: the session is gone (signed out, expired, user disabled)
 
 # Re-checks an open socket's session: None while it may stay open, else the close code.
 SessionCheck = Callable[[], Awaitable[int | None]]
+# Closes a socket whose session check returned a close code: (code, reason).
+SessionClose = Callable[[int, bytes], Awaitable[None]]
 
 
 class Closable(Protocol):
@@ -93,62 +97,145 @@ async def finish_tasks(tasks: set[asyncio.Task[Any]], bound: float) -> None:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-class SessionRecheck:
-    """Wakes the session check of open sockets now, rather than at the next interval (a
-    sign-out or a disabled user handled by this process)."""
+class Watched:
+    """One open socket under `SessionRecheck`: whose it is, how to check and close it."""
 
-    def __init__(self) -> None:
-        self._waiting: dict[int, set[asyncio.Event]] = {}
+    __slots__ = ("check", "close", "ended", "user_id")
+
+    def __init__(self, user_id: int, check: SessionCheck, close: SessionClose) -> None:
+        self.user_id = user_id
+        self.check = check
+        self.close = close
+        self.ended = False  # closed by a check, or gone: no further check
+
+
+class SessionRecheck:
+    """Re-checks the sessions of a hub's (or service's) open sockets: all of them every
+    `interval` seconds, in one loop that runs only while sockets are watched, and a user's at
+    once on `poke` (a sign-out or a disabled user handled by this process). At most
+    `concurrency` checks run at a time. A socket whose check returns a close code is closed
+    with it, once; a failing check (database down) keeps the socket: the next one decides."""
+
+    def __init__(
+        self, *, interval: float = RECHECK_INTERVAL, concurrency: int = RECHECK_CONCURRENCY
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._interval = interval
+        self._concurrency = concurrency
+        self._watched: dict[Watched, None] = {}  # insertion-ordered set
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._pokes: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        self._interval = seconds
+        self._wake.set()  # the loop re-arms its timer with the new interval
+
+    @property
+    def watching(self) -> int:
+        return len(self._watched)
+
+    def watch(self, user_id: int, check: SessionCheck, close: SessionClose) -> Watched:
+        """Re-check `user_id`'s socket with `check` until `unwatch`; `close` it with the code
+        a check returns. Starts the loop if it is not running."""
+        watched = Watched(user_id, check, close)
+        if self._closed:
+            watched.ended = True
+            return watched
+        self._watched[watched] = None
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        return watched
+
+    def unwatch(self, watched: Watched) -> None:
+        """The socket is gone (or being closed): no further check. Idempotent."""
+        watched.ended = True
+        self._watched.pop(watched, None)
+        if not self._watched:
+            self._wake.set()  # the loop ends rather than sleep on for nothing
 
     def poke(self, user_id: int | None = None) -> None:
-        """Re-check the sockets of `user_id`, or of everyone when None."""
-        if user_id is None:
-            groups = list(self._waiting.values())
-        else:
-            groups = [self._waiting.get(user_id, set())]
-        for events in groups:
-            for event in events:
-                event.set()
+        """Re-check the sockets of `user_id`, or of everyone when None, now."""
+        if self._closed:
+            return
+        batch = [w for w in self._watched if user_id is None or w.user_id == user_id]
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._check(batch))
+        self._pokes.add(task)
+        task.add_done_callback(self._pokes.discard)
 
-    async def wait(self, user_id: int, interval: float) -> None:
-        """Returns after `interval` seconds or on a `poke` for `user_id`, whichever is first."""
-        event = asyncio.Event()
-        events = self._waiting.setdefault(user_id, set())
-        events.add(event)
+    async def close(self) -> None:
+        """Stop checking: the loop and the checks under way are cancelled. Idempotent."""
+        self._closed = True
+        tasks = [*self._pokes, *([self._loop_task] if self._loop_task is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), interval)
+            while self._watched:
+                delay = last + self._interval - loop.time()
+                if delay > 0:
+                    self._wake.clear()
+                    timer = loop.call_later(delay, self._wake.set)
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        timer.cancel()
+                    continue
+                last = loop.time()
+                await self._check(list(self._watched))
         finally:
-            events.discard(event)
-            if not events:
-                self._waiting.pop(user_id, None)
+            self._loop_task = None
 
+    async def _check(self, batch: list[Watched]) -> None:
+        pending = iter(batch)  # shared by the workers: each socket is checked once
+        failures = 0
+        first_failure: Exception | None = None
 
-async def watch_session(
-    ws: web.WebSocketResponse,
-    check: SessionCheck,
-    *,
-    user_id: int,
-    recheck: SessionRecheck,
-    interval: float,
-    close: Callable[[int, bytes], Awaitable[None]],
-) -> None:
-    """Run `check` every `interval` seconds (or when poked) while `ws` is open; once it returns
-    a close code, `close` the socket with it. A failing check (database down) keeps the socket:
-    the next one decides."""
-    while not ws.closed:
-        await recheck.wait(user_id, interval)
-        if ws.closed:
-            return
-        try:
-            code = await check()
-        except Exception as exc:
-            log.warning("websocket session check failed (%s); keeping the socket for now", exc)
-            continue
-        if code is not None:
-            reason = b"session ended" if code == SESSION_ENDED else b"not allowed any more"
-            await close(code, reason)
-            return
+        async def worker() -> None:
+            nonlocal failures, first_failure
+            for watched in pending:
+                if watched.ended:
+                    continue
+                try:
+                    code = await watched.check()
+                except Exception as exc:
+                    failures += 1
+                    if first_failure is None:
+                        first_failure = exc
+                    continue
+                if code is None or watched.ended:
+                    continue
+                self.unwatch(watched)
+                reason = b"session ended" if code == SESSION_ENDED else b"not allowed any more"
+                try:
+                    await watched.close(code, reason)
+                except Exception:  # one socket's failure must not stop the others' checks
+                    log.exception("closing a websocket whose session ended failed")
+
+        workers = min(self._concurrency, len(batch))
+        if workers <= 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        if failures:
+            log.warning(
+                "%d websocket session check(s) failed (%s); keeping those sockets for now",
+                failures,
+                first_failure,
+            )
 
 
 def encode(channel: str, payload: Payload) -> str:
@@ -216,8 +303,7 @@ class WebSocketHub:
         self._outbox_size = outbox_size
         self._heartbeat = heartbeat
         self._close_timeout = close_timeout
-        self.recheck_interval = recheck_interval
-        self.recheck = SessionRecheck()
+        self.recheck = SessionRecheck(interval=recheck_interval)
         self._clients: set[_Client] = set()
         self._closing = False
         self._subscribed = asyncio.Event()
@@ -226,6 +312,14 @@ class WebSocketHub:
     @property
     def client_count(self) -> int:
         return len(self._clients)
+
+    @property
+    def recheck_interval(self) -> float:
+        return self.recheck.interval
+
+    @recheck_interval.setter
+    def recheck_interval(self, seconds: float) -> None:
+        self.recheck.interval = seconds
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -273,7 +367,7 @@ class WebSocketHub:
     ) -> web.WebSocketResponse:
         """The `/ws` handler. `redact`, if given, rewrites every payload this client gets;
         `check`, if given, re-checks the session of `user_id` while the socket is open
-        (see `watch_session`)."""
+        (see `SessionRecheck`)."""
         ws = web.WebSocketResponse(heartbeat=self._heartbeat)
         await ws.prepare(request)
         abort = transport_aborter(request)
@@ -291,7 +385,7 @@ class WebSocketHub:
         )
         self._clients.add(client)
         writer = asyncio.create_task(self._write_loop(client))
-        watcher: asyncio.Task[None] | None = None
+        watched: Watched | None = None
         if check is not None:
 
             async def end(code: int, reason: bytes) -> None:
@@ -299,16 +393,7 @@ class WebSocketHub:
                 client.dropped = True
                 await self._close(client, code, reason)
 
-            watcher = asyncio.create_task(
-                watch_session(
-                    ws,
-                    check,
-                    user_id=user_id,
-                    recheck=self.recheck,
-                    interval=self.recheck_interval,
-                    close=end,
-                )
-            )
+            watched = self.recheck.watch(user_id, check, end)
         try:
             async for msg in ws:
                 # Clients have nothing to say yet; a text "ping" gets a pong for liveness checks.
@@ -317,11 +402,11 @@ class WebSocketHub:
                         client.outbox.put_nowait(json.dumps({"channel": "hub", "payload": "pong"}))
         finally:
             self._clients.discard(client)
-            for task in (writer, watcher):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            if watched is not None:
+                self.recheck.unwatch(watched)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
         return ws
 
     async def _write_loop(self, client: _Client) -> None:
@@ -348,6 +433,7 @@ class WebSocketHub:
         a client whose close frame cannot go out within `close_timeout` is aborted, and
         whatever close is still running after that is cancelled."""
         self._closing = True
+        await self.recheck.close()
         for client in list(self._clients):
             self._spawn(self._close(client, WSCloseCode.GOING_AWAY, b"server shutdown"))
         await finish_tasks(self._tasks, self._close_timeout + 1.0)
