@@ -380,6 +380,7 @@ async def _console(app: web.Application) -> AsyncIterator[None]:
         default_queues=(settings.default_queue,),
         history=lambda: app.get(CUSTOMER_HISTORY),
         lookup_timeout=settings.lookup_timeout,
+        recorder=app[IVR_RECORDER],  # its writes announce the IVR steps to the pops
     ):
         yield
 

@@ -16,6 +16,7 @@ __all__ = [
     "CALLBACKS",
     "CALLS",
     "DEFAULT_PREFIX",
+    "IVR_STEPS",
     "QUEUES",
     "SYSTEM",
     "key",
@@ -27,6 +28,9 @@ AGENTS: Final = "agents"  # agent/member state: paused, ringing, in call, logged
 QUEUES: Final = "queues"  # queue statistics: waiting callers, longest wait, service level
 CALLBACKS: Final = "callbacks"  # callback requests created or handled
 SYSTEM: Final = "system"  # AMI connection up/down, reconcile runs
+# a call's IVR steps written to the call log (uniqueid, digits): for the screen-pops; not in
+# ALL_CHANNELS (not for browsers)
+IVR_STEPS: Final = "ivr_steps"
 
 ALL_CHANNELS: Final = (CALLS, AGENTS, QUEUES, CALLBACKS, SYSTEM)
 

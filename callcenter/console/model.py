@@ -70,6 +70,8 @@ class Enrichment:
     digits: tuple[IvrDigit, ...] = ()
     complete: bool = True
     steps_pending: bool = False
+    # the lookups that failed or ran out of time ("customer", "history", "steps", "tickets")
+    failed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

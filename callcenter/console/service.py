@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from callcenter.bus.base import Bus, Payload
-from callcenter.bus.keys import AGENTS
+from callcenter.bus.keys import AGENTS, IVR_STEPS
 from callcenter.calls.model import CallRecord, IvrStep
 from callcenter.console.model import (
     LOGGED_OUT_REASON,
@@ -64,6 +64,7 @@ __all__ = [
     "build_pop_data",
     "encode_frame",
     "path_digits",
+    "steps_stored_messages",
 ]
 
 
@@ -221,6 +222,41 @@ def _digits(steps: Iterable[IvrStep]) -> tuple[IvrDigit, ...]:
     )
 
 
+def steps_stored_messages(steps: Iterable[IvrStep]) -> list[Payload]:
+    """The `IVR_STEPS` bus messages for IVR steps just written to the call log: one per call,
+    {"uniqueid", "digits": [{node, kind, input, result}]} (the keys the caller pressed)."""
+    by_call: dict[str, list[IvrStep]] = {}
+    for step in steps:
+        by_call.setdefault(step.call_uniqueid, []).append(step)
+    return [
+        {"uniqueid": uniqueid, "digits": [asdict(d) for d in _digits(found)]}
+        for uniqueid, found in by_call.items()
+    ]
+
+
+def _message_digits(payload: Payload) -> tuple[str, tuple[IvrDigit, ...]] | None:
+    """(uniqueid, digits) of an `IVR_STEPS` message; None if it is malformed."""
+    uniqueid, found = payload.get("uniqueid"), payload.get("digits")
+    if not isinstance(uniqueid, str) or not uniqueid or not isinstance(found, list):
+        return None
+    digits: list[IvrDigit] = []
+    for d in found:
+        if not isinstance(d, dict) or not all(
+            isinstance(d.get(k), str) for k in ("node", "kind", "input")
+        ):
+            return None
+        result = d.get("result")
+        digits.append(
+            IvrDigit(
+                node=d["node"],
+                kind=d["kind"],
+                input=d["input"],
+                result=result if isinstance(result, str) else None,
+            )
+        )
+    return uniqueid, tuple(digits)
+
+
 def path_digits(path: Iterable[Any]) -> tuple[IvrDigit, ...]:
     """The menu keys of an IVR path ("lookup,language,hours,main,2,complaints_queue": the
     engine appends the key after its menu node, then the node it led to), as digits. What the
@@ -272,10 +308,9 @@ class PopEnricher:
     a slow or failing one is skipped (the pop still goes out, `complete` False).
 
     A call that went through the IVR (it carries an IVR path) but whose steps are not stored
-    yet is enriched with `steps_pending`; `stored_digits` then reads the call log again, from
-    `steps_poll` seconds apart doubling up to `steps_poll_max`, until they are there or
-    `steps_wait` seconds have passed (the runner may be writing them from another process,
-    or holding them while the database is down: no in-process signal covers every case)."""
+    yet is enriched with `steps_pending`: the screen-pop service then waits up to `steps_wait`
+    seconds for the `IVR_STEPS` bus message the recorder sends once it has written them (no
+    polling: a slow database gets no more reads)."""
 
     def __init__(
         self,
@@ -286,17 +321,13 @@ class PopEnricher:
         timeout: float = 0.3,
         history_limit: int = 5,
         steps_wait: float = 60.0,
-        steps_poll: float = 0.1,
-        steps_poll_max: float = 1.0,
     ) -> None:
         self._customers = customers
         self._calls = calls
         self._tickets = tickets
         self._timeout = timeout
         self._limit = history_limit
-        self._steps_wait = steps_wait
-        self._steps_poll = steps_poll
-        self._steps_poll_max = max(steps_poll, steps_poll_max)
+        self.steps_wait = steps_wait
 
     async def enrich(self, payload: Payload) -> Enrichment:
         number = str(payload.get("caller_number") or "")
@@ -305,13 +336,14 @@ class PopEnricher:
         calls_f = self._bounded(self._history(number, uniqueid))
         steps_f = self._bounded(self._steps(uniqueid))
         customer, calls, steps = await asyncio.gather(customer_f, calls_f, steps_f)
-        complete = customer is not _FAILED and calls is not _FAILED and steps is not _FAILED
+        found = {"customer": customer, "history": calls, "steps": steps}
+        failed = [name for name, got in found.items() if got is _FAILED]
         card = customer if isinstance(customer, CustomerCard) else None
         history = list(calls) if isinstance(calls, tuple) else []
         if card is not None and self._tickets is not None:
             tickets = await self._bounded(self._tickets(card.id, self._limit))
             if tickets is _FAILED:
-                complete = False
+                failed.append("tickets")
             elif isinstance(tickets, Sequence):
                 history.extend(tickets)
         history.sort(key=lambda h: h.at or "", reverse=True)
@@ -320,45 +352,22 @@ class PopEnricher:
             customer=card,
             history=tuple(history[: self._limit * 2]),
             digits=steps if isinstance(steps, tuple) else (),
-            complete=complete,
+            complete=not failed,
             steps_pending=went_through_ivr and not isinstance(steps, tuple),
+            failed=tuple(failed),
         )
 
-    async def stored_digits(self, uniqueid: str) -> tuple[IvrDigit, ...] | None:
-        """The digits of the call's IVR steps once they are stored; None if they are not
-        within `steps_wait` seconds. A failing read counts as "not yet"."""
-        if self._calls is None or not uniqueid:
-            return None
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._steps_wait
-        interval = self._steps_poll
-        while True:
-            found = await self._bounded(self._steps(uniqueid), quiet=True)
-            if isinstance(found, tuple):
-                return found
-            left = give_up - loop.time()
-            if left <= 0:
-                log.info(
-                    "screen-pop: IVR steps of %s not stored after %ss", uniqueid, self._steps_wait
-                )
-                return None
-            await asyncio.sleep(min(interval, left))
-            interval = min(interval * 2, self._steps_poll_max)
-
-    async def _bounded(self, coro: Awaitable[Any], *, quiet: bool = False) -> Any:
+    async def _bounded(self, coro: Awaitable[Any]) -> Any:
         try:
             async with asyncio.timeout(self._timeout):
                 return await coro
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            if not quiet:
-                log.warning("screen-pop lookup took over %.2fs; popping without it", self._timeout)
+            log.warning("screen-pop lookup took over %.2fs; popping without it", self._timeout)
             return _FAILED
         except Exception as exc:
-            if quiet:
-                log.debug("screen-pop: reading the IVR steps failed: %r", exc)
-            elif is_database_down(exc):
+            if is_database_down(exc):
                 log.warning("screen-pop lookup: database unavailable; popping without it")
             else:
                 log.exception("screen-pop lookup failed; popping without it")
@@ -387,18 +396,30 @@ class PopEnricher:
 
 
 _FAILED = object()
+MAX_STEP_WAITS = 1000  # calls waiting for their IVR steps at once (the oldest wait ends first)
+
+
+def _lookup_key(payload: Payload) -> str:
+    return f"{payload.get('uniqueid')}|{payload.get('caller_number')}"
 
 
 def _stored_outcome(
-    enrichment: Enrichment, stored: asyncio.Task[tuple[IvrDigit, ...] | None]
+    enrichment: Enrichment, stored: asyncio.Future[tuple[IvrDigit, ...] | None]
 ) -> Enrichment:
     """`enrichment` once the wait for the stored steps is over: their digits, or (never
-    stored, or the wait failed) the path's as before, no longer pending."""
-    found = None
-    if not stored.cancelled() and stored.exception() is None:
-        found = stored.result()
-    digits = found if found is not None else enrichment.digits
-    return replace(enrichment, digits=digits, steps_pending=False)
+    stored, or the wait was cancelled) the path's as before, no longer pending."""
+    found = None if stored.cancelled() or stored.exception() else stored.result()
+    return _with_digits(enrichment, found)
+
+
+def _with_digits(enrichment: Enrichment, found: tuple[IvrDigit, ...] | None) -> Enrichment:
+    """`enrichment` no longer pending, with the stored digits `found` (None: none came)."""
+    if found is None:
+        return replace(enrichment, steps_pending=False)
+    failed = tuple(name for name in enrichment.failed if name != "steps")
+    # the digits were the only part missing: the pop is complete now
+    complete = enrichment.complete or (bool(enrichment.failed) and not failed)
+    return replace(enrichment, digits=found, steps_pending=False, complete=complete, failed=failed)
 
 
 def _outcome(lookup: asyncio.Task[Enrichment]) -> Enrichment:
@@ -541,8 +562,8 @@ class ScreenPopService:
     ) -> None:
         self._bus = bus
         self.close_timeout = close_timeout
-        self.recheck_interval = recheck_interval
-        self.recheck = SessionRecheck()  # wakes the session check of open tabs (sign-out)
+        # re-checks the sessions of open tabs (every interval, and a user's at once on poke)
+        self.recheck = SessionRecheck(interval=recheck_interval)
         self._enricher = enricher
         self._clock = clock
         self._buffer_size = buffer_size
@@ -553,8 +574,12 @@ class ScreenPopService:
         self._buffers: OrderedDict[str, PopBuffer] = OrderedDict()
         self._connections: dict[str, set[Connection]] = {}
         self._enriched: OrderedDict[str, asyncio.Task[Enrichment]] = OrderedDict()
-        # uniqueid -> the wait for the call's IVR steps to be stored (ring before the write)
-        self._stored: OrderedDict[str, asyncio.Task[tuple[IvrDigit, ...] | None]] = OrderedDict()
+        # uniqueid -> the wait for the call's IVR steps to be stored (ring before the write):
+        # the digits from their `IVR_STEPS` message, or None (not within steps_wait, evicted)
+        self._stored: OrderedDict[str, asyncio.Future[tuple[IvrDigit, ...] | None]] = OrderedDict()
+        # uniqueid -> digits of the calls whose steps were announced lately (one announced
+        # while its pop's lookup was reading is not missed)
+        self._landed: OrderedDict[str, tuple[IvrDigit, ...]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
         self._closing = False
@@ -565,11 +590,14 @@ class ScreenPopService:
         await self._subscribed.wait()
 
     async def run(self) -> None:
-        """Follow the `agents` channel until cancelled; a broken bus is retried."""
+        """Follow the `agents` and `ivr_steps` channels until cancelled; a broken bus is
+        retried."""
         await follow_bus(
             self._bus,
-            (AGENTS,),
-            lambda _channel, payload: self.feed(payload),
+            (AGENTS, IVR_STEPS),
+            lambda channel, payload: (
+                self.steps_stored(payload) if channel == IVR_STEPS else self.feed(payload)
+            ),
             subscribed=self._subscribed,
             stopping=lambda: self._closing,
             what="screen-pop",
@@ -597,7 +625,7 @@ class ScreenPopService:
         lookup = self._enrichment(payload)
         ready = lookup.done()
         now = self._clock()
-        stored: asyncio.Task[tuple[IvrDigit, ...] | None] | None = None
+        stored: asyncio.Future[tuple[IvrDigit, ...] | None] | None = None
         if ready:
             enrichment, stored = self._with_stored_steps(payload, _outcome(lookup))
         else:
@@ -619,7 +647,7 @@ class ScreenPopService:
 
     def _enrichment(self, payload: Payload) -> asyncio.Task[Enrichment]:
         # ring, answer and finish of one call share one lookup
-        key = f"{payload.get('uniqueid')}|{payload.get('caller_number')}"
+        key = _lookup_key(payload)
         task = self._enriched.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._enricher.enrich(payload))
@@ -630,29 +658,84 @@ class ScreenPopService:
             self._enriched.move_to_end(key)
         return task
 
+    def steps_stored(self, payload: Payload) -> None:
+        """An `IVR_STEPS` message: the call's IVR steps are written to the call log. The pops
+        waiting for them get their digits (a `pop.update`), and the call's later pops carry
+        them at once."""
+        if self._closing:
+            return
+        found = _message_digits(payload)
+        if found is None:
+            log.warning("screen-pop: malformed IVR steps message ignored")
+            return
+        uniqueid, digits = found
+        self._landed[uniqueid] = digits
+        self._landed.move_to_end(uniqueid)
+        while len(self._landed) > MAX_STEP_WAITS:
+            self._landed.popitem(last=False)
+        wait = self._stored.get(uniqueid)
+        if wait is not None and not wait.done():
+            wait.set_result(digits)
+
     def _with_stored_steps(
         self, payload: Payload, enrichment: Enrichment
-    ) -> tuple[Enrichment, asyncio.Task[tuple[IvrDigit, ...] | None] | None]:
+    ) -> tuple[Enrichment, asyncio.Future[tuple[IvrDigit, ...] | None] | None]:
         """`enrichment` with the call's stored digits if they came since its lookup; else the
         wait for them (None: nothing to wait for)."""
         if not enrichment.steps_pending:
             return enrichment, None
         uniqueid = str(payload.get("uniqueid") or "")
+        landed = self._landed.get(uniqueid)
+        if landed is not None:
+            return _with_digits(enrichment, landed), None
+        if self._closing:  # no wait may outlive the service
+            return _with_digits(enrichment, None), None
         wait = self._stored.get(uniqueid)
         if wait is None:
-            wait = asyncio.get_running_loop().create_task(self._enricher.stored_digits(uniqueid))
-            self._stored[uniqueid] = wait
-            while len(self._stored) > 1000:
-                self._stored.popitem(last=False)[1].cancel()
+            wait = self._wait_for_steps(uniqueid, _lookup_key(payload))
+        return enrichment, wait
+
+    def _wait_for_steps(
+        self, uniqueid: str, lookup_key: str
+    ) -> asyncio.Future[tuple[IvrDigit, ...] | None]:
+        """A wait for the call's `IVR_STEPS` message, bounded by `steps_wait`. One that ends
+        without the digits is forgotten with the call's lookup: a later pop of the call starts
+        afresh (the steps may have been written since, by another process or after an outage
+        longer than the wait)."""
+        loop = asyncio.get_running_loop()
+        wait: asyncio.Future[tuple[IvrDigit, ...] | None] = loop.create_future()
+        timer = loop.call_later(self._enricher.steps_wait, self._give_up, uniqueid, wait)
+
+        def ended(done: asyncio.Future[tuple[IvrDigit, ...] | None]) -> None:
+            timer.cancel()
+            if self._stored.get(uniqueid) is done:
+                del self._stored[uniqueid]
+            if done.cancelled() or done.result() is None:
+                lookup = self._enriched.get(lookup_key)
+                if lookup is not None and lookup.done():
+                    del self._enriched[lookup_key]
+
+        wait.add_done_callback(ended)
+        self._stored[uniqueid] = wait
+        while len(self._stored) > MAX_STEP_WAITS:
+            evicted = self._stored.popitem(last=False)[1]
+            if not evicted.done():  # ended, not cancelled: its pops still get their update
+                evicted.set_result(None)
+        return wait
+
+    def _give_up(self, uniqueid: str, wait: asyncio.Future[tuple[IvrDigit, ...] | None]) -> None:
         if not wait.done():
-            return enrichment, wait
-        return _stored_outcome(enrichment, wait), None
+            log.info(
+                "screen-pop: IVR steps of %s not stored after %ss",
+                uniqueid,
+                self._enricher.steps_wait,
+            )
+            wait.set_result(None)
 
     async def _complete(
         self, pop: Pop, payload: Payload, lookup: asyncio.Task[Enrichment], at: datetime
     ) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(lookup)
+        await asyncio.wait([lookup])  # its failure or cancellation enriches nothing
         enrichment, stored = self._with_stored_steps(payload, _outcome(lookup))
         self._update(pop, payload, enrichment, at)
         if stored is not None:
@@ -663,11 +746,10 @@ class ScreenPopService:
         pop: Pop,
         payload: Payload,
         enrichment: Enrichment,
-        stored: asyncio.Task[tuple[IvrDigit, ...] | None],
+        stored: asyncio.Future[tuple[IvrDigit, ...] | None],
         at: datetime,
     ) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(stored)
+        await asyncio.wait([stored])  # does not raise whatever ended the wait
         self._update(pop, payload, _stored_outcome(enrichment, stored), at)
 
     def _update(self, pop: Pop, payload: Payload, enrichment: Enrichment, at: datetime) -> None:
@@ -776,6 +858,14 @@ class ScreenPopService:
     def closing(self) -> bool:
         return self._closing
 
+    @property
+    def recheck_interval(self) -> float:
+        return self.recheck.interval
+
+    @recheck_interval.setter
+    def recheck_interval(self, seconds: float) -> None:
+        self.recheck.interval = seconds
+
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -791,6 +881,7 @@ class ScreenPopService:
         a tab whose close frame cannot go out within `close_timeout` is aborted, and a close
         still running after that is cancelled."""
         self._closing = True
+        await self.recheck.close()
         conns = [c for group in self._connections.values() for c in group]
         closing = {asyncio.ensure_future(c.close(1001, b"server shutdown")) for c in conns}
         await finish_tasks(closing, self.close_timeout + 1.0)
@@ -799,9 +890,9 @@ class ScreenPopService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        waits = [*self._enriched.values(), *self._stored.values()]
-        for task in waits:
-            task.cancel()
+        waits: list[asyncio.Future[Any]] = [*self._enriched.values(), *self._stored.values()]
+        for wait in waits:
+            wait.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
 
 

@@ -626,7 +626,11 @@ class DeferredCallLog(HeldWrites[str, CallRecord]):
 class DeferredIvrRecorder(HeldWrites[tuple[str, int], IvrStep]):
     """The IVR runner's recorder: the steps of sessions that end while the database is down
     (stored insert-or-ignore by call and seq) are held and written when it is back. Callback
-    requests go straight through: the caller is told whether the request was taken."""
+    requests go straight through: the caller is told whether the request was taken.
+
+    `on_written(steps)` is called after each successful write of steps (a session's, or held
+    ones flushed after an outage), never for steps only held or spooled. It must not block;
+    an error it raises is logged and ignored (the write stands)."""
 
     def __init__(
         self,
@@ -637,10 +641,11 @@ class DeferredIvrRecorder(HeldWrites[tuple[str, int], IvrStep]):
         batch: int = 2000,
         write_timeout: float = 1.5,
         spool: Spool[IvrStep] | None = None,
+        on_written: Callable[[Sequence[IvrStep]], None] | None = None,
     ) -> None:
         """`write_timeout`: below the runner's bound on recording a session's steps."""
         super().__init__(
-            write=recorder.record_steps,
+            write=self._write_steps,
             key=_step_key,
             database=database,
             what="IVR steps",
@@ -650,9 +655,19 @@ class DeferredIvrRecorder(HeldWrites[tuple[str, int], IvrStep]):
             spool=spool,
         )
         self._recorder = recorder
+        self.on_written = on_written
 
     async def record_steps(self, steps: Sequence[IvrStep]) -> None:
         await self.submit(steps)
+
+    async def _write_steps(self, steps: Sequence[IvrStep]) -> None:
+        await self._recorder.record_steps(steps)
+        hook = self.on_written
+        if hook is not None:
+            try:
+                hook(steps)
+            except Exception:
+                log.exception("IVR steps: the hook after a write failed")
 
     async def record_callback(self, req: CallbackRequest) -> None:
         await self._recorder.record_callback(req)

@@ -310,3 +310,66 @@ async def test_the_complaint_list_pages_on_by_cursor_while_complaints_arrive(
     assert top[:2] == arrived[::-1] and top[2:] == ids[::-1][:48]
     await expect(page.locator("#prev-c")).to_be_disabled()
     await ctx.close()
+
+
+async def test_next_while_a_page_loads_or_after_a_failed_load_moves_one_page(
+    server: Any, browser: Any
+) -> None:
+    """60 complaints, 50 a page. A second Next while page 2 loads (a double click, a slow API)
+    does not move on twice: the buttons wait for the page. A page that fails to load (503)
+    leaves the list where it was, so Next again shows page 2 and Previous page 1."""
+    from playwright.async_api import Route, expect
+
+    tickets = server.app[TICKETS]
+    for i in range(60):
+        await tickets.create_complaint(
+            actor_id=server.users["alice"],
+            actor_role="agent",
+            customer_id=server.customer_id,
+            category="billing",
+            description=f"complaint {i}",
+        )
+    ctx = await browser.new_context(viewport=VIEWPORT, locale="en-US")
+    page = await open_cases(ctx, server.url, "alice")
+    rows = page.locator("#list-c tbody tr[data-id]")
+    count = page.locator("#count-c")
+    await expect(count).to_have_text("1–50 of 60", timeout=WAIT_MS)
+    first_page = await rows.evaluate_all("rs => rs.map(r => Number(r.dataset.id))")
+
+    held = asyncio.Event()
+    release = asyncio.Event()
+    fail = True
+
+    async def later_pages(route: Route) -> None:
+        if fail:  # the API down for a moment
+            await route.fulfill(
+                status=503,
+                json={"error": {"code": "database_unavailable", "message": "try again"}},
+            )
+            return
+        held.set()
+        await release.wait()
+        await route.continue_()
+
+    await page.route(re.compile(r"/api/v1/complaints\?.*cursor="), later_pages)
+    await page.click("#next-c")
+    await expect(count).to_contain_text("database_unavailable", timeout=WAIT_MS)
+    await expect(page.locator("#next-c")).to_be_enabled()  # a retry is possible
+    await expect(page.locator("#prev-c")).to_be_disabled()  # still on page 1
+
+    fail = False
+    await page.click("#next-c")
+    async with asyncio.timeout(WAIT_MS / 1000):
+        await held.wait()
+    await expect(page.locator("#next-c")).to_be_disabled()  # while page 2 loads
+    await page.evaluate("document.getElementById('next-c').click()")  # the double click
+    release.set()
+    await expect(count).to_have_text("51–60 of 60", timeout=WAIT_MS)
+    await expect(rows).to_have_count(10)
+    await expect(page.locator("#next-c")).to_be_disabled()  # the last page
+
+    await page.click("#prev-c")
+    await expect(count).to_have_text("1–50 of 60", timeout=WAIT_MS)
+    assert await rows.evaluate_all("rs => rs.map(r => Number(r.dataset.id))") == first_page
+    await expect(page.locator("#prev-c")).to_be_disabled()
+    await ctx.close()

@@ -9,21 +9,41 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from callcenter.bus.keys import IVR_STEPS
 from callcenter.bus.memory import MemoryBus
 from callcenter.calls.model import CallRecord, IvrStep
-from callcenter.console.service import PopEnricher, ScreenPopService, path_digits
+from callcenter.console.service import (
+    PopEnricher,
+    ScreenPopService,
+    path_digits,
+    steps_stored_messages,
+)
 from tests.unit.test_console_service import Customers, Sink, payload, settle
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PATH = ["lookup", "language", "hours", "main", "1", "order_number", "bookings_queue"]
 
 
-class LateSteps:
-    """A call log whose IVR steps are stored only once `landed` is set."""
+def stored(uniqueid: str = "100.1") -> list[IvrStep]:
+    """The steps the runner writes for the call once its IVR session has ended."""
+    return [
+        IvrStep(uniqueid, 1, NOW, "lookup", "lookup", input="13800138000", result="known"),
+        IvrStep(uniqueid, 2, NOW, "language", "language", input="2", result="en"),
+        IvrStep(uniqueid, 3, NOW, "main", "menu", input="1", result="bookings"),
+        IvrStep(uniqueid, 4, NOW, "order_number", "collect", input="12345678", result="ok"),
+        IvrStep(uniqueid, 5, NOW, "bookings_queue", "queue", result="bookings"),
+    ]
 
-    def __init__(self) -> None:
+
+class LateSteps:
+    """A call log whose IVR steps are stored only once `landed` is set; `fail` makes reads of
+    the steps fail (a database gone away)."""
+
+    def __init__(self, *, fail: bool = False) -> None:
         self.landed = asyncio.Event()
-        self.polled = asyncio.Event()  # read again after the pop's lookup: nothing there yet
+        self.fail = fail
         self.reads = 0
 
     async def list_calls(self, *, caller: str | None = None, limit: int = 50) -> list[CallRecord]:
@@ -31,43 +51,65 @@ class LateSteps:
 
     async def get_steps(self, uniqueid: str) -> list[IvrStep]:
         self.reads += 1
-        if not self.landed.is_set():
-            if self.reads > 1:
-                self.polled.set()
-            return []
-        return [
-            IvrStep(uniqueid, 1, NOW, "lookup", "lookup", input="13800138000", result="known"),
-            IvrStep(uniqueid, 2, NOW, "language", "language", input="2", result="en"),
-            IvrStep(uniqueid, 3, NOW, "main", "menu", input="1", result="bookings"),
-            IvrStep(uniqueid, 4, NOW, "order_number", "collect", input="12345678", result="ok"),
-            IvrStep(uniqueid, 5, NOW, "bookings_queue", "queue", result="bookings"),
-        ]
+        if self.fail:
+            raise ConnectionRefusedError("database down")
+        return stored(uniqueid) if self.landed.is_set() else []
 
 
 class UpdateSink(Sink):
     def __init__(self) -> None:
         super().__init__()
         self.updated = asyncio.Event()
+        self._changed = asyncio.Condition()
 
     async def send_str(self, data: str, compress: int | None = None) -> None:
         await super().send_str(data, compress)
         if self.frames[-1]["type"] == "pop.update":
             self.updated.set()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, done: Any) -> None:
+        """Wait until `done(self)` holds (bounded: a failing test does not hang)."""
+        async with asyncio.timeout(10), self._changed:
+            await self._changed.wait_for(lambda: done(self))
 
 
-def service_with(calls: Any, **kw: Any) -> ScreenPopService:
+def updates(tab: Sink) -> int:
+    return [f["type"] for f in tab.frames].count("pop.update")
+
+
+def service_with(calls: Any, bus: MemoryBus | None = None, **kw: Any) -> ScreenPopService:
     return ScreenPopService(
-        bus=MemoryBus(),
-        enricher=PopEnricher(
-            customers=Customers(),
-            calls=calls,
-            timeout=1.0,
-            steps_poll=0.001,
-            steps_poll_max=0.01,
-            **kw,
-        ),
+        bus=bus or MemoryBus(),
+        enricher=PopEnricher(customers=Customers(), calls=calls, timeout=1.0, **kw),
         clock=lambda: NOW,
     )
+
+
+async def written(bus: MemoryBus, steps: list[IvrStep]) -> None:
+    """What the IVR recorder announces once it has written `steps` to the call log."""
+    for message in steps_stored_messages(steps):
+        await bus.publish(IVR_STEPS, message)
+
+
+async def following(service: ScreenPopService) -> asyncio.Task[None]:
+    task = asyncio.create_task(service.run())
+    async with asyncio.timeout(10):
+        await service.wait_subscribed()
+    return task
+
+
+async def settled(service: ScreenPopService) -> None:
+    """Every pop's updates sent; bounded: on a failure the test fails instead of hanging."""
+    async with asyncio.timeout(10):
+        await settle(service)
+
+
+async def stop(service: ScreenPopService, task: asyncio.Task[None]) -> None:
+    await service.close()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def digits(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -77,9 +119,11 @@ def digits(data: dict[str, Any]) -> list[tuple[str, str]]:
 ALL = [("language", "2"), ("main", "1"), ("order_number", "12345678")]
 
 
-async def test_steps_stored_after_the_ring_reach_the_pop_as_an_update() -> None:
+async def test_steps_stored_after_the_ring_reach_the_pop_by_a_bus_message() -> None:
     calls = LateSteps()
-    service = service_with(calls)
+    bus = MemoryBus()
+    service = service_with(calls, bus)
+    task = await following(service)
     tab = UpdateSink()
     service.attach(tab, interface="PJSIP/1001", user_id=1)
     ring = payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1")
@@ -93,40 +137,64 @@ async def test_steps_stored_after_the_ring_reach_the_pop_as_an_update() -> None:
     assert (first["ivr_choice"], first["ivr_choice_label"]) == ("1", "order_number")
     assert first["digits_pending"] is True
 
-    calls.landed.set()
-    await settle(service)
+    # written by the runner of this or another process: the message brings them (the call
+    # log is not read again, a slow database gets no extra load)
+    await written(bus, stored())
+    await settled(service)
     final = tab.pops()[0]["pop"]
     assert digits(final) == ALL
     assert final["digits_pending"] is False and final["customer"]["name"] == "张三"
+    assert final["complete"] is True
     assert (final["ivr_choice"], final["ivr_choice_label"]) == ("1", "bookings")
     assert [f["type"] for f in tab.frames].count("pop") == 1  # updates of the one pop
     assert service.recent("PJSIP/1001")[0].data["digits_pending"] is False  # replays too
+    assert calls.reads == 1  # the lookup's read only
 
-    reads = calls.reads
     service.feed(payload("agent.answered", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
-    await settle(service)
+    await settled(service)
     answered = tab.frames[-1]
     assert answered["type"] == "pop" and answered["pop"]["kind"] == "answered"
     assert digits(answered["pop"]) == ALL and answered["pop"]["digits_pending"] is False
-    assert calls.reads == reads  # the call's stored steps are known: no more reads
+    assert calls.reads == 1  # the call's stored steps are known: no more reads
+    await stop(service, task)
 
 
 async def test_pops_of_the_call_before_the_steps_land_are_each_updated() -> None:
     calls = LateSteps()
-    service = service_with(calls)
-    tab = Sink()
+    bus = MemoryBus()
+    service = service_with(calls, bus)
+    task = await following(service)
+    tab = UpdateSink()
     service.attach(tab, interface="PJSIP/1001", user_id=1)
     service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
     service.feed(payload("agent.answered", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
-    async with asyncio.timeout(10):
-        await calls.polled.wait()
+    await tab.until(lambda t: updates(t) == 2)  # both pops have the archive's part
     assert [p.data["digits_pending"] for p in service.recent("PJSIP/1001")] == [True, True]
-    calls.landed.set()
-    await settle(service)
+    await written(bus, stored("100.9"))  # another call's steps: not these
+    await written(bus, stored())
+    await settled(service)
     assert [(p["pop"]["kind"], digits(p["pop"])) for p in tab.pops()] == [
         ("ringing", ALL),
         ("answered", ALL),
     ]
+    assert calls.reads == 1
+    await stop(service, task)
+
+
+async def test_steps_written_while_the_lookup_reads_are_not_missed() -> None:
+    calls = LateSteps()  # the lookup's read does not see them (it began before the commit)
+    bus = MemoryBus()
+    service = service_with(calls, bus)
+    task = await following(service)
+    tab = UpdateSink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    for message in steps_stored_messages(stored()):  # as `run()` hands it over
+        service.steps_stored(message)
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await settled(service)
+    data = tab.pops()[0]["pop"]
+    assert digits(data) == ALL and data["digits_pending"] is False
+    await stop(service, task)
 
 
 async def test_steps_that_never_land_leave_the_path_digits_and_end_the_wait() -> None:
@@ -135,9 +203,88 @@ async def test_steps_that_never_land_leave_the_path_digits_and_end_the_wait() ->
     tab = Sink()
     service.attach(tab, interface="PJSIP/1001", user_id=1)
     service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
-    await settle(service)  # returns: the wait for the steps is bounded
+    await settled(service)  # returns: the wait for the steps is bounded
     data = tab.pops()[0]["pop"]
     assert digits(data) == [("main", "1")] and data["digits_pending"] is False
+    assert calls.reads == 1  # waited for a message, not polled
+
+
+async def test_after_a_wait_that_gave_up_a_later_pop_of_the_call_starts_afresh() -> None:
+    # an outage longer than the wait: the steps are held, then written when the database is
+    # back (announced, or seen by the next pop's lookup when written by another process)
+    calls = LateSteps()
+    bus = MemoryBus()
+    service = service_with(calls, bus, steps_wait=0.01)
+    task = await following(service)
+    tab = Sink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await settled(service)
+    assert tab.pops()[0]["pop"]["digits_pending"] is False  # gave up: the path's digits
+    for message in steps_stored_messages(stored()):  # as `run()` hands it over
+        service.steps_stored(message)
+    service.feed(payload("agent.answered", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await settled(service)
+    answered = tab.pops()[-1]["pop"]
+    assert answered["kind"] == "answered" and digits(answered) == ALL
+
+    # no message this process saw (written elsewhere, say): the next pop reads once more
+    reads = calls.reads
+    other = payload("agent.ringing", "PJSIP/1001", "200.1", ivr_path=PATH, ivr_choice="1")
+    service.feed(other)
+    await settled(service)
+    assert digits(tab.pops()[-1]["pop"]) == [("main", "1")]  # the read before the write
+    assert calls.reads == reads + 1
+    calls.landed.set()
+    service.feed({**other, "type": "agent.answered"})
+    await settled(service)
+    assert digits(tab.pops()[-1]["pop"]) == ALL and calls.reads == reads + 2
+    await stop(service, task)
+
+
+async def test_an_evicted_wait_still_ends_the_pending_digits() -> None:
+    calls = LateSteps()
+    service = service_with(calls)  # waits of 60 s: the first is evicted, not timed out
+    tab = UpdateSink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    service.feed(payload("agent.ringing", "PJSIP/1001", "1.0", ivr_path=PATH, ivr_choice="1"))
+    await tab.until(lambda t: updates(t) == 1)
+    for n in range(1, 1001):  # the overload the cap on waits is for
+        service.feed(payload("agent.ringing", "PJSIP/2", f"1.{n}", ivr_path=PATH))
+    await tab.until(lambda t: updates(t) == 2)
+    data = tab.pops()[0]["pop"]
+    assert data["digits_pending"] is False and digits(data) == [("main", "1")]
+    await service.close()
+
+
+async def test_stored_digits_make_a_pop_whose_step_read_failed_complete() -> None:
+    calls = LateSteps(fail=True)
+    bus = MemoryBus()
+    service = service_with(calls, bus)
+    task = await following(service)
+    tab = UpdateSink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await tab.until(lambda t: updates(t) == 1)
+    first = tab.pops()[0]["pop"]
+    assert first["complete"] is False and first["digits_pending"] is True
+    await written(bus, stored())
+    await settled(service)
+    final = tab.pops()[0]["pop"]
+    assert final["complete"] is True and digits(final) == ALL
+    assert calls.reads == 1  # a failed read is not retried
+    await stop(service, task)
+
+
+async def test_a_pop_during_close_starts_no_wait() -> None:
+    calls = LateSteps()
+    service = service_with(calls)
+    tab = Sink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    await service.close()
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await settled(service)  # nothing waits 60 s for the steps
+    await service.close()
 
 
 async def test_a_call_without_an_ivr_path_does_not_wait_for_steps() -> None:
@@ -146,10 +293,45 @@ async def test_a_call_without_an_ivr_path_does_not_wait_for_steps() -> None:
     tab = Sink()
     service.attach(tab, interface="PJSIP/1001", user_id=1)
     service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=[], ivr_choice=None))
-    await settle(service)
+    await settled(service)
     data = tab.pops()[0]["pop"]
     assert data["digits"] == [] and data["digits_pending"] is False
     assert calls.reads == 1
+
+
+def test_the_stored_steps_message_carries_the_keys_of_each_call() -> None:
+    steps = [*stored("1.1"), *stored("1.2")[1:3]]
+    messages = steps_stored_messages(steps)
+    assert [m["uniqueid"] for m in messages] == ["1.1", "1.2"]
+    assert messages[0]["digits"] == [
+        {"node": "language", "kind": "language", "input": "2", "result": "en"},
+        {"node": "main", "kind": "menu", "input": "1", "result": "bookings"},
+        {"node": "order_number", "kind": "collect", "input": "12345678", "result": "ok"},
+    ]  # not the lookup's caller id, not the queue step
+    assert [d["node"] for d in messages[1]["digits"]] == ["language", "main"]
+    assert steps_stored_messages([]) == []
+
+
+async def test_a_malformed_steps_message_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    service = service_with(LateSteps())
+    tab = UpdateSink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await tab.until(lambda t: updates(t) == 1)  # waiting for the steps
+    bad: list[dict[str, Any]] = [
+        {},
+        {"uniqueid": "100.1"},
+        {"uniqueid": "", "digits": []},
+        {"uniqueid": "100.1", "digits": [{"node": 1, "kind": "menu", "input": "1"}]},
+        {"uniqueid": "100.1", "digits": "12"},
+    ]
+    for message in bad:
+        service.steps_stored(message)
+    assert caplog.text.count("malformed IVR steps message") == len(bad)
+    service.feed(payload("agent.answered", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await tab.until(lambda t: len(t.pops()) == 2)
+    assert [p["pop"]["digits_pending"] for p in tab.pops()] == [True, True]  # still waiting
+    await service.close()
 
 
 def test_path_digits_are_the_menu_keys_with_their_targets() -> None:

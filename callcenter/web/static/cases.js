@@ -230,36 +230,57 @@
   // ------------------------------------------------------------------ paging
   // Keyset paging: each page's `next` cursor leads on, the cursors of the pages before are kept
   // for "previous" (offsets repeat rows while new cases arrive on top of the list).
+  // Keyset paging: `back` keeps the positions before each Next. While a page moved to is loading
+  // both buttons are off (a second Next would push the same cursor again); a load that fails
+  // goes back to where it was (`failed`), so Next or Previous can be tried again.
   class Pager {
     constructor(prefix) { this.prefix = prefix; this.reset(); }
-    reset() { this.cursor = null; this.next = null; this.back = []; this.start = 0; this.shown = 0; }
+    reset() {
+      this.cursor = null; this.next = null; this.back = []; this.start = 0; this.shown = 0;
+      this.before = null;
+    }
     params() {
       const p = new URLSearchParams({ limit: String(PAGE) });
       if (this.cursor) p.set("cursor", this.cursor);
       return p;
     }
+    move() {
+      this.before = { cursor: this.cursor, next: this.next, back: this.back.slice(), start: this.start };
+      this.buttons(true, true);
+    }
     forward() {
-      if (!this.next) return false;
+      if (!this.next || this.before) return false;
+      this.move();
       this.back.push([this.cursor, this.start]);
       this.cursor = this.next;
+      this.next = null;
       this.start += this.shown;
       return true;
     }
     backward() {
-      const before = this.back.pop();
-      if (!before) return false;
-      [this.cursor, this.start] = before;
+      if (!this.back.length || this.before) return false;
+      this.move();
+      [this.cursor, this.start] = this.back.pop();
       return true;
     }
+    failed() {
+      if (this.before) Object.assign(this, this.before);
+      this.before = null;
+      this.buttons(this.back.length === 0, !this.next);
+    }
+    buttons(prevOff, nextOff) {
+      $("prev-" + this.prefix).disabled = prevOff;
+      $("next-" + this.prefix).disabled = nextOff;
+    }
     show(page) {
+      this.before = null;
       this.next = page.next || null;
       this.shown = page.items.length;
       const count = $("count-" + this.prefix);
       count.className = "muted";
       count.textContent = t("shown").replace("{from}", this.shown ? this.start + 1 : 0)
         .replace("{to}", this.start + this.shown).replace("{total}", page.total);
-      $("prev-" + this.prefix).disabled = this.back.length === 0;
-      $("next-" + this.prefix).disabled = !this.next;
+      this.buttons(this.back.length === 0, !this.next);
     }
   }
 
@@ -305,6 +326,7 @@
         .catch((err) => {
           if (seq !== this.seq) return;
           $("list-c").removeAttribute("aria-busy");
+          this.pager.failed();
           showError($("count-c"), err, null);
         });
     },
@@ -545,6 +567,7 @@
         .catch((err) => {
           if (seq !== this.seq) return;
           $("list-b").removeAttribute("aria-busy");
+          this.pager.failed();
           showError($("count-b"), err, null);
         });
     },
