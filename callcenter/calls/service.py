@@ -519,14 +519,7 @@ class CallTracker:
                 effects.extend(self._adopt_listed(ev, now))
         for call in self._calls.values():
             for leg in [leg for leg in call.legs if leg not in live]:
-                call.legs.discard(leg)
-                self._legs.pop(leg, None)
-                # hung up while the link was down: its talk ended by now at the latest
-                stint = call.member_stints.get(leg)
-                if stint is not None and stint[2] is None:
-                    call.member_stints[leg] = (stint[0], stint[1], now)
-                if call.plain_leg == leg:
-                    self._close_plain(call, now)
+                self._leg_gone(call, leg, now)  # hung up while the link was down: by now
         for ev in live.values():
             if ev.linkedid and ev.uniqueid != ev.linkedid:
                 owner = self._calls.get(ev.linkedid)
@@ -855,6 +848,18 @@ class CallTracker:
             call.plain_from = None
             call.plain_leg = ""
 
+    def _leg_gone(self, call: _Call, leg: str, now: datetime) -> None:
+        """Another channel of the call hung up (at `now`, or by then): whoever talked on it
+        talks no longer (a member whose AgentComplete is still to come, or was lost in a link
+        gap; the transfer's target)."""
+        call.legs.discard(leg)
+        self._legs.pop(leg, None)
+        stint = call.member_stints.get(leg)
+        if stint is not None and stint[2] is None:
+            call.member_stints[leg] = (stint[0], stint[1], now)
+        if call.plain_leg == leg:
+            self._close_plain(call, now)
+
     def _cut_member_stints(self, call: _Call, now: datetime) -> None:
         """A transfer ends the members' talk; their AgentComplete TalkTime still counts."""
         for leg, (member, start, cut) in call.member_stints.items():
@@ -869,10 +874,7 @@ class CallTracker:
             return []
         call.last_seen = now
         if not self._is_primary(call, ev):
-            call.legs.discard(ev.uniqueid)
-            self._legs.pop(ev.uniqueid, None)
-            if call.plain_leg and call.plain_leg == ev.uniqueid:
-                self._close_plain(call, now)  # the transfer's target hung up
+            self._leg_gone(call, ev.uniqueid, now)
             return []
         heir = call.transferee
         if heir and heir != ev.uniqueid and heir in call.legs:
@@ -1006,6 +1008,13 @@ class CallTracker:
             self._answered_unseen(call, ev, now)
             out.append(CallUpdated(call.record(), "answered"))
         stint = _pop_stint(call, ev)
+        if ev.dest_uniqueid and call.plain_leg == ev.dest_uniqueid:
+            # a member timed as a transfer's target (its AgentConnect lost in a link gap):
+            # counted once, by its TalkTime when there is one
+            if ev.talk_time is None and stint is None:
+                self._close_plain(call, now)
+            call.plain_from = None
+            call.plain_leg = ""
         if ev.talk_time is not None:
             self._add_talk(call, ev.talk_time)
         elif stint is not None:  # no TalkTime: on the clock, up to a transfer
