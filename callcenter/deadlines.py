@@ -15,6 +15,7 @@ from collections import deque
 from types import TracebackType
 
 _Cancelled = asyncio.CancelledError
+_RESOLUTION = 0.001
 _ACTIVE = 0
 _EXPIRED = 1
 _DONE = 2
@@ -25,13 +26,18 @@ class FixedTimeout:
     run by ``task``: at the deadline the task is cancelled and the block raises
     ``TimeoutError``; a cancellation from elsewhere stays a ``CancelledError``."""
 
-    __slots__ = ("_loop", "_queue", "_timer", "delay")
+    __slots__ = ("_delay", "_loop", "_queue", "_timer")
 
     def __init__(self, delay: float) -> None:
-        self.delay = delay
+        self._delay = delay
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Bounded] = deque()
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def delay(self) -> float:
+        """Fixed for good: the waits' order in the FIFO is their deadlines' order."""
+        return self._delay
 
     def bound(self, task: asyncio.Task[object]) -> _Bounded:
         """The bounded block for ``task`` (the task running the ``async with``)."""
@@ -44,19 +50,31 @@ class FixedTimeout:
 
     def _push(self, entry: _Bounded) -> None:
         loop = entry.task.get_loop()
-        if loop is not self._loop:  # first use, or a new loop: what the old one held is gone
-            self._loop = loop
-            self._queue.clear()
-            self._timer = None
-        entry.deadline = loop.time() + self.delay
+        if loop is not self._loop:
+            self._switch_to(loop)
+        entry.deadline = loop.time() + self._delay
         self._queue.append(entry)
         if self._timer is None:
             self._timer = loop.call_at(entry.deadline, self._expire)
 
+    def _switch_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """First use, or a new loop once the old one has no wait left (sequential
+        ``asyncio.run`` calls); one timer cannot serve two running loops."""
+        old = self._loop
+        if old is not None and not old.is_closed():
+            if any(entry.state == _ACTIVE for entry in self._queue):
+                raise RuntimeError("a FixedTimeout is used by one event loop at a time")
+            if self._timer is not None:
+                self._timer.cancel()
+        self._loop = loop
+        self._queue.clear()
+        self._timer = None
+
     def _expire(self) -> None:
         loop = self._loop
         assert loop is not None
-        now = loop.time()
+        # a timer may run up to the clock's resolution early (uvloop rounds to milliseconds)
+        now = loop.time() + _RESOLUTION
         queue = self._queue
         while queue:
             entry = queue[0]

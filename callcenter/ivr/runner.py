@@ -285,6 +285,10 @@ class IvrRunner:
         return Ack()
 
 
+def _ignore_reply(reply: AgiReply | None, exc: Exception | None) -> None:
+    """The reply callback of a stopped session (a reply may still come: it is not awaited)."""
+
+
 class _FlowSession:
     """One call's engine, driven from the AGI reply callbacks: a reply is turned into the
     engine's reply, the engine is resumed and the next command is written, all within the
@@ -356,6 +360,9 @@ class _FlowSession:
         """No more driving (the session is over or cancelled)."""
         self._stopped = True
         self._wake = None
+        # the callbacks bound at the start refer back to the session: break that cycle, so
+        # the session is freed by reference counting, not left to the cyclic collector
+        self._on_playback = self._on_set = _ignore_reply
 
     def _wakeup(self) -> None:
         fut = self._wake

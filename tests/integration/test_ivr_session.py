@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -455,3 +456,20 @@ async def test_replies_sent_ahead_do_not_nest_callbacks(tmp_path: Path) -> None:
         "SET VARIABLE IVR_CHOICE 1",
     ]
     assert runner.calls_completed == 1 and runner.calls_failed == 0
+
+
+async def test_a_finished_session_is_freed_without_the_cyclic_collector() -> None:
+    # no reference cycle through the session: it goes with its last reference, at once
+    async with hotline() as (server, _runner):
+        await Caller(keys=["1", "2"]).call(server.port)
+        await settle(server)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                await Caller(keys=["1", "2"]).call(server.port)
+            await settle(server)
+            left = [o for o in gc.get_objects() if type(o).__name__ == "_FlowSession"]
+        finally:
+            gc.enable()
+    assert left == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -125,3 +126,41 @@ def test_a_new_loop_starts_afresh() -> None:
     asyncio.run(stranded())
     assert asyncio.run(once()) == "timeout"
     assert asyncio.run(once()) == "timeout"
+
+
+def test_one_bound_serves_one_running_loop_at_a_time() -> None:
+    bound = FixedTimeout(5.0)
+
+    async def start_elsewhere() -> None:
+        async with bound.bound(current()):
+            pass
+
+    def in_a_thread() -> BaseException | None:
+        # another event loop, in its own thread, while a wait of the first one is active
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(start_elsewhere())
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        return errors[0] if errors else None
+
+    async def scenario() -> BaseException | None:
+        async with bound.bound(current()):
+            return await asyncio.to_thread(in_a_thread)
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, RuntimeError) and "one event loop at a time" in str(error)
+    assert in_a_thread() is None  # the first loop is closed now: the bound moves on
+
+
+def test_the_delay_is_fixed() -> None:
+    bound = FixedTimeout(0.5)
+    assert bound.delay == 0.5
+    with pytest.raises(AttributeError):
+        bound.delay = 1.0  # type: ignore[misc]
