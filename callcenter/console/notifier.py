@@ -113,6 +113,9 @@ class StepsAnnouncer:
                 log.warning("IVR steps of %s not announced: %r", message.get("uniqueid"), exc)
             else:
                 self.published += 1
+            # the in-process bus never yields: its subscribers (the screen-pops, `agents`
+            # messages too) read along rather than lose the oldest of a burst to a full buffer
+            await asyncio.sleep(0)
 
     async def idle(self) -> None:
         """Wait until everything queued has been published (tests)."""

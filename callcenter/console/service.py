@@ -215,46 +215,55 @@ _DTMF = frozenset("0123456789*#")
 
 def _digits(steps: Iterable[IvrStep]) -> tuple[IvrDigit, ...]:
     """Keys the caller pressed, in order (a lookup step's input is the caller id, not keys)."""
-    return tuple(
-        IvrDigit(node=s.node, kind=s.kind, input=s.input, result=s.result)
+    return tuple(digit for _seq, digit in _numbered_digits(steps))
+
+
+def _numbered_digits(steps: Iterable[IvrStep]) -> list[tuple[int, IvrDigit]]:
+    """`_digits` with the number (seq) of the step each key was pressed at."""
+    return [
+        (s.seq, IvrDigit(node=s.node, kind=s.kind, input=s.input, result=s.result))
         for s in sorted(steps, key=lambda s: s.seq)
         if s.input and s.kind != "lookup" and set(s.input) <= _DTMF
-    )
+    ]
 
 
 def steps_stored_messages(steps: Iterable[IvrStep]) -> list[Payload]:
     """The `IVR_STEPS` bus messages for IVR steps just written to the call log: one per call,
-    {"uniqueid", "digits": [{node, kind, input, result}]} (the keys the caller pressed)."""
+    {"uniqueid", "digits": [{seq, node, kind, input, result}]} (the keys the caller pressed, by
+    step number: a write repeated after a timeout announces the same steps again)."""
     by_call: dict[str, list[IvrStep]] = {}
     for step in steps:
         by_call.setdefault(step.call_uniqueid, []).append(step)
     return [
-        {"uniqueid": uniqueid, "digits": [asdict(d) for d in _digits(found)]}
+        {
+            "uniqueid": uniqueid,
+            "digits": [{"seq": seq, **asdict(d)} for seq, d in _numbered_digits(found)],
+        }
         for uniqueid, found in by_call.items()
     ]
 
 
-def _message_digits(payload: Payload) -> tuple[str, tuple[IvrDigit, ...]] | None:
-    """(uniqueid, digits) of an `IVR_STEPS` message; None if it is malformed."""
+def _message_digits(payload: Payload) -> tuple[str, dict[int, IvrDigit]] | None:
+    """(uniqueid, digits by step number) of an `IVR_STEPS` message; None if it is malformed."""
     uniqueid, found = payload.get("uniqueid"), payload.get("digits")
     if not isinstance(uniqueid, str) or not uniqueid or not isinstance(found, list):
         return None
-    digits: list[IvrDigit] = []
+    digits: dict[int, IvrDigit] = {}
     for d in found:
-        if not isinstance(d, dict) or not all(
-            isinstance(d.get(k), str) for k in ("node", "kind", "input")
+        if (
+            not isinstance(d, dict)
+            or type(d.get("seq")) is not int
+            or not all(isinstance(d.get(k), str) for k in ("node", "kind", "input"))
         ):
             return None
         result = d.get("result")
-        digits.append(
-            IvrDigit(
-                node=d["node"],
-                kind=d["kind"],
-                input=d["input"],
-                result=result if isinstance(result, str) else None,
-            )
+        digits[d["seq"]] = IvrDigit(
+            node=d["node"],
+            kind=d["kind"],
+            input=d["input"],
+            result=result if isinstance(result, str) else None,
         )
-    return uniqueid, tuple(digits)
+    return uniqueid, digits
 
 
 def path_digits(path: Iterable[Any]) -> tuple[IvrDigit, ...]:
@@ -422,6 +431,24 @@ def _with_digits(enrichment: Enrichment, found: tuple[IvrDigit, ...] | None) -> 
     return replace(enrichment, digits=found, steps_pending=False, complete=complete, failed=failed)
 
 
+MAX_SHOWN = 32  # pops of one call updated when more of its stored digits come (the latest)
+
+
+@dataclass(slots=True, eq=False)
+class _Landed:
+    """The stored digits of one call, from all its `IVR_STEPS` messages (one per write: held
+    steps are flushed in batches, or one by one after a refused item, so a call's digits may
+    come in parts; a write repeated after a timeout announces its steps again), merged by step
+    number, and the pops showing them."""
+
+    digits: tuple[IvrDigit, ...] = ()  # by step number
+    by_seq: dict[int, IvrDigit] = field(default_factory=dict)
+    # (pop, payload, enrichment before the digits, at): updated when another part comes
+    shown: deque[tuple[Pop, Payload, Enrichment, datetime]] = field(
+        default_factory=lambda: deque(maxlen=MAX_SHOWN)
+    )
+
+
 def _outcome(lookup: asyncio.Task[Enrichment]) -> Enrichment:
     """The result of a finished lookup task; a failed one enriches nothing."""
     if lookup.cancelled() or lookup.exception() is not None:
@@ -577,9 +604,9 @@ class ScreenPopService:
         # uniqueid -> the wait for the call's IVR steps to be stored (ring before the write):
         # the digits from their `IVR_STEPS` message, or None (not within steps_wait, evicted)
         self._stored: OrderedDict[str, asyncio.Future[tuple[IvrDigit, ...] | None]] = OrderedDict()
-        # uniqueid -> digits of the calls whose steps were announced lately (one announced
-        # while its pop's lookup was reading is not missed)
-        self._landed: OrderedDict[str, tuple[IvrDigit, ...]] = OrderedDict()
+        # uniqueid -> the digits of the calls whose steps were announced lately, all parts
+        # (one announced while its pop's lookup was reading is not missed)
+        self._landed: OrderedDict[str, _Landed] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
         self._closing = False
@@ -626,8 +653,10 @@ class ScreenPopService:
         ready = lookup.done()
         now = self._clock()
         stored: asyncio.Future[tuple[IvrDigit, ...] | None] | None = None
+        landed: _Landed | None = None
         if ready:
-            enrichment, stored = self._with_stored_steps(payload, _outcome(lookup))
+            base = _outcome(lookup)
+            enrichment, stored, landed = self._with_stored_steps(payload, base)
         else:
             enrichment = Enrichment(steps_pending=bool(payload.get("ivr_path")))
         data = build_pop_data(payload, enrichment, now)
@@ -636,6 +665,8 @@ class ScreenPopService:
             data["kind"], interface, str(payload.get("uniqueid") or ""), data
         )
         self._push(interface, encode_frame(pop_frame(pop)))
+        if landed is not None:
+            landed.shown.append((pop, payload, base, now))
         if not ready:
             self.spawn(self._complete(pop, payload, lookup, now))
         elif stored is not None:
@@ -669,31 +700,40 @@ class ScreenPopService:
             log.warning("screen-pop: malformed IVR steps message ignored")
             return
         uniqueid, digits = found
-        self._landed[uniqueid] = digits
-        self._landed.move_to_end(uniqueid)
-        while len(self._landed) > MAX_STEP_WAITS:
-            self._landed.popitem(last=False)
+        landed = self._landed.get(uniqueid)
+        if landed is None:
+            landed = self._landed[uniqueid] = _Landed()
+            while len(self._landed) > MAX_STEP_WAITS:
+                self._landed.popitem(last=False)
+        else:
+            self._landed.move_to_end(uniqueid)
+        fresh = digits.keys() - landed.by_seq.keys()  # a part, or the same steps written again
+        landed.by_seq.update(digits)
+        landed.digits = tuple(landed.by_seq[seq] for seq in sorted(landed.by_seq))
         wait = self._stored.get(uniqueid)
         if wait is not None and not wait.done():
-            wait.set_result(digits)
+            wait.set_result(landed.digits)
+        for pop, shown, enrichment, at in landed.shown if fresh else ():  # had earlier parts
+            self._update(pop, shown, _with_digits(enrichment, landed.digits), at)
 
     def _with_stored_steps(
         self, payload: Payload, enrichment: Enrichment
-    ) -> tuple[Enrichment, asyncio.Future[tuple[IvrDigit, ...] | None] | None]:
-        """`enrichment` with the call's stored digits if they came since its lookup; else the
-        wait for them (None: nothing to wait for)."""
+    ) -> tuple[Enrichment, asyncio.Future[tuple[IvrDigit, ...] | None] | None, _Landed | None]:
+        """`enrichment` with the call's stored digits if they came since its lookup (and
+        their entry: the pop made with them joins its `shown`); else the wait for them
+        (None: nothing to wait for)."""
         if not enrichment.steps_pending:
-            return enrichment, None
+            return enrichment, None, None
         uniqueid = str(payload.get("uniqueid") or "")
         landed = self._landed.get(uniqueid)
         if landed is not None:
-            return _with_digits(enrichment, landed), None
+            return _with_digits(enrichment, landed.digits), None, landed
         if self._closing:  # no wait may outlive the service
-            return _with_digits(enrichment, None), None
+            return _with_digits(enrichment, None), None, None
         wait = self._stored.get(uniqueid)
         if wait is None:
             wait = self._wait_for_steps(uniqueid, _lookup_key(payload))
-        return enrichment, wait
+        return enrichment, wait, None
 
     def _wait_for_steps(
         self, uniqueid: str, lookup_key: str
@@ -736,8 +776,11 @@ class ScreenPopService:
         self, pop: Pop, payload: Payload, lookup: asyncio.Task[Enrichment], at: datetime
     ) -> None:
         await asyncio.wait([lookup])  # its failure or cancellation enriches nothing
-        enrichment, stored = self._with_stored_steps(payload, _outcome(lookup))
+        base = _outcome(lookup)
+        enrichment, stored, landed = self._with_stored_steps(payload, base)
         self._update(pop, payload, enrichment, at)
+        if landed is not None:
+            landed.shown.append((pop, payload, base, at))
         if stored is not None:
             await self._when_stored(pop, payload, enrichment, stored, at)
 
@@ -750,7 +793,13 @@ class ScreenPopService:
         at: datetime,
     ) -> None:
         await asyncio.wait([stored])  # does not raise whatever ended the wait
-        self._update(pop, payload, _stored_outcome(enrichment, stored), at)
+        landed = self._landed.get(str(payload.get("uniqueid") or ""))
+        if landed is None or stored.cancelled() or stored.result() is None:
+            self._update(pop, payload, _stored_outcome(enrichment, stored), at)
+            return
+        # all parts come so far (more may have come since the first ended the wait)
+        self._update(pop, payload, _with_digits(enrichment, landed.digits), at)
+        landed.shown.append((pop, payload, enrichment, at))
 
     def _update(self, pop: Pop, payload: Payload, enrichment: Enrichment, at: datetime) -> None:
         data = build_pop_data(payload, enrichment, at)

@@ -36,6 +36,7 @@ Redactor = Callable[[Payload], Payload]
 CLOSE_TIMEOUT = 3.0  # seconds a close frame may take before the connection is aborted
 RECHECK_INTERVAL = 20.0  # seconds between two checks of an open socket's session
 RECHECK_CONCURRENCY = 4  # session checks (database queries) in flight at once per loop
+CHECK_TIMEOUT = 5.0  # seconds one session check may take; past that it counts as failed
 SESSION_ENDED = 4401  # close code: the session is gone (signed out, expired, user disabled)
 
 # Re-checks an open socket's session: None while it may stay open, else the close code.
@@ -100,29 +101,40 @@ async def finish_tasks(tasks: set[asyncio.Task[Any]], bound: float) -> None:
 class Watched:
     """One open socket under `SessionRecheck`: whose it is, how to check and close it."""
 
-    __slots__ = ("check", "close", "ended", "user_id")
+    __slots__ = ("check", "checking", "close", "ended", "user_id")
 
     def __init__(self, user_id: int, check: SessionCheck, close: SessionClose) -> None:
         self.user_id = user_id
         self.check = check
         self.close = close
         self.ended = False  # closed by a check, or gone: no further check
+        self.checking = 0  # checks of this socket under way (a poke's and a sweep's may overlap)
 
 
 class SessionRecheck:
     """Re-checks the sessions of a hub's (or service's) open sockets: all of them every
     `interval` seconds, in one loop that runs only while sockets are watched, and a user's at
     once on `poke` (a sign-out or a disabled user handled by this process). At most
-    `concurrency` checks run at a time. A socket whose check returns a close code is closed
-    with it, once; a failing check (database down) keeps the socket: the next one decides."""
+    `concurrency` checks run at a time, sweeps and pokes together. A socket whose check returns
+    a close code is closed with it, once; a failing check (database down) or one without an
+    answer within `check_timeout` keeps the socket: the next one decides. A sweep skips a
+    socket whose check (a poke's) is still under way; a poke for a user whose earlier poke has
+    not started checking yet adds nothing."""
 
     def __init__(
-        self, *, interval: float = RECHECK_INTERVAL, concurrency: int = RECHECK_CONCURRENCY
+        self,
+        *,
+        interval: float = RECHECK_INTERVAL,
+        concurrency: int = RECHECK_CONCURRENCY,
+        check_timeout: float = CHECK_TIMEOUT,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._interval = interval
         self._concurrency = concurrency
+        self._check_timeout = check_timeout
+        self._slots = asyncio.Semaphore(concurrency)  # shared by sweeps and pokes
+        self._poked: set[int | None] = set()  # users (None: everyone) whose poke is pending
         self._watched: dict[Watched, None] = {}  # insertion-ordered set
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -163,12 +175,13 @@ class SessionRecheck:
 
     def poke(self, user_id: int | None = None) -> None:
         """Re-check the sockets of `user_id`, or of everyone when None, now."""
-        if self._closed:
-            return
+        if self._closed or user_id in self._poked:
+            return  # that pending poke's checks all start after this call: they do it
         batch = [w for w in self._watched if user_id is None or w.user_id == user_id]
         if not batch:
             return
-        task = asyncio.get_running_loop().create_task(self._check(batch))
+        self._poked.add(user_id)
+        task = asyncio.get_running_loop().create_task(self._check(batch, poked=(user_id,)))
         self._pokes.add(task)
         task.add_done_callback(self._pokes.discard)
 
@@ -195,27 +208,50 @@ class SessionRecheck:
                         timer.cancel()
                     continue
                 last = loop.time()
-                await self._check(list(self._watched))
+                await self._check(list(self._watched), poked=None)
         finally:
             self._loop_task = None
 
-    async def _check(self, batch: list[Watched]) -> None:
+    async def _check(self, batch: list[Watched], *, poked: tuple[int | None] | None) -> None:
+        """Check `batch`: a sweep's (`poked` None) or the poke of `poked[0]`'s (its pending
+        mark ends once its first check starts)."""
         pending = iter(batch)  # shared by the workers: each socket is checked once
         failures = 0
         first_failure: Exception | None = None
+        bound = self._check_timeout
+        sweep = poked is None
+
+        def started() -> None:
+            nonlocal poked
+            if poked is not None:
+                self._poked.discard(poked[0])
+                poked = None
 
         async def worker() -> None:
             nonlocal failures, first_failure
             for watched in pending:
-                if watched.ended:
-                    continue
-                try:
-                    code = await watched.check()
-                except Exception as exc:
-                    failures += 1
-                    if first_failure is None:
-                        first_failure = exc
-                    continue
+                if watched.ended or (sweep and watched.checking):
+                    continue  # a sweep leaves a socket whose check is under way to that check
+                async with self._slots:
+                    if watched.ended or (sweep and watched.checking):
+                        continue
+                    started()
+                    watched.checking += 1
+                    try:
+                        async with asyncio.timeout(bound):
+                            code = await watched.check()
+                    except TimeoutError:
+                        failures += 1
+                        if first_failure is None:
+                            first_failure = TimeoutError(f"no answer within {bound}s")
+                        continue
+                    except Exception as exc:
+                        failures += 1
+                        if first_failure is None:
+                            first_failure = exc
+                        continue
+                    finally:
+                        watched.checking -= 1
                 if code is None or watched.ended:
                     continue
                 self.unwatch(watched)
@@ -226,10 +262,13 @@ class SessionRecheck:
                     log.exception("closing a websocket whose session ended failed")
 
         workers = min(self._concurrency, len(batch))
-        if workers <= 1:
-            await worker()
-        else:
-            await asyncio.gather(*(worker() for _ in range(workers)))
+        try:
+            if workers <= 1:
+                await worker()
+            else:
+                await asyncio.gather(*(worker() for _ in range(workers)))
+        finally:
+            started()  # no check started (all ended): the poke is not pending any more
         if failures:
             log.warning(
                 "%d websocket session check(s) failed (%s); keeping those sockets for now",

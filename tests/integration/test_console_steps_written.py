@@ -32,8 +32,8 @@ from tests.unit.test_console_service import payload
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 PATH = ["lookup", "language", "hours", "main", "2", "complaints_queue"]
 DIGITS = [
-    {"node": "language", "kind": "language", "input": "1", "result": "zh"},
-    {"node": "main", "kind": "menu", "input": "2", "result": "complaints"},
+    {"seq": 2, "node": "language", "kind": "language", "input": "1", "result": "zh"},
+    {"seq": 3, "node": "main", "kind": "menu", "input": "2", "result": "complaints"},
 ]
 
 
@@ -245,3 +245,68 @@ async def test_a_pop_in_another_process_gets_the_digits_over_redis(
         await db.close()
         await web_bus.close()
         await ivr_bus.close()
+
+
+async def test_a_call_whose_held_steps_straddle_two_flush_batches_pops_all_its_digits(
+    sqlite_url: str,
+) -> None:
+    bus_ = MemoryBus()
+    db = Database(sqlite_url, retry=FAST, migrate=FlakyMigrations(failures=1))
+    calls = CountedCalls(session_factory=db.sessions)
+    announcer = StepsAnnouncer(bus=bus_)
+    # batches of 3: 3.0's first three steps; 3.0's last, 3.1's lookup and language; 3.1's rest
+    recorder = DeferredIvrRecorder(
+        recorder=calls, database=db, batch=3, on_written=announcer.written
+    )
+    db.on_ready(recorder.flush)
+    service = ScreenPopService(
+        bus=bus_,
+        enricher=PopEnricher(customers=None, calls=calls, timeout=5.0),
+        clock=lambda: T0,
+    )
+    follow = asyncio.create_task(service.run())
+    try:
+        async with asyncio.timeout(10):
+            await service.wait_subscribed()
+        assert not await db.start()  # down: the steps are held
+        await recorder.record_steps([*session("3.0"), *session("3.1")])
+        assert recorder.held == 8
+        tab = UpdateSink()
+        service.attach(tab, interface="PJSIP/1001", user_id=1)
+        service.feed(payload("agent.ringing", "PJSIP/1001", "3.1", ivr_path=PATH))
+        await tab.until(lambda t: updates(t) == 1)  # looked up (the database is down)
+        assert tab.pops()[0]["pop"]["digits_pending"] is True
+        async with asyncio.timeout(30):  # back: the on_ready flush writes three batches
+            await db.wait_until_ready()
+        await announcer.idle()
+        want = [("language", "1"), ("main", "2")]
+        await tab.until(
+            lambda t: [(d["node"], d["input"]) for d in t.pops()[0]["pop"]["digits"]] == want
+        )
+        assert tab.pops()[0]["pop"]["digits_pending"] is False
+        assert announcer.published == 4  # 3.0 twice, 3.1 twice: one per call and write
+    finally:
+        await service.close()
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+        await announcer.close()
+        await recorder.close()
+        await db.close()
+        await bus_.close()
+
+
+async def test_a_burst_of_announcements_does_not_overflow_an_in_process_subscriber() -> None:
+    bus_ = MemoryBus()  # no Redis: the subscribers' buffers (1000 messages) are all there is
+    announcer = StepsAnnouncer(bus=bus_)
+    try:
+        async with listening(bus_) as heard:
+            # a flush after an outage: 1200 short sessions written at once
+            announcer.written([step for n in range(1200) for step in session(f"4.{n}")[:2]])
+            await announcer.idle()
+            assert announcer.published == 1200
+            assert bus_.dropped == 0  # the subscriber read along
+            got = [(await next_message(heard))["uniqueid"] for _ in range(1200)]
+            assert got == [f"4.{n}" for n in range(1200)]
+    finally:
+        await announcer.close()
+        await bus_.close()

@@ -76,7 +76,7 @@ async def test_one_sweep_checks_every_socket_with_bounded_concurrency() -> None:
 
 
 async def test_a_poke_is_not_held_up_by_a_check_under_way() -> None:
-    recheck = SessionRecheck(interval=3600, concurrency=1)
+    recheck = SessionRecheck(interval=3600, concurrency=2)  # the stuck check holds one slot
     stuck = asyncio.Event()
     never = asyncio.Event()
 
@@ -98,7 +98,7 @@ async def test_a_poke_is_not_held_up_by_a_check_under_way() -> None:
 
     recheck.watch(1, slow_check, _kept)
     recheck.watch(2, check, close)
-    recheck.poke()  # everyone, one at a time: stays on user 1's check
+    recheck.poke()  # everyone: one worker stays on user 1's check
     async with asyncio.timeout(30):
         await stuck.wait()
         signed_out = True
@@ -137,8 +137,9 @@ async def test_a_socket_two_checks_find_ended_is_closed_once() -> None:
 
     recheck.watch(7, check, close)
     recheck.poke(7)
-    recheck.poke(7)  # two sign-outs in a row: two checks of the same socket under way
     async with asyncio.timeout(30):
+        await _until(lambda: started == 1)
+        recheck.poke(7)  # a second sign-out once the first check runs: two checks under way
         await both_started.wait()
         gate.set()
         await both_returned.wait()  # the first close is waiting, the second check is done
@@ -297,4 +298,123 @@ async def test_a_failing_close_does_not_stop_the_other_checks(
         await closed.wait()
     assert "closing a websocket whose session ended failed" in caplog.text
     assert recheck.watching == 0
+    await recheck.close()
+
+
+async def test_a_hung_check_times_out_and_later_sweeps_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recheck = SessionRecheck(interval=0.01, check_timeout=0.05)
+    never = asyncio.Event()
+    hung_calls = 0
+    revoked = False
+    closed = asyncio.Event()
+
+    async def hung() -> int | None:  # a query stuck on a row lock: never answers
+        nonlocal hung_calls
+        hung_calls += 1
+        await never.wait()
+        return None
+
+    async def check() -> int | None:
+        return SESSION_ENDED if revoked else None
+
+    async def close(code: int, reason: bytes) -> None:
+        closed.set()
+
+    caplog.set_level(logging.WARNING, logger="callcenter.web.hub")
+    recheck.watch(1, hung, _kept)
+    recheck.watch(2, check, close)
+    async with asyncio.timeout(30):
+        await _until(lambda: hung_calls >= 1)
+        revoked = True  # revoked by another process while the first check hangs
+        await closed.wait()  # a later sweep notices it
+        await _until(lambda: hung_calls >= 2)  # the hung one timed out and is checked again
+    assert recheck.watching == 1  # a timed-out check keeps its socket
+    assert "no answer within 0.05s" in caplog.text
+    await recheck.close()
+
+
+async def test_a_sweep_skips_a_socket_whose_check_is_under_way() -> None:
+    recheck = SessionRecheck(interval=0.01, check_timeout=3600)
+    never = asyncio.Event()
+    hung_calls = 0
+    other_calls = 0
+
+    async def hung() -> int | None:
+        nonlocal hung_calls
+        hung_calls += 1
+        await never.wait()
+        return None
+
+    async def check() -> int | None:
+        nonlocal other_calls
+        other_calls += 1
+        return None
+
+    recheck.watch(1, hung, _kept)
+    recheck.watch(2, check, _kept)
+    recheck.poke(1)  # a poke's check of user 1 hangs ...
+    async with asyncio.timeout(30):
+        await _until(lambda: hung_calls == 1)
+        start = other_calls
+        await _until(lambda: other_calls >= start + 3)  # ... while sweeps go on without it
+    assert hung_calls == 1  # no second check of a socket whose check is still under way
+    await recheck.close()
+
+
+async def test_pokes_and_sweeps_share_the_concurrency_bound() -> None:
+    recheck = SessionRecheck(interval=3600, concurrency=2)
+    gate = asyncio.Event()
+    in_flight = most = done = 0
+    bound_reached = asyncio.Event()
+    all_done = asyncio.Event()
+
+    async def check() -> int | None:
+        nonlocal in_flight, most, done
+        in_flight += 1
+        most = max(most, in_flight)
+        if in_flight == 2:
+            bound_reached.set()
+        await gate.wait()
+        in_flight -= 1
+        done += 1
+        if done == 8:
+            all_done.set()
+        return None
+
+    for user in (7, 8):
+        for _ in range(4):  # tabs of one user
+            recheck.watch(user, check, _kept)
+    recheck.poke(7)
+    recheck.poke(8)
+    async with asyncio.timeout(30):
+        await bound_reached.wait()
+        gate.set()
+        await all_done.wait()
+    assert most == 2  # two pokes, yet never more checks at once than the bound
+    await recheck.close()
+
+
+async def test_a_poke_for_a_user_with_one_pending_is_collapsed() -> None:
+    recheck = SessionRecheck(interval=3600, concurrency=1)
+    phase = 1
+    seen: list[int] = []
+    second = asyncio.Event()
+
+    async def check() -> int | None:
+        seen.append(phase)
+        if phase == 2:
+            second.set()
+        return None
+
+    recheck.watch(7, check, _kept)
+    for _ in range(3):  # three sign-outs in a row before any check started: one check
+        recheck.poke(7)
+    async with asyncio.timeout(30):
+        await _until(lambda: seen)
+        phase = 2
+        recheck.poke(7)  # after the check started: checked again (it may have read too early)
+        await second.wait()
+    assert seen == [1, 2]
     await recheck.close()

@@ -304,9 +304,9 @@ def test_the_stored_steps_message_carries_the_keys_of_each_call() -> None:
     messages = steps_stored_messages(steps)
     assert [m["uniqueid"] for m in messages] == ["1.1", "1.2"]
     assert messages[0]["digits"] == [
-        {"node": "language", "kind": "language", "input": "2", "result": "en"},
-        {"node": "main", "kind": "menu", "input": "1", "result": "bookings"},
-        {"node": "order_number", "kind": "collect", "input": "12345678", "result": "ok"},
+        {"seq": 2, "node": "language", "kind": "language", "input": "2", "result": "en"},
+        {"seq": 3, "node": "main", "kind": "menu", "input": "1", "result": "bookings"},
+        {"seq": 4, "node": "order_number", "kind": "collect", "input": "12345678", "result": "ok"},
     ]  # not the lookup's caller id, not the queue step
     assert [d["node"] for d in messages[1]["digits"]] == ["language", "main"]
     assert steps_stored_messages([]) == []
@@ -348,3 +348,70 @@ def test_path_digits_are_the_menu_keys_with_their_targets() -> None:
     ]
     assert path_digits(["1", "main"]) == ()  # a key with no menu before it is not shown
     assert path_digits([]) == ()
+
+
+async def test_a_call_whose_steps_come_in_several_messages_shows_them_all() -> None:
+    # held steps flushed in batches (or one by one after a refused item): one message per
+    # write, each with a part of the call's digits, in the order they were written
+    calls = LateSteps()
+    bus = MemoryBus()
+    service = service_with(calls, bus)
+    task = await following(service)
+    tab = UpdateSink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await tab.until(lambda t: updates(t) == 1)  # the archive's part; the digits pending
+    steps = stored()
+    await written(bus, steps[:3])  # the end of one batch: language and main
+    await settled(service)
+    assert digits(tab.pops()[0]["pop"]) == ALL[:2]
+    await written(bus, steps[3:])  # the next batch: the order number
+    await settled(service)
+    final = tab.pops()[0]["pop"]
+    assert digits(final) == ALL and final["digits_pending"] is False
+    assert service.recent("PJSIP/1001")[0].data["digits"] == final["digits"]  # replays too
+
+    service.feed(payload("agent.answered", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await settled(service)
+    assert digits(tab.frames[-1]["pop"]) == ALL  # a later pop: all of them at once
+    assert calls.reads == 1
+    await stop(service, task)
+
+
+async def test_a_pop_shown_with_part_of_the_digits_gets_the_rest() -> None:
+    calls = LateSteps()
+    bus = MemoryBus()
+    service = service_with(calls, bus)
+    task = await following(service)
+    tab = UpdateSink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    steps = stored()
+    for message in steps_stored_messages(steps[:1]):  # the lookup step only: no keys
+        service.steps_stored(message)
+    for message in steps_stored_messages(steps[1:2]):  # the language key
+        service.steps_stored(message)
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await settled(service)
+    assert digits(tab.pops()[0]["pop"]) == ALL[:1]
+    await written(bus, steps[2:4])  # one by one after a refused item: the rest, later
+    await settled(service)
+    assert digits(tab.pops()[0]["pop"]) == ALL
+    await stop(service, task)
+
+
+async def test_steps_written_again_after_a_timeout_are_not_shown_twice() -> None:
+    # a write that timed out may have gone through: its steps are written (and announced) again
+    calls = LateSteps()
+    bus = MemoryBus()
+    service = service_with(calls, bus)
+    task = await following(service)
+    tab = UpdateSink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    steps = stored()
+    for part in (steps[:3], steps, steps[2:]):
+        for message in steps_stored_messages(part):
+            service.steps_stored(message)
+    service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
+    await settled(service)
+    assert digits(tab.pops()[0]["pop"]) == ALL
+    await stop(service, task)
