@@ -640,6 +640,7 @@ class _AgiSocket:
         "_out",
         "_paused_reading",
         "_reading",
+        "_released",
         "_scanned",
         "_server",
         "_sock",
@@ -674,6 +675,7 @@ class _AgiSocket:
         self._reading = False
         self._paused_reading = False
         self._out: bytearray | None = None  # unsent output; a writer callback while not None
+        self._released = False  # the session is over: let go of it once closed (``release``)
 
     @property
     def closing(self) -> bool:
@@ -911,6 +913,22 @@ class _AgiSocket:
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_exception(AgiConnectionLost(str(exc) if exc else "connection closed"))
+        if self._released:
+            self._let_go()
+
+    def release(self) -> None:
+        """The session is over: once the socket is closed (now, or when what is buffered has
+        gone out), it lets go of the connection, so the two are freed by reference counting
+        rather than left to the cyclic collector."""
+        self._released = True
+        if self.lost:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        self.conn = None
+        self._ended = True  # not a connection that ended before its session
+        self._callback = None
+        self._waiter = None
 
     # environment ------------------------------------------------------------------------------
 
@@ -1294,11 +1312,16 @@ class AgiConnection:
         """``close()`` without awaiting: a command in flight gets no reply callback."""
         self._pending = None
         self.closed = True
+        self._reply_callback = _no_reply  # (bound to this connection: a reference cycle)
         # The socket flushes what is buffered and then closes; nothing to wait for.
         try:
             self._protocol.close()
         except Exception:
             log.exception("agi %s: error while closing the socket", self.env.uniqueid)
+
+
+def _no_reply(reply: AgiReply | None, exc: Exception | None) -> None:
+    """The reply callback of a dropped connection (nothing is sent on it any more)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1588,6 +1611,7 @@ class AgiServer:
             self.stats.sessions_active -= 1
             await conn.close()
             self._sessions.pop(conn._protocol, None)
+            conn._protocol.release()
 
     async def _dispatch(self, conn: AgiConnection) -> None:
         script = conn.env.script_name
