@@ -714,12 +714,7 @@ class _AgiSocket:
                     # whole, and the next one only after our next command).
                     reply = self._server._reply_cache.raw.get(bytes(view[:n]))
                     if reply is not None:
-                        self._callback = None
-                        self._delivering = True
-                        try:
-                            callback(reply, None)
-                        finally:
-                            self._delivering = False
+                        self._deliver(callback, reply, None)
                         return
                 self._buf += view[:n]  # a reply awaited by a callback: straight to the parser
                 self._pump()
@@ -996,12 +991,7 @@ class _AgiSocket:
         """Hand the reply (or the error) to the submitted callback or the awaiting command."""
         callback = self._callback
         if callback is not None:
-            self._callback = None  # cleared first: the callback may ask for the next reply
-            self._delivering = True
-            try:
-                callback(reply, exc)
-            finally:
-                self._delivering = False
+            self._deliver(callback, reply, exc)
             return
         waiter = self._waiter
         self._waiter = None
@@ -1010,6 +1000,16 @@ class _AgiSocket:
                 waiter.set_result(cast(AgiReply, reply))
             else:
                 waiter.set_exception(exc)
+
+    def _deliver(
+        self, callback: ReplyCallback, reply: AgiReply | None, exc: Exception | None
+    ) -> None:
+        self._callback = None  # cleared first: the callback may ask for the next reply
+        self._delivering = True
+        try:
+            callback(reply, exc)
+        finally:
+            self._delivering = False
 
     def _pump(self) -> None:
         conn = self.conn
@@ -1050,16 +1050,7 @@ class _AgiSocket:
                 reply = item
             if self._paused_reading and len(buf) <= MAX_HEADER_BYTES:
                 self._resume_reading()
-            callback = self._callback
-            if callback is not None:  # _settle, inlined for the common case
-                self._callback = None
-                self._delivering = True
-                try:
-                    callback(reply, None)
-                finally:
-                    self._delivering = False
-            else:
-                self._settle(reply, None)
+            self._settle(reply, None)
             return
         if len(buf) > MAX_HEADER_BYTES:
             self._fail(AgiProtocolError(f"line longer than the limit ({len(buf)} bytes)"))
