@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,12 @@ async def emu_settled(app: web.Application) -> None:
 
 def _active(app: web.Application) -> bool:
     return bool(app[CALL_TRACKER].active_calls())
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Until `check()` holds, looking again every 10 ms (at most 30 s)."""
+    async with asyncio.timeout(30):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.01)
