@@ -862,7 +862,11 @@ def main(argv: list[str] | None = None) -> None:
                     report(
                         f"    the floor, capped at {args.server_cpu} CPU, {what}, {loop}: "
                         + _ratios(
-                            results, f"floor/{loop}", f"{theirs}/{loop}", False, rounds="capped"
+                            results,
+                            f"floor/{loop}",
+                            f"{theirs}/{loop}",
+                            goal=False,
+                            rounds="capped",
                         )
                     )
     if len(loops) == 2:
