@@ -1,4 +1,4 @@
-"""The `callcenter` command: serve, demo, pbxsim, db upgrade, flows check, users, tokens,
+"""The `callcenter` command: serve, demo, pbxsim, db upgrade, flows check|prompts, users, tokens,
 version."""
 
 from __future__ import annotations
@@ -176,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate flow files; prints file:line: node: message, exits 1 on errors",
     )
     check.add_argument("dir", nargs="?", type=Path, help="flows directory (default flows_dir)")
+    prompts = flows_sub.add_parser(
+        "prompts",
+        parents=[common],
+        help="speak the words of prompts.yaml into the WAV files the flows play (placeholders "
+        "for recorded prompts; espeak-ng and sox)",
+    )
+    prompts.add_argument("dir", nargs="?", type=Path, help="flows directory (default flows_dir)")
+    prompts.add_argument(
+        "--out",
+        type=Path,
+        default=Path("sounds"),
+        metavar="DIR",
+        help="laid out like Asterisk's sounds directory: DIR/zh/hotline/welcome.wav (default "
+        "./sounds)",
+    )
+    prompts.add_argument(
+        "--force", action="store_true", help="replace files already there (recorded prompts)"
+    )
 
     from callcenter.users.cli import add_user_commands
 
@@ -257,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level)
 
     try:
+        if args.command == "flows" and args.flows_command == "prompts":
+            return cmd_flows_prompts(args.dir or settings.flows_dir, args.out, force=args.force)
         if args.command == "flows":
             return cmd_flows_check(args.dir or settings.flows_dir)
         if args.command == "db":
@@ -292,6 +312,49 @@ def cmd_flows_check(directory: Path, *, out: TextIO | None = None) -> int:
         return EXIT_FAILED
     count = len(flow_files(directory))
     print(f"{directory}: {count} flow file(s) OK", file=out)
+    return EXIT_OK
+
+
+def cmd_flows_prompts(
+    directory: Path, out_dir: Path, *, force: bool = False, out: TextIO | None = None
+) -> int:
+    from callcenter.ivr.loader import (
+        PROMPTS_FILE,
+        FlowLoadError,
+        check_flows,
+        flow_files,
+        load_flow,
+        load_prompt_texts,
+    )
+    from callcenter.ivr.prompts import plan_prompts, write_prompts
+    from callcenter.speech import SpeechError, Synthesizer
+
+    out = out or sys.stdout
+    problems = [str(err) for err in check_flows(directory)]
+    texts_file = directory / PROMPTS_FILE
+    if not problems and not texts_file.is_file():
+        problems.append(f"{texts_file}: no such file (the words of the prompts)")
+    if not problems:
+        try:
+            texts = load_prompt_texts(texts_file)
+            audio, problems = plan_prompts([load_flow(p) for p in flow_files(directory)], texts)
+        except FlowLoadError as exc:  # changed since the check
+            problems = [str(err) for err in exc.errors]
+    if problems:
+        for problem in problems:
+            print(problem, file=out)
+        print(f"{len(problems)} problem(s); no prompt written", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        written, kept = write_prompts(audio, out_dir, Synthesizer(), texts, force=force)
+    except SpeechError as exc:
+        print(f"callcenter: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{out_dir}: {len(written)} prompt file(s) written, {len(kept)} kept as they were"
+        + (" (--force replaces them)" if kept else ""),
+        file=out,
+    )
     return EXIT_OK
 
 

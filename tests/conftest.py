@@ -66,6 +66,16 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+@pytest.fixture
+def speech_tools() -> None:
+    """espeak-ng and sox (Debian packages .ci/run installs): skip without them, or fail in CI."""
+    if shutil.which("espeak-ng") and shutil.which("sox"):
+        return
+    if in_ci():
+        pytest.fail("espeak-ng or sox is missing but CI=true: .ci/run installs both")
+    pytest.skip("needs espeak-ng and sox")
+
+
 def require_env(name: str) -> str:
     """The variable's value; skip the test if unset, or fail it when running in CI."""
     value = os.environ.get(name, "").strip()

@@ -69,6 +69,7 @@ from callcenter.ivr.model import (
 )
 
 CALENDAR_FILE = "calendar.yaml"
+PROMPTS_FILE = "prompts.yaml"  # the words of the prompts (`callcenter flows prompts`)
 MAX_FILE_BYTES = 1_000_000
 
 _ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -679,6 +680,86 @@ def parse_calendar(text: str, *, source: str) -> tuple[BusinessCalendar | None, 
 
 
 # ---------------------------------------------------------------------------------------------
+# prompt texts
+
+_PROMPT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]+)*$")
+
+
+def is_prompt_name(name: str) -> bool:
+    """A sound file name under Asterisk's sounds directory: relative, no ``..``, no extension
+    needed (``hotline/welcome``)."""
+    return _PROMPT_NAME_RE.fullmatch(name) is not None and ".." not in name.split("/")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTexts:
+    """``prompts.yaml``: the words of each prompt per language (placeholders for recorded
+    prompts), and the espeak-ng voice of each language."""
+
+    words: Mapping[str, Mapping[str, str]]  # prompt -> language -> words
+    voices: Mapping[str, str]  # language -> espeak-ng voice (the language code when absent)
+    lines: Mapping[str, int]  # prompt -> line in the file
+    source: str = ""
+
+
+def parse_prompt_texts(text: str, *, source: str) -> tuple[PromptTexts | None, list[FlowError]]:
+    """Parse and validate a prompt texts document."""
+    doc = _Doc(source)
+    root = doc.compose(text)
+    if root is None:
+        if not doc.errors:
+            doc.error(1, None, "schema", "empty prompts file")
+        return None, doc.errors
+    pairs = doc.mapping(root, None, "prompts file")
+    if pairs is None:
+        return None, doc.errors
+    top = {k: (kn, vn) for k, kn, vn in pairs}
+    for key, (kn, _vn) in top.items():
+        if key not in ("voices", "prompts", "description"):
+            doc.error(kn, None, "unknown_field", f"unknown prompts file field {key!r}")
+    voices: dict[str, str] = {}
+    if "voices" in top:
+        for lang, kn, vn in doc.mapping(top["voices"][1], None, "voices") or []:
+            voice = doc.scalar(vn, None, f"voice of {lang!r}")
+            if not _LANGUAGE_RE.fullmatch(lang):
+                doc.error(kn, None, "bad_value", f"{lang!r} is not a language code like zh or en")
+            elif voice is not None:
+                voices[lang] = voice
+    words: dict[str, dict[str, str]] = {}
+    lines: dict[str, int] = {}
+    entries: list[tuple[str, yaml.Node, yaml.Node]] = []
+    if "prompts" in top:
+        entries = doc.mapping(top["prompts"][1], None, "prompts") or []
+    else:
+        doc.error(root, None, "schema", "prompts file has no 'prompts'")
+    for name, kn, vn in entries:
+        if not is_prompt_name(name):
+            doc.error(kn, name, "bad_value", "not a sound file name like hotline/welcome")
+            continue
+        per_language: dict[str, str] = {}
+        for lang, lkn, lvn in doc.mapping(vn, name, f"prompt {name!r}") or []:
+            said = doc.scalar(lvn, name, f"words in {lang!r}")
+            if not _LANGUAGE_RE.fullmatch(lang):
+                doc.error(lkn, name, "bad_value", f"{lang!r} is not a language code like zh or en")
+            elif said is not None and not said.strip():
+                doc.error(lvn, name, "bad_value", f"empty words in {lang!r}")
+            elif said is not None:
+                per_language[lang] = said.strip()
+        words[name] = per_language
+        lines[name] = kn.start_mark.line + 1
+    if doc.errors:
+        return None, doc.errors
+    texts = PromptTexts(
+        words=MappingProxyType({k: MappingProxyType(v) for k, v in words.items()}),
+        voices=MappingProxyType(voices),
+        lines=MappingProxyType(lines),
+        source=source,
+    )
+    return texts, []
+
+
+# ---------------------------------------------------------------------------------------------
 # files
 
 
@@ -714,12 +795,21 @@ def load_calendar(path: Path) -> BusinessCalendar:
     return cal
 
 
+def load_prompt_texts(path: Path) -> PromptTexts:
+    """Load the prompt texts file; raises ``FlowLoadError`` listing every problem."""
+    texts, errors = parse_prompt_texts(_read(path), source=str(path))
+    if texts is None:
+        raise FlowLoadError(errors)
+    return texts
+
+
 def flow_files(directory: Path) -> list[Path]:
-    """The flow files of a directory (``*.yaml``/``*.yml`` except the calendar), sorted."""
+    """The flow files of a directory (``*.yaml``/``*.yml`` except the calendar and the prompt
+    texts), sorted."""
     return sorted(
         p
         for p in [*directory.glob("*.yaml"), *directory.glob("*.yml")]
-        if p.is_file() and p.name != CALENDAR_FILE
+        if p.is_file() and p.name not in (CALENDAR_FILE, PROMPTS_FILE)
     )
 
 
@@ -749,6 +839,12 @@ def check_flows(directory: Path) -> list[FlowError]:
     if cal.is_file():
         try:
             load_calendar(cal)
+        except FlowLoadError as exc:
+            errors.extend(exc.errors)
+    prompts = directory / PROMPTS_FILE
+    if prompts.is_file():
+        try:
+            load_prompt_texts(prompts)
         except FlowLoadError as exc:
             errors.extend(exc.errors)
     return errors
