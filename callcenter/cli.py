@@ -347,8 +347,8 @@ def cmd_flows_prompts(
         return EXIT_FAILED
     try:
         written, kept = write_prompts(audio, out_dir, Synthesizer(), texts, force=force)
-    except SpeechError as exc:
-        print(f"callcenter: {exc}", file=sys.stderr)
+    except (SpeechError, OSError, ValueError) as exc:
+        print(f"callcenter: prompts not all written to {out_dir}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(
         f"{out_dir}: {len(written)} prompt file(s) written, {len(kept)} kept as they were"

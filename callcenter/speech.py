@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import logging
 import math
 import shutil
@@ -137,9 +138,14 @@ def write_pcm_wav(path: Path, frames: bytes, *, channels: int) -> None:
     to a temporary file first so that ``path`` is never seen half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(frames)
-    tmp.replace(path)
+    try:
+        with wave.open(str(tmp), "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(2)
+            w.setframerate(RATE)
+            w.writeframes(frames)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise

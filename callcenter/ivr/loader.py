@@ -683,13 +683,14 @@ def parse_calendar(text: str, *, source: str) -> tuple[BusinessCalendar | None, 
 # prompt texts
 
 _PROMPT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]+)*$")
+# Asterisk's language folders: zh, en, en_GB, pt_BR...
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(?:[_-][A-Za-z0-9]+)*$")
 
 
 def is_prompt_name(name: str) -> bool:
-    """A sound file name under Asterisk's sounds directory: relative, no ``..``, no extension
-    needed (``hotline/welcome``)."""
-    return _PROMPT_NAME_RE.fullmatch(name) is not None and ".." not in name.split("/")
+    """A sound file name under Asterisk's sounds directory, without extension: relative, no
+    segment starting with a dot, so no ``..`` (``hotline/welcome``)."""
+    return _PROMPT_NAME_RE.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,37 +36,54 @@ class PromptAudio:
     parts: tuple[tuple[str, str], ...]
 
 
-def played_prompts(flow: Flow) -> list[tuple[str, tuple[str, ...], str]]:
-    """(prompt, languages it is needed in, node id) for every prompt the flow plays. A prompt
-    played with a language prefix is needed in each of the flow's languages; a bilingual one
-    (the language question) holds all of them in one file."""
-    languages = flow.languages or (flow.language,)
-    out: list[tuple[str, tuple[str, ...], str]] = []
+@dataclass(frozen=True, slots=True)
+class PlayedPrompt:
+    """A prompt a flow plays: at ``node``, as the bare name (one file holding ``languages`` in
+    turn) or as ``<lang>/<prompt>`` (one file per language)."""
+
+    prompt: str
+    node: str
+    bare: bool
+    languages: tuple[str, ...]
+
+
+def played_prompts(flow: Flow) -> list[PlayedPrompt]:
+    """Every prompt the flow plays (node fields named ``*prompt``/``*prompts``). With the flow's
+    ``languages`` a prompt is played as ``<lang>/<prompt>``, without them as the bare name in
+    the flow's language; the language question is always played bare and holds the words of
+    each language it offers."""
+    own = flow.languages or (flow.language,)
+    out: list[PlayedPrompt] = []
     for node in flow.nodes.values():
+        if isinstance(node, LanguageNode):
+            offered = tuple(dict.fromkeys(node.options.values()))
+            out.append(PlayedPrompt(node.prompt, node.id, True, offered))
+            continue
         for f in fields(node):
             if not f.name.endswith(("prompt", "prompts")):
                 continue
             value = getattr(node, f.name)
             for prompt in value if isinstance(value, tuple) else (value,):
                 if prompt is not None:
-                    out.append((prompt, languages, node.id))
+                    out.append(PlayedPrompt(prompt, node.id, not flow.languages, own))
     return out
 
 
 def plan_prompts(flows: Iterable[Flow], texts: PromptTexts) -> tuple[list[PromptAudio], list[str]]:
     """The sound files the flows need, made from ``texts``; and the problems (a prompt without
-    words in a language it is played in, a name that is not a relative file name)."""
-    files: dict[str, PromptAudio] = {}
+    words in a language it is played in, a name that is not a relative file name, one file
+    that two uses would fill with different words)."""
+    files: dict[str, tuple[PromptAudio, str]] = {}
     problems: list[str] = []
     for flow in flows:
-        bilingual = {node.prompt for node in flow.nodes.values() if isinstance(node, LanguageNode)}
-        for prompt, languages, node in played_prompts(flow):
-            where = f"{flow.source or flow.name}: {node}"
+        for played in played_prompts(flow):
+            prompt = played.prompt
+            where = f"{flow.source or flow.name}: {played.node}"
             if not is_prompt_name(prompt):
                 problems.append(f"{where}: {prompt!r} is not a sound file name")
                 continue
             words = texts.words.get(prompt, {})
-            missing = [lang for lang in languages if lang not in words]
+            missing = [lang for lang in played.languages if lang not in words]
             if missing:
                 entry = texts.source or "the prompts file"
                 if prompt in texts.lines:
@@ -75,13 +92,20 @@ def plan_prompts(flows: Iterable[Flow], texts: PromptTexts) -> tuple[list[Prompt
                     f"{where}: prompt {prompt!r} has no words in {', '.join(missing)} in {entry}"
                 )
                 continue
-            if prompt in bilingual or not flow.languages:
-                wanted = [(prompt, tuple((lang, words[lang]) for lang in languages))]
+            if played.bare:
+                wanted = [(prompt, tuple((lang, words[lang]) for lang in played.languages))]
             else:
-                wanted = [(f"{lang}/{prompt}", ((lang, words[lang]),)) for lang in languages]
+                wanted = [(f"{lang}/{prompt}", ((lang, words[lang]),)) for lang in played.languages]
             for name, parts in wanted:
-                files.setdefault(name, PromptAudio(name, parts))
-    return sorted(files.values(), key=lambda a: a.name), sorted(set(problems))
+                first = files.setdefault(name, (PromptAudio(name, parts), where))
+                if first[0].parts != parts:
+                    langs = "+".join(lang for lang, _ in parts)
+                    problems.append(
+                        f"{where}: {name!r} is played in {langs} here but differently at "
+                        f"{first[1]}: one file cannot hold both"
+                    )
+    audio = sorted((a for a, _ in files.values()), key=lambda a: a.name)
+    return audio, sorted(set(problems))
 
 
 def voice_of(language: str, texts: PromptTexts) -> str:
@@ -96,21 +120,23 @@ def write_prompts(
     *,
     force: bool = False,
 ) -> tuple[list[Path], list[Path]]:
-    """Speak each prompt into ``out/<name>.wav``: (written, kept as they were). Blocking.
-    Raises ``SpeechError`` when espeak-ng or sox is missing or fails (files written before
-    stay; each file is written whole or not at all)."""
+    """Speak each prompt into ``out/<name>.wav``: (written, kept). A prompt already there in
+    any format (a recording: ``welcome.wav``, ``welcome.gsm``...) is kept unless ``force``.
+    Blocking. Raises ``SpeechError`` when espeak-ng or sox is missing or fails, ``OSError``
+    when a file cannot be written (files written before stay; none is left half-written)."""
     written: list[Path] = []
     kept: list[Path] = []
-    root = out.resolve()
+    pause = array.array("h", bytes(2 * int(PAUSE_SECONDS * RATE)))
     for item in audio:
-        path = (root / f"{item.name}.wav").resolve()
-        if not path.is_relative_to(root):
-            raise ValueError(f"prompt {item.name!r} would be written outside {out}")
-        if path.exists() and not force:
-            kept.append(path)
-            continue
+        if not is_prompt_name(item.name):
+            raise ValueError(f"not a sound file name: {item.name!r}")
+        path = out / f"{item.name}.wav"
+        if not force:
+            there = _existing(path)
+            if there is not None:
+                kept.append(there)
+                continue
         samples = array.array("h")
-        pause = array.array("h", bytes(2 * int(PAUSE_SECONDS * RATE)))
         for i, (language, words) in enumerate(item.parts):
             if i:
                 samples.extend(pause)
@@ -120,3 +146,15 @@ def write_prompts(
         write_pcm_wav(path, samples.tobytes(), channels=1)
         written.append(path)
     return written, kept
+
+
+def _existing(path: Path) -> Path | None:
+    """The prompt's file in any format Asterisk could play instead of ours, if there is one."""
+    if path.exists():
+        return path
+    if not path.parent.is_dir():
+        return None
+    for other in path.parent.iterdir():
+        if other.stem == path.stem and other.suffix not in ("", ".part") and other.is_file():
+            return other
+    return None

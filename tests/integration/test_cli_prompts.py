@@ -62,3 +62,13 @@ def test_missing_words_fail_before_anything_is_written(
     (flows / PROMPTS_FILE).unlink()
     assert main(["flows", "prompts", str(flows), "--out", str(out)]) == EXIT_FAILED
     assert "prompts.yaml: no such file" in capsys.readouterr().out
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error(
+    speech_tools: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sounds"
+    out.write_text("a file, not a folder")
+    assert main(["flows", "prompts", str(FLOWS), "--out", str(out)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"callcenter: prompts not all written to {out}:" in err and "Traceback" not in err

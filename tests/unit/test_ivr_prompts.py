@@ -4,17 +4,33 @@ file and line), and placeholder WAVs made from them."""
 from __future__ import annotations
 
 import array
+import random
 import wave
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from callcenter.ivr.engine import (
+    Ack,
+    Digits,
+    GetData,
+    HoursCheck,
+    Lookup,
+    LookupResult,
+    Play,
+    Reply,
+    WaitDigit,
+    run_flow,
+)
 from callcenter.ivr.loader import (
+    CALENDAR_FILE,
     PROMPTS_FILE,
     FlowError,
     PromptTexts,
     check_flows,
     flow_files,
+    load_calendar,
     load_flow,
     load_prompt_texts,
     parse_flow,
@@ -22,7 +38,7 @@ from callcenter.ivr.loader import (
 )
 from callcenter.ivr.model import Flow
 from callcenter.ivr.prompts import PAUSE_SECONDS, PromptAudio, plan_prompts, write_prompts
-from callcenter.speech import RATE, Synthesizer
+from callcenter.speech import RATE, SpeechError, Synthesizer
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = ROOT / "ivr_flows"
@@ -203,6 +219,103 @@ def test_write_prompts_makes_8khz_mono_files_and_keeps_what_is_there(tmp_path: P
 
 def test_write_prompts_stays_inside_its_directory(tmp_path: Path) -> None:
     out = tmp_path / "sounds"
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="not a sound file name"):
         write_prompts([PromptAudio("../escaped", (("en", "x"),))], out, FakeSpeech(), texts())
     assert not (tmp_path / "escaped.wav").exists()
+
+
+def test_a_recording_in_another_format_is_kept(tmp_path: Path) -> None:
+    audio, _ = plan_prompts([flow()], texts())
+    recorded = tmp_path / "zh" / "t" / "menu.gsm"
+    recorded.parent.mkdir(parents=True)
+    recorded.write_bytes(b"gsm frames")
+    written, kept = write_prompts(audio, tmp_path, FakeSpeech(), texts())
+    assert kept == [recorded] and len(written) == 6
+    assert not (tmp_path / "zh" / "t" / "menu.wav").exists()  # Asterisk could pick ours
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    audio, _ = plan_prompts([flow()], texts())
+    (tmp_path / "zh").write_text("a file where a folder should be")
+
+    class Failing(FakeSpeech):
+        def synthesise(self, text: str, voice: str) -> array.array[int]:
+            if voice == "en":
+                raise SpeechError("espeak-ng: no such voice")
+            return super().synthesise(text, voice)
+
+    with pytest.raises(OSError):
+        write_prompts(audio, tmp_path, FakeSpeech(), texts())
+    with pytest.raises(SpeechError):
+        write_prompts(audio, tmp_path / "other", Failing(), texts())
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_the_language_question_holds_the_languages_it_offers() -> None:
+    # a flow without `languages` still asks in both; a prompt of the question used elsewhere
+    # is played there with the flow's own prefix rules
+    single = FLOW.replace("languages: [zh, en]\n", "")
+    audio, problems = plan_prompts([flow(single)], texts())
+    assert problems == []
+    parts = {a.name: a.parts for a in audio}
+    assert parts["t/choose"] == (("zh", "请按1"), ("en", "press 2"))
+    assert parts["t/menu"] == (("zh", "菜单"),)
+    reused = FLOW.replace("prompt: t/hold", "prompt: t/choose")
+    audio, problems = plan_prompts([flow(reused)], texts())
+    assert problems == []
+    names = {a.name for a in audio}
+    assert {"t/choose", "zh/t/choose", "en/t/choose"} <= names
+
+
+def test_one_file_wanted_with_different_words_is_a_problem() -> None:
+    zh = FLOW.replace("languages: [zh, en]\n", "")
+    en = zh.replace("language: zh", "language: en")
+    f_zh, _ = parse_flow(zh, source="zh.yaml", default_name="zh")
+    f_en, _ = parse_flow(en, source="en.yaml", default_name="en")
+    assert f_zh is not None and f_en is not None
+    _audio, problems = plan_prompts([f_zh, f_en], texts())
+    assert "en.yaml: main: 't/menu' is played in en here but differently at zh.yaml: main" in (
+        " ".join(problems)
+    )
+
+
+def test_every_file_the_engine_plays_is_planned() -> None:
+    """The shipped flows driven by the real engine with random keys, hours states, lookups and
+    preferred languages: the files it plays are exactly the planned ones."""
+    flows = [load_flow(p) for p in flow_files(FLOWS)]
+    audio, _ = plan_prompts(flows, load_prompt_texts(FLOWS / PROMPTS_FILE))
+    calendar = load_calendar(FLOWS / CALENDAR_FILE)
+    played: set[str] = set()
+    rng = random.Random(7)
+    moments = [datetime(2026, 11, 30, 2, tzinfo=UTC), datetime(2026, 11, 29, 2, tzinfo=UTC)]
+    moments.append(datetime(2026, 10, 1, 2, tzinfo=UTC))  # open, closed, holiday
+    for f in flows:
+        for _ in range(3000):
+            engine = run_flow(
+                f,
+                calendar=calendar,
+                caller=rng.choice([None, "13800138000"]),
+                default_queue="general",
+                operator_queue="operator",
+                language=rng.choice([None, None, "zh", "en"]),
+            )
+            try:
+                cmd = next(engine)
+                while True:
+                    reply: Reply = Ack()
+                    if isinstance(cmd, Play | GetData):
+                        played.add(cmd.file)
+                    if isinstance(cmd, Play):
+                        reply = Digits(rng.choice(["", *cmd.escape_digits]))
+                    elif isinstance(cmd, WaitDigit):
+                        reply = Digits(rng.choice(["", *"0123456789*#"]), timed_out=False)
+                    elif isinstance(cmd, GetData):
+                        reply = rng.choice([Digits("12345678"), Digits("1"), Digits("", True)])
+                    elif isinstance(cmd, HoursCheck):
+                        reply = rng.choice(moments)
+                    elif isinstance(cmd, Lookup):
+                        reply = LookupResult(None, failed=rng.random() < 0.2)
+                    cmd = engine.send(reply)
+            except StopIteration:
+                pass
+    assert played == {a.name for a in audio}
