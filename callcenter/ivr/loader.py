@@ -153,6 +153,25 @@ class _Doc:
             out.append((key, k, v))
         return out
 
+    def top_level(
+        self, text: str, what: str, known: tuple[str, ...]
+    ) -> tuple[yaml.Node, dict[str, tuple[yaml.Node, yaml.Node]]] | None:
+        """The document's root and its fields (key -> key node, value node); an empty
+        document, a root that is not a mapping and unknown fields are reported."""
+        root = self.compose(text)
+        if root is None:
+            if not self.errors:
+                self.error(1, None, "schema", f"empty {what} file")
+            return None
+        pairs = self.mapping(root, None, f"{what} file")
+        if pairs is None:
+            return None
+        top = {k: (kn, vn) for k, kn, vn in pairs}
+        for key, (kn, _vn) in top.items():
+            if key not in known:
+                self.error(kn, None, "unknown_field", f"unknown {what} field {key!r}")
+        return root, top
+
     def scalar(self, n: yaml.Node, node: str | None, what: str) -> str | None:
         if not isinstance(n, yaml.ScalarNode) or n.tag == "tag:yaml.org,2002:null":
             self.error(n, node, "schema", f"{what} must be a single value")
@@ -600,18 +619,10 @@ def _weekday_keys(key: str) -> list[int] | None:
 def parse_calendar(text: str, *, source: str) -> tuple[BusinessCalendar | None, list[FlowError]]:
     """Parse and validate a calendar document."""
     doc = _Doc(source)
-    root = doc.compose(text)
-    if root is None:
-        if not doc.errors:
-            doc.error(1, None, "schema", "empty calendar file")
+    parsed = doc.top_level(text, "calendar", ("timezone", "weekly", "holidays", "description"))
+    if parsed is None:
         return None, doc.errors
-    pairs = doc.mapping(root, None, "calendar file")
-    if pairs is None:
-        return None, doc.errors
-    top = {k: (kn, vn) for k, kn, vn in pairs}
-    for key, (kn, _vn) in top.items():
-        if key not in ("timezone", "weekly", "holidays", "description"):
-            doc.error(kn, None, "unknown_field", f"unknown calendar field {key!r}")
+    root, top = parsed
     tz: ZoneInfo | None = None
     if "timezone" not in top:
         doc.error(root, None, "schema", "calendar has no 'timezone'")
@@ -707,18 +718,10 @@ class PromptTexts:
 def parse_prompt_texts(text: str, *, source: str) -> tuple[PromptTexts | None, list[FlowError]]:
     """Parse and validate a prompt texts document."""
     doc = _Doc(source)
-    root = doc.compose(text)
-    if root is None:
-        if not doc.errors:
-            doc.error(1, None, "schema", "empty prompts file")
+    parsed = doc.top_level(text, "prompts", ("voices", "prompts", "description"))
+    if parsed is None:
         return None, doc.errors
-    pairs = doc.mapping(root, None, "prompts file")
-    if pairs is None:
-        return None, doc.errors
-    top = {k: (kn, vn) for k, kn, vn in pairs}
-    for key, (kn, _vn) in top.items():
-        if key not in ("voices", "prompts", "description"):
-            doc.error(kn, None, "unknown_field", f"unknown prompts file field {key!r}")
+    root, top = parsed
     voices: dict[str, str] = {}
     if "voices" in top:
         for lang, kn, vn in doc.mapping(top["voices"][1], None, "voices") or []:

@@ -77,21 +77,38 @@ async def _stored(db_url: str, uniqueid: str) -> CallRecord:
     return record
 
 
-def _settings(db_url: str, tmp_path: Path) -> Any:
-    return settings_for(db_url, tmp_path, ami_reconnect_min=0.05, ami_reconnect_max=0.2)
+async def _a_talking_call(
+    db_url: str, tmp_path: Path, aiohttp_client: Any, proxies: list[SwitchProxy]
+) -> tuple[Any, Emulator, SwitchProxy, CallRecord, asyncio.Task[CallSummary]]:
+    """The app (reconnecting within 0.2 s) with a call in progress: (app, emulator, the AMI
+    proxy, the call as the tracker has it, the caller's task)."""
+    emulators: list[Emulator] = []
+    settings = settings_for(db_url, tmp_path, ami_reconnect_min=0.05, ami_reconnect_max=0.2)
+    app = make_app(settings, emulators)
+    await aiohttp_client(app)
+    async with asyncio.timeout(30):
+        await app[PIPELINE].wait_sweeps(1)
+    emu = emulators[0]
+    live, call = await _talking(app, emu)
+    return app, emu, proxies[0], live, call
+
+
+def _assert_kept(stored: CallRecord, live: CallRecord) -> None:
+    """What the tracker knew of the call before the cut is in the stored record."""
+    assert not stored.abandoned
+    assert (stored.queue, stored.agent_interface) == (live.queue, AGENT)
+    assert stored.agent and stored.agent == live.agent
+    assert stored.answered_at == live.answered_at and stored.wait_seconds == live.wait_seconds
+    assert stored.ivr_path == live.ivr_path and stored.ivr_path
+    assert stored.ended_at is not None and stored.answered_at is not None
+    assert stored.ended_at > stored.answered_at
 
 
 async def test_a_call_still_up_when_the_link_is_back_is_logged_whole(
     db_url: str, tmp_path: Path, aiohttp_client: Any, ami_proxy: list[SwitchProxy]
 ) -> None:
-    emulators: list[Emulator] = []
-    app = make_app(_settings(db_url, tmp_path), emulators)
-    await aiohttp_client(app)
+    app, emu, proxy, live, call = await _a_talking_call(db_url, tmp_path, aiohttp_client, ami_proxy)
     pipeline = app[PIPELINE]
-    async with asyncio.timeout(30):
-        await pipeline.wait_sweeps(1)
-    emu, proxy = emulators[0], ami_proxy[0]
-    live, call = await _talking(app, emu)
 
     proxy.cut()
     await until(lambda: not app[AMI].connected)  # the client has seen the link drop
@@ -104,14 +121,8 @@ async def test_a_call_still_up_when_the_link_is_back_is_logged_whole(
     await call
     await emu_settled(app)
     stored = await _stored(db_url, live.uniqueid)
-    assert stored.end_reason == "completed" and not stored.abandoned
-    assert stored.hangup_cause == 16
-    assert (stored.queue, stored.agent_interface) == (live.queue, AGENT)
-    assert stored.agent and stored.agent == live.agent
-    assert stored.answered_at == live.answered_at and stored.wait_seconds == live.wait_seconds
-    assert stored.ivr_path == live.ivr_path and stored.ivr_path
-    assert stored.ended_at is not None and stored.answered_at is not None
-    assert stored.ended_at > stored.answered_at
+    assert stored.end_reason == "completed" and stored.hangup_cause == 16
+    _assert_kept(stored, live)
     assert stored.talk_seconds is not None and stored.talk_seconds > 0
     assert pipeline.stats.swept == 0
 
@@ -119,14 +130,7 @@ async def test_a_call_still_up_when_the_link_is_back_is_logged_whole(
 async def test_a_call_that_ended_while_the_link_was_down_is_closed_with_the_reason(
     db_url: str, tmp_path: Path, aiohttp_client: Any, ami_proxy: list[SwitchProxy]
 ) -> None:
-    emulators: list[Emulator] = []
-    app = make_app(_settings(db_url, tmp_path), emulators)
-    await aiohttp_client(app)
-    pipeline = app[PIPELINE]
-    async with asyncio.timeout(30):
-        await pipeline.wait_sweeps(1)
-    emu, proxy = emulators[0], ami_proxy[0]
-    live, call = await _talking(app, emu)
+    app, emu, proxy, live, call = await _a_talking_call(db_url, tmp_path, aiohttp_client, ami_proxy)
 
     proxy.cut()
     await _hang_up(emu, live.channel)  # its Hangup events are lost with the link
@@ -134,16 +138,10 @@ async def test_a_call_that_ended_while_the_link_was_down_is_closed_with_the_reas
     assert [c.uniqueid for c in app[CALL_TRACKER].active_calls()] == [live.uniqueid]
     await proxy.open()
     async with asyncio.timeout(30):
-        await pipeline.wait_sweeps(2)
+        await app[PIPELINE].wait_sweeps(2)
     await emu_settled(app)
 
     assert app[CALL_TRACKER].active_calls() == []
     stored = await _stored(db_url, live.uniqueid)
-    assert stored.end_reason == "ended_while_disconnected" and not stored.abandoned
-    assert stored.ended_at is not None and stored.answered_at is not None
-    assert stored.ended_at > stored.answered_at
-    # what was known before the cut is kept
-    assert (stored.queue, stored.agent_interface) == (live.queue, AGENT)
-    assert stored.agent and stored.agent == live.agent
-    assert stored.answered_at == live.answered_at and stored.wait_seconds == live.wait_seconds
-    assert stored.ivr_path == live.ivr_path and stored.ivr_path
+    assert stored.end_reason == "ended_while_disconnected"
+    _assert_kept(stored, live)
