@@ -659,7 +659,8 @@ class AmiClient:
         elif consumer is not None:
             self._enqueue(_STOP)
             try:
-                await asyncio.wait_for(asyncio.shield(consumer), self.action_timeout)
+                async with asyncio.timeout(self.action_timeout):  # not wait_for: see _roundtrip
+                    await asyncio.shield(consumer)
             except TimeoutError:
                 log.warning(
                     "AMI consumer did not drain within %.1fs; cancelling", self.action_timeout
@@ -882,7 +883,11 @@ class AmiClient:
             while True:
                 holds = proto.holds
                 try:
-                    result = await asyncio.wait_for(asyncio.shield(fut) if patient else fut, limit)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the reply
+                    # and drops a cancellation that arrives with it (close() would then wait
+                    # forever for a watchdog that goes on pinging)
+                    async with asyncio.timeout(limit):
+                        result = await (asyncio.shield(fut) if patient else fut)
                     break
                 except TimeoutError:
                     if patient and (proto.held or proto.holds != holds) and not proto.closed:
@@ -974,7 +979,8 @@ class AmiClient:
         assert self._manager is not None
         where = f"{self._host}:{self._port}"
         try:
-            _, proto = await asyncio.wait_for(self._manager.connect(), self.action_timeout)
+            async with asyncio.timeout(self.action_timeout):  # not wait_for: see _roundtrip
+                _, proto = await self._manager.connect()
         except TimeoutError:
             raise AmiConnectError(f"connect to AMI at {where} timed out") from None
         except OSError as exc:

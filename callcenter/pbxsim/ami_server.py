@@ -560,7 +560,9 @@ class AmiSession(asyncio.Protocol):
         self._transport.write(data)
         if not self._writable.is_set():
             try:
-                await asyncio.wait_for(self._writable.wait(), self._write_timeout)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation
+                async with asyncio.timeout(self._write_timeout):
+                    await self._writable.wait()
             except TimeoutError:
                 log.warning(
                     "AMI session %d (%s): client not reading for %.3f s, disconnecting",
@@ -646,7 +648,8 @@ class AmiSession(asyncio.Protocol):
                     if timeout <= 0:
                         return  # authtimeout: dropped without a word
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):  # not wait_for: see _write
+                        await self._wake.wait()
                 except TimeoutError:
                     continue
         except Exception:
