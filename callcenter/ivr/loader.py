@@ -172,6 +172,28 @@ class _Doc:
                 self.error(kn, None, "unknown_field", f"unknown {what} field {key!r}")
         return root, top
 
+    def named_values(
+        self,
+        n: yaml.Node,
+        node: str | None,
+        what: str,
+        *,
+        valid: Callable[[str], object],
+        invalid: str,
+        item: str,
+    ) -> list[tuple[str, str, yaml.Node]]:
+        """(name, value, value node) of a mapping of names to single values. A name that is
+        not ``valid`` is reported as ``'<name>' <invalid>``; ``item`` names a value in its
+        error (``variable`` -> "variable 'X' must be a single value")."""
+        out: list[tuple[str, str, yaml.Node]] = []
+        for key, kn, vn in self.mapping(n, node, what) or []:
+            value = self.scalar(vn, node, f"{item} {key!r}")
+            if not valid(key):
+                self.error(kn, node, "bad_value", f"{key!r} {invalid}")
+            elif value is not None:
+                out.append((key, value, vn))
+        return out
+
     def scalar(self, n: yaml.Node, node: str | None, what: str) -> str | None:
         if not isinstance(n, yaml.ScalarNode) or n.tag == "tag:yaml.org,2002:null":
             self.error(n, node, "schema", f"{what} must be a single value")
@@ -513,12 +535,15 @@ def parse_flow(text: str, *, source: str, default_name: str) -> tuple[Flow | Non
             )
     variables: dict[str, str] = {}
     if "variables" in top:
-        for key, kn, vn in doc.mapping(top["variables"][1], None, "variables") or []:
-            value = doc.scalar(vn, None, f"variable {key!r}")
-            if not _VAR_RE.match(key):
-                doc.error(kn, None, "bad_value", f"{key!r} is not a variable name")
-            elif value is not None:
-                variables[key] = value
+        for key, value, _vn in doc.named_values(
+            top["variables"][1],
+            None,
+            "variables",
+            valid=_VAR_RE.match,
+            invalid="is not a variable name",
+            item="variable",
+        ):
+            variables[key] = value
     if "start" not in top:
         doc.error(root, None, "schema", "flow has no 'start' node")
     if "nodes" not in top:
@@ -696,6 +721,7 @@ def parse_calendar(text: str, *, source: str) -> tuple[BusinessCalendar | None, 
 _PROMPT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
 # Asterisk's language folders: zh, en, en_GB, pt_BR...
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(?:[_-][A-Za-z0-9]+)*$")
+_NOT_A_LANGUAGE = "is not a language code like zh or en"
 
 
 def is_prompt_name(name: str) -> bool:
@@ -724,12 +750,15 @@ def parse_prompt_texts(text: str, *, source: str) -> tuple[PromptTexts | None, l
     root, top = parsed
     voices: dict[str, str] = {}
     if "voices" in top:
-        for lang, kn, vn in doc.mapping(top["voices"][1], None, "voices") or []:
-            voice = doc.scalar(vn, None, f"voice of {lang!r}")
-            if not _LANGUAGE_RE.fullmatch(lang):
-                doc.error(kn, None, "bad_value", f"{lang!r} is not a language code like zh or en")
-            elif voice is not None:
-                voices[lang] = voice
+        for lang, voice, _vn in doc.named_values(
+            top["voices"][1],
+            None,
+            "voices",
+            valid=_LANGUAGE_RE.fullmatch,
+            invalid=_NOT_A_LANGUAGE,
+            item="voice of",
+        ):
+            voices[lang] = voice
     words: dict[str, dict[str, str]] = {}
     lines: dict[str, int] = {}
     entries: list[tuple[str, yaml.Node, yaml.Node]] = []
@@ -742,13 +771,17 @@ def parse_prompt_texts(text: str, *, source: str) -> tuple[PromptTexts | None, l
             doc.error(kn, name, "bad_value", "not a sound file name like hotline/welcome")
             continue
         per_language: dict[str, str] = {}
-        for lang, lkn, lvn in doc.mapping(vn, name, f"prompt {name!r}") or []:
-            said = doc.scalar(lvn, name, f"words in {lang!r}")
-            if not _LANGUAGE_RE.fullmatch(lang):
-                doc.error(lkn, name, "bad_value", f"{lang!r} is not a language code like zh or en")
-            elif said is not None and not said.strip():
+        for lang, said, lvn in doc.named_values(
+            vn,
+            name,
+            f"prompt {name!r}",
+            valid=_LANGUAGE_RE.fullmatch,
+            invalid=_NOT_A_LANGUAGE,
+            item="words in",
+        ):
+            if not said.strip():
                 doc.error(lvn, name, "bad_value", f"empty words in {lang!r}")
-            elif said is not None:
+            else:
                 per_language[lang] = said.strip()
         words[name] = per_language
         lines[name] = kn.start_mark.line + 1
@@ -839,16 +872,15 @@ def check_flows(directory: Path) -> list[FlowError]:
         if flow.name in names:
             errors.append(duplicate_flow_name(path, flow.name, names[flow.name]))
         names[flow.name] = path
-    cal = directory / CALENDAR_FILE
-    if cal.is_file():
-        try:
-            load_calendar(cal)
-        except FlowLoadError as exc:
-            errors.extend(exc.errors)
-    prompts = directory / PROMPTS_FILE
-    if prompts.is_file():
-        try:
-            load_prompt_texts(prompts)
-        except FlowLoadError as exc:
-            errors.extend(exc.errors)
+    loaders: tuple[tuple[str, Callable[[Path], object]], ...] = (
+        (CALENDAR_FILE, load_calendar),
+        (PROMPTS_FILE, load_prompt_texts),
+    )
+    for name, load in loaders:
+        path = directory / name
+        if path.is_file():
+            try:
+                load(path)
+            except FlowLoadError as exc:
+                errors.extend(exc.errors)
     return errors
