@@ -100,6 +100,19 @@ async def following(service: ScreenPopService) -> asyncio.Task[None]:
     return task
 
 
+async def desk(
+    calls: LateSteps | None = None,
+) -> tuple[LateSteps, MemoryBus, ScreenPopService, asyncio.Task[None], UpdateSink]:
+    """A screen-pop service following its bus, with one agent's tab (PJSIP/1001) attached."""
+    calls = calls or LateSteps()
+    bus = MemoryBus()
+    service = service_with(calls, bus)
+    task = await following(service)
+    tab = UpdateSink()
+    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    return calls, bus, service, task, tab
+
+
 async def settled(service: ScreenPopService) -> None:
     """Every pop's updates sent; bounded: on a failure the test fails instead of hanging."""
     async with asyncio.timeout(10):
@@ -120,12 +133,7 @@ ALL = [("language", "2"), ("main", "1"), ("order_number", "12345678")]
 
 
 async def test_steps_stored_after_the_ring_reach_the_pop_by_a_bus_message() -> None:
-    calls = LateSteps()
-    bus = MemoryBus()
-    service = service_with(calls, bus)
-    task = await following(service)
-    tab = UpdateSink()
-    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    calls, bus, service, task, tab = await desk()
     ring = payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1")
     service.feed(ring)
     async with asyncio.timeout(10):  # the archive lookup is done, the steps are not stored
@@ -160,12 +168,7 @@ async def test_steps_stored_after_the_ring_reach_the_pop_by_a_bus_message() -> N
 
 
 async def test_pops_of_the_call_before_the_steps_land_are_each_updated() -> None:
-    calls = LateSteps()
-    bus = MemoryBus()
-    service = service_with(calls, bus)
-    task = await following(service)
-    tab = UpdateSink()
-    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    calls, bus, service, task, tab = await desk()
     service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
     service.feed(payload("agent.answered", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
     await tab.until(lambda t: updates(t) == 2)  # both pops have the archive's part
@@ -182,12 +185,13 @@ async def test_pops_of_the_call_before_the_steps_land_are_each_updated() -> None
 
 
 async def test_steps_written_while_the_lookup_reads_are_not_missed() -> None:
-    calls = LateSteps()  # the lookup's read does not see them (it began before the commit)
-    bus = MemoryBus()
-    service = service_with(calls, bus)
-    task = await following(service)
-    tab = UpdateSink()
-    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    (
+        _calls,
+        _bus,
+        service,
+        task,
+        tab,
+    ) = await desk()  # the lookup's read does not see them (it began before the commit)
     for message in steps_stored_messages(stored()):  # as `run()` hands it over
         service.steps_stored(message)
     service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
@@ -258,12 +262,7 @@ async def test_an_evicted_wait_still_ends_the_pending_digits() -> None:
 
 
 async def test_stored_digits_make_a_pop_whose_step_read_failed_complete() -> None:
-    calls = LateSteps(fail=True)
-    bus = MemoryBus()
-    service = service_with(calls, bus)
-    task = await following(service)
-    tab = UpdateSink()
-    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    calls, bus, service, task, tab = await desk(LateSteps(fail=True))
     service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
     await tab.until(lambda t: updates(t) == 1)
     first = tab.pops()[0]["pop"]
@@ -353,12 +352,7 @@ def test_path_digits_are_the_menu_keys_with_their_targets() -> None:
 async def test_a_call_whose_steps_come_in_several_messages_shows_them_all() -> None:
     # held steps flushed in batches (or one by one after a refused item): one message per
     # write, each with a part of the call's digits, in the order they were written
-    calls = LateSteps()
-    bus = MemoryBus()
-    service = service_with(calls, bus)
-    task = await following(service)
-    tab = UpdateSink()
-    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    calls, bus, service, task, tab = await desk()
     service.feed(payload("agent.ringing", "PJSIP/1001", ivr_path=PATH, ivr_choice="1"))
     await tab.until(lambda t: updates(t) == 1)  # the archive's part; the digits pending
     steps = stored()
@@ -379,12 +373,7 @@ async def test_a_call_whose_steps_come_in_several_messages_shows_them_all() -> N
 
 
 async def test_a_pop_shown_with_part_of_the_digits_gets_the_rest() -> None:
-    calls = LateSteps()
-    bus = MemoryBus()
-    service = service_with(calls, bus)
-    task = await following(service)
-    tab = UpdateSink()
-    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    _calls, bus, service, task, tab = await desk()
     steps = stored()
     for message in steps_stored_messages(steps[:1]):  # the lookup step only: no keys
         service.steps_stored(message)
@@ -401,12 +390,7 @@ async def test_a_pop_shown_with_part_of_the_digits_gets_the_rest() -> None:
 
 async def test_steps_written_again_after_a_timeout_are_not_shown_twice() -> None:
     # a write that timed out may have gone through: its steps are written (and announced) again
-    calls = LateSteps()
-    bus = MemoryBus()
-    service = service_with(calls, bus)
-    task = await following(service)
-    tab = UpdateSink()
-    service.attach(tab, interface="PJSIP/1001", user_id=1)
+    _calls, _bus, service, task, tab = await desk()
     steps = stored()
     for part in (steps[:3], steps, steps[2:]):
         for message in steps_stored_messages(part):
